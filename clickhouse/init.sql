@@ -1,0 +1,59 @@
+-- binance-metrics schema. Applied automatically to the embedded chDB store, and by the
+-- ClickHouse server in compose.yaml (mounted into /docker-entrypoint-initdb.d/).
+-- Statements are separated by a line holding only ';' so that simple tools can split them.
+
+CREATE DATABASE IF NOT EXISTS binance
+;
+
+-- One row per symbol and minute. The dataflow may write a bar more than once (a late trade
+-- corrects it, a replay or a recovery writes it again): ReplacingMergeTree keeps the row with
+-- the most trades, and among equals the last written, so a re-emitted partial bar never
+-- replaces the full one and writing the same input twice leaves the table as it was.
+-- Read it with FINAL (or through the views below).
+CREATE TABLE IF NOT EXISTS binance.ohlcv
+(
+    symbol                 LowCardinality(String),
+    window_start           DateTime64(3, 'UTC'),
+    open                   Decimal(38, 8),
+    high                   Decimal(38, 8),
+    low                    Decimal(38, 8),
+    close                  Decimal(38, 8),
+    volume                 Decimal(38, 8),
+    quote_volume           Decimal(38, 16),
+    trade_count            UInt64,
+    taker_buy_volume       Decimal(38, 8),
+    taker_buy_quote_volume Decimal(38, 16),
+    first_trade_id         Int64,
+    last_trade_id          Int64,
+    written_at             DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(trade_count)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (symbol, window_start)
+;
+
+-- Rollups: exact bars of 5m, 15m, 1h, 4h and 1d computed from the current 1-minute bars, so they
+-- follow every correction. A filler minute (no trades: O = H = L = C = previous close) must not
+-- lend its price to the open, high or low of a longer bar that has trades.
+CREATE VIEW IF NOT EXISTS binance.ohlcv_rollup AS
+SELECT
+    symbol,
+    toStartOfInterval(minute, toIntervalSecond({interval_seconds:UInt32})) AS window_start,
+    if(countIf(n > 0) > 0, argMinIf(o, minute, n > 0), argMin(o, minute)) AS open,
+    if(countIf(n > 0) > 0, maxIf(h, n > 0), max(h)) AS high,
+    if(countIf(n > 0) > 0, minIf(l, n > 0), min(l)) AS low,
+    argMax(c, minute) AS close,
+    sum(v) AS volume,
+    sum(qv) AS quote_volume,
+    sum(n) AS trade_count,
+    sum(tbv) AS taker_buy_volume,
+    sum(tbqv) AS taker_buy_quote_volume
+FROM
+(
+    SELECT symbol, window_start AS minute, open AS o, high AS h, low AS l, close AS c,
+           volume AS v, quote_volume AS qv, trade_count AS n,
+           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv
+    FROM binance.ohlcv FINAL
+)
+GROUP BY symbol, window_start
+;

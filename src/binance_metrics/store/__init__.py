@@ -1,0 +1,1 @@
+"""ClickHouse: client, schema, the dataflow sink and queries."""

@@ -1,0 +1,145 @@
+"""Binance trade wire formats, the trade message on Kafka, and the dead-letter record.
+
+Prices and quantities travel as Binance's decimal strings and become integers scaled by 10**8
+(:func:`parse_scaled`), so no digit is ever lost to floating point.
+
+A spot ``<symbol>@trade`` frame on the combined stream looks like::
+
+    {"stream": "btcusdt@trade",
+     "data": {"e": "trade", "E": 1723161255343, "s": "BTCUSDT", "t": 3735683259,
+              "p": "61837.63000000", "q": "0.00010000", "T": 1723161255342,
+              "m": true, "M": true}}
+
+The message on ``binance-trades`` keeps those keys and adds ``ingestionTimeMs`` and
+``latencyMs``. An aggregate trade (data.binance.vision ``aggTrades`` or REST ``/api/v3/aggTrades``)
+is carried with ``e = "aggTrade"``, its aggregate id ``a``, ``t = f`` (first raw trade id) and
+``l`` (last raw trade id), so trade counts stay right.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import msgspec
+
+from binance_metrics.errors import InvalidTradeError
+
+SCALE_DIGITS: Final = 8
+SCALE: Final = 10**SCALE_DIGITS
+
+
+class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One trade (or one aggregate trade) as produced to the trades topic."""
+
+    e: str  # event type: "trade" or "aggTrade"
+    E: int  # event time, ms
+    s: str  # symbol, upper case
+    t: int  # trade id; for an aggregate, its first raw trade id
+    p: str  # price, decimal string
+    q: str  # quantity, decimal string
+    T: int  # trade time, ms
+    m: bool  # buyer is the maker (so a taker buy is m == false)
+    ingestionTimeMs: int = 0
+    latencyMs: int = 0
+    M: bool | None = None  # spot "best match" flag
+    X: str | None = None  # futures trade type; only "MARKET" trades make klines
+    a: int | None = None  # aggregate trade id
+    l: int | None = None  # noqa: E741 - Binance's key: last raw trade id of an aggregate
+    backfilled: bool = False  # fetched over REST after a gap, not seen live
+
+    @property
+    def last_trade_id(self) -> int:
+        return self.t if self.l is None else self.l
+
+    @property
+    def trade_count(self) -> int:
+        return self.last_trade_id - self.t + 1
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """What the dead-letter topic holds: the payload exactly as received and why it was refused."""
+
+    rawPayload: str
+    error: str
+    ingestionTimeMs: int
+
+
+_trade_decoder: Final = msgspec.json.Decoder(TradeMessage)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_scaled(text: str) -> int:
+    """Parse a non-negative decimal string exactly into an integer scaled by 10**8.
+
+    >>> parse_scaled("61837.63000000")
+    6183763000000
+    >>> parse_scaled("0.00000001")
+    1
+
+    Digits beyond the eighth decimal must be zeros: Binance never sends more precision, and
+    rounding would silently change a bar.
+    """
+    whole, dot, frac = text.partition(".")
+    if not whole and not frac:
+        raise InvalidTradeError(f"not a decimal number: {text!r}")
+    if len(frac) > SCALE_DIGITS:
+        frac, extra = frac[:SCALE_DIGITS], frac[SCALE_DIGITS:]
+        if extra.strip("0"):
+            raise InvalidTradeError(f"more than {SCALE_DIGITS} decimals: {text!r}")
+    digits = (whole or "0") + frac.ljust(SCALE_DIGITS, "0")
+    if not digits.isascii() or not digits.isdigit():
+        raise InvalidTradeError(f"not a decimal number: {text!r}")
+    return int(digits)
+
+
+def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
+    """Inverse of :func:`parse_scaled`, as a plain decimal with exactly ``digits`` decimals."""
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), 10**digits)
+    return f"{sign}{whole}.{frac:0{digits}d}"
+
+
+def validate_trade(trade: TradeMessage) -> TradeMessage:
+    """Check the invariants the bar logic relies on; raise :class:`InvalidTradeError` if broken."""
+    if trade.e not in ("trade", "aggTrade"):
+        raise InvalidTradeError(f"unexpected event type {trade.e!r}")
+    if not trade.s or not trade.s.isupper():
+        raise InvalidTradeError(f"symbol must be upper case, got {trade.s!r}")
+    if parse_scaled(trade.p) <= 0:
+        raise InvalidTradeError(f"price must be positive, got {trade.p!r}")
+    if parse_scaled(trade.q) <= 0:
+        raise InvalidTradeError(f"quantity must be positive, got {trade.q!r}")
+    if trade.t < 0 or trade.last_trade_id < trade.t:
+        raise InvalidTradeError(f"bad trade id range {trade.t}..{trade.last_trade_id}")
+    if trade.T <= 0:
+        raise InvalidTradeError(f"trade time must be positive, got {trade.T}")
+    return trade
+
+
+def decode_trade(payload: bytes | str) -> TradeMessage:
+    """Decode and validate one trade message; any problem raises :class:`InvalidTradeError`."""
+    try:
+        trade = _trade_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise InvalidTradeError(str(exc)) from None
+    return validate_trade(trade)
+
+
+def encode_trade(trade: TradeMessage) -> bytes:
+    return _encoder.encode(trade)
+
+
+def dead_letter(raw: bytes | str, error: str, ingestion_time_ms: int | None = None) -> bytes:
+    """The dead-letter record for ``raw``: the payload (undecodable bytes kept as escapes)."""
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
+    ts = now_ms() if ingestion_time_ms is None else ingestion_time_ms
+    return _encoder.encode(DeadLetter(rawPayload=text, error=error, ingestionTimeMs=ts))
+
+
+def decode_dead_letter(payload: bytes) -> DeadLetter:
+    return msgspec.json.decode(payload, type=DeadLetter)
