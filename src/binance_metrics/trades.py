@@ -84,7 +84,7 @@ def parse_scaled(text: str) -> int:
     Digits beyond the eighth decimal must be zeros: Binance never sends more precision, and
     rounding would silently change a bar.
     """
-    whole, dot, frac = text.partition(".")
+    whole, _, frac = text.partition(".")
     if not whole and not frac:
         raise InvalidTradeError(f"not a decimal number: {text!r}")
     if len(frac) > SCALE_DIGITS:

@@ -1,0 +1,265 @@
+"""The Bytewax dataflow: trades from Kafka -> 1-minute bars -> ClickHouse.
+
+::
+
+    Kafka (binance-trades) -> pre-aggregate each input batch per (symbol, window)
+        |-> undecodable records ------------------------------------------> DLQ topic
+        '-> key by symbol -> EventClock(trade time) + TumblingWindower -> fold_window (merge)
+              |-> closed windows ----.
+              '-> late fragments ----+-> bar book (corrections, zero-trade fill) -> ClickHouse
+
+Pre-aggregation is exact because the bar is a monoid (:mod:`binance_metrics.bars`), and it takes
+the per-trade cost out of the windowing operator, which is the bottleneck of a naive flow
+(design §4). Late data is never dropped: fold_window's ``late`` stream and the partial bars that
+Bytewax re-emits once a key's windows have closed both go through the bar book, which merges them
+into the full bar before anything reaches the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import (
+    KafkaError,
+    KafkaSink,
+    KafkaSinkMessage,
+    KafkaSource,
+    KafkaSourceMessage,
+)
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
+from bytewax.outputs import Sink
+
+from binance_metrics.bar_book import BarBook, Update
+from binance_metrics.bars import Bar, merge
+from binance_metrics.errors import InvalidTradeError
+from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import BarRow
+from binance_metrics.store.sink import ClickHouseBarSink
+from binance_metrics.trades import dead_letter, decode_trade
+
+log = logging.getLogger(__name__)
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Added to the wait when telling Bytewax when to wake up: without it the default clock
+#: busy-spins a core at every window end (design §3).
+WAKE_MARGIN: Final = timedelta(milliseconds=200)
+
+
+@dataclass(slots=True)
+class Fragment:
+    """The trades of one input batch that fall in one symbol's window, already folded."""
+
+    symbol: str
+    window: int  # window index: the window starts at window * window length
+    bar: Bar
+    max_trade_time_ms: int
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A record that is not a valid trade, with the reason, bound for the dead-letter topic."""
+
+    payload: bytes
+    reason: str
+
+
+@dataclass
+class FlowStats:
+    """Counters of one dataflow run, shared by its workers (threads of one process)."""
+
+    trades: int = 0
+    rejected: int = 0
+    late_trades: int = 0
+    bars_written: int = 0
+    kafka_errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "trades": self.trades,
+                "rejected": self.rejected,
+                "late_trades": self.late_trades,
+                "bars_written": self.bars_written,
+                "kafka_errors": self.kafka_errors,
+            }
+
+
+def preaggregate(batch: Iterable[Any], window_ms: int, stats: FlowStats) -> list[Any]:
+    """Decode one input batch and fold its trades per (symbol, window).
+
+    Items may be raw ``bytes`` or Bytewax ``KafkaSourceMessage``/``KafkaError``. Returns
+    :class:`Fragment` and :class:`Rejected` items.
+    """
+    groups: dict[tuple[str, int], Fragment] = {}
+    out: list[Any] = []
+    trades = 0
+    for item in batch:
+        if isinstance(item, KafkaError):
+            log.error("Kafka consumer error: %s", item.err)
+            stats.add(kafka_errors=1)
+            continue
+        payload = item.value if isinstance(item, KafkaSourceMessage) else item
+        try:
+            if payload is None:
+                raise InvalidTradeError("empty record")
+            trade = decode_trade(payload)
+            if trade.X is not None and trade.X != "MARKET":
+                # Futures insurance-fund and ADL trades are not market trades; keep them visible.
+                raise InvalidTradeError(f"not a market trade (X={trade.X}); klines exclude it")
+        except InvalidTradeError as exc:
+            out.append(Rejected(payload or b"", str(exc)))
+            continue
+        window = trade.T // window_ms
+        fragment = groups.get((trade.s, window))
+        if fragment is None:
+            fragment = groups[(trade.s, window)] = Fragment(trade.s, window, Bar(), trade.T)
+        elif trade.T > fragment.max_trade_time_ms:
+            fragment.max_trade_time_ms = trade.T
+        fragment.bar.add_trade(trade)
+        trades += trade.trade_count
+    stats.add(trades=trades, rejected=len(out))
+    out.extend(groups.values())
+    return out
+
+
+@dataclass(frozen=True)
+class _WakeAfter:
+    """``to_system_utc`` for the event clock: wake once the wait (plus a margin) has passed."""
+
+    delay: timedelta
+
+    def __call__(self, timestamp: datetime) -> datetime:
+        return timestamp + self.delay
+
+
+def _trade_time(fragment: Fragment) -> datetime:
+    return EPOCH + timedelta(milliseconds=fragment.max_trade_time_ms)
+
+
+def _fold(acc: Bar, fragment: Fragment) -> Bar:
+    return merge(acc, fragment.bar)
+
+
+def build_bars(
+    payloads: Stream[Any],
+    *,
+    window: timedelta = timedelta(minutes=1),
+    wait: timedelta = timedelta(seconds=2),
+    history_windows: int = 1440,
+    stats: FlowStats | None = None,
+    now_getter: Callable[[], datetime] | None = None,
+) -> tuple[Stream[tuple[str, tuple[int, Bar]]], Stream[Rejected]]:
+    """The bar logic, independent of Kafka and ClickHouse: payloads in, bar updates out.
+
+    Returns ``(bars, rejected)``: ``bars`` carries ``(symbol, (window_start_ms, bar))`` — every
+    version of a bar is complete (corrections included); ``rejected`` the records that are not
+    valid trades.
+    """
+    stats = stats or FlowStats()
+    window_ms = int(window.total_seconds() * 1000)
+
+    items = op.flat_map_batch(
+        "preaggregate", payloads, lambda batch: preaggregate(batch, window_ms, stats)
+    )
+    fragments_or_rejected = op.branch("valid", items, lambda item: isinstance(item, Fragment))
+    fragments: Stream[Fragment] = fragments_or_rejected.trues
+    rejected: Stream[Rejected] = fragments_or_rejected.falses
+    keyed = op.key_on("by_symbol", fragments, lambda fragment: fragment.symbol)
+
+    clock_kwargs: dict[str, Any] = {"to_system_utc": _WakeAfter(wait + WAKE_MARGIN)}
+    if now_getter is not None:
+        clock_kwargs["now_getter"] = now_getter
+    clock = EventClock(_trade_time, wait_for_system_duration=wait, **clock_kwargs)
+    windower = TumblingWindower(length=window, align_to=EPOCH)
+    # The bar is commutative, so windows need not buffer items to sort them (ordered=False).
+    windows = fold_window(
+        "minute_bars", keyed, clock, windower, Bar.empty, _fold, merge, ordered=False
+    )
+    # Windows are aligned to the epoch, so a window id is the window index itself.
+    closed: Stream[tuple[str, tuple[int, Bar]]] = windows.down
+
+    def _late(fragment_in_window: tuple[int, Fragment]) -> tuple[int, Bar]:
+        fragment = fragment_in_window[1]
+        stats.add(late_trades=fragment.bar.trade_count)
+        return fragment.window, fragment.bar
+
+    late = op.map_value("late_fragment", windows.late, _late)
+    fragments_by_window = op.merge("all_fragments", closed, late)
+
+    def _book(state: BarBook | None, value: tuple[int, Bar]) -> tuple[BarBook, list[Update]]:
+        book = state or BarBook(history=history_windows)
+        return book, book.update(*value)
+
+    updates = op.stateful_flat_map("bar_book", fragments_by_window, _book)
+    bars = op.map_value("window_start", updates, lambda u: (u[0] * window_ms, u[1]))
+    return bars, rejected
+
+
+def _to_row(item: tuple[str, tuple[int, Bar]]) -> BarRow:
+    symbol, (start_ms, bar) = item
+    return symbol, start_ms, bar
+
+
+def _dead_letter(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes]:
+    return KafkaSinkMessage(key=None, value=dead_letter(rejected.payload, rejected.reason))
+
+
+def build_flow(
+    settings: Settings,
+    bootstrap_servers: str,
+    *,
+    stats: FlowStats | None = None,
+    source: Source[Any] | None = None,
+    bars_sink: Sink[BarRow] | None = None,
+    dlq_sink: Sink[Any] | None = None,
+) -> Dataflow:
+    """The production dataflow: Kafka trades topic in, ClickHouse bars and Kafka DLQ out."""
+    stats = stats or FlowStats()
+    flow = Dataflow("binance_ohlcv")
+    if source is None:
+        source = KafkaSource(
+            [bootstrap_servers],
+            [settings.KAFKA_TOPIC],
+            tail=not settings.STOP_AT_END,
+            batch_size=settings.KAFKA_BATCH_SIZE,
+            raise_on_errors=False,
+            # Tansu reports a partition's end too early; partition EOF is exact (design §1).
+            add_config={"enable.partition.eof": "true"},
+        )
+    payloads = op.input("trades", flow, source)
+    bars, rejected = build_bars(
+        payloads,
+        window=timedelta(seconds=settings.WINDOW_SECONDS),
+        wait=timedelta(seconds=settings.WATERMARK_WAIT_S),
+        history_windows=max(1, settings.BAR_HISTORY_MINUTES * 60 // settings.WINDOW_SECONDS),
+        stats=stats,
+    )
+
+    def _count_rejected(item: Rejected) -> None:
+        log.warning("dead-lettered a record: %s", item.reason)
+
+    op.inspect("log_rejected", rejected, lambda _step, item: _count_rejected(item))
+    if dlq_sink is None:
+        dlq_sink = KafkaSink([bootstrap_servers], settings.KAFKA_DLQ_TOPIC)
+    op.output("dead_letters", op.map("dead_letter", rejected, _dead_letter), dlq_sink)
+
+    if bars_sink is None:
+        bars_sink = ClickHouseBarSink(
+            settings.clickhouse_dsn, on_written=lambda n: stats.add(bars_written=n)
+        )
+    op.output("bars", op.map("bar_row", bars, _to_row), bars_sink)
+    return flow
