@@ -1,0 +1,1 @@
+"""Dataflows runnable with ``python -m bytewax.run dataflows.MODULE:flow``."""

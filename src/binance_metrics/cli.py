@@ -1,0 +1,223 @@
+"""``binance-metrics``: the command line.
+
+Every command reads the same environment variables (see ``.env.example``); flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from binance_metrics import __version__
+from binance_metrics.errors import BinanceMetricsError, ConfigError
+from binance_metrics.settings import Settings, load_settings
+
+log = logging.getLogger("binance_metrics")
+
+CSV_HEADER = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+)
+
+
+def _iso_time(text: str) -> datetime:
+    """An ISO date or time; naive values are UTC."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from binance_metrics.store.queries import INTERVALS
+
+    parser = argparse.ArgumentParser(
+        prog="binance-metrics",
+        description="Real-time OHLCV bars from Binance trade streams, exact to Binance's klines.",
+        epilog="Configuration comes from environment variables (and ./.env); "
+        "see docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="run the whole pipeline: ingestor, dataflow, store and candle page",
+        description="Run the whole pipeline in one process: the embedded broker (unless "
+        "KAFKA_BOOTSTRAP_SERVERS is set), the ingestor, the dataflow, the store (embedded "
+        "chDB under DATA_DIR unless CLICKHOUSE_URL is set) and the candle page. Ctrl-C stops.",
+    )
+    up.add_argument(
+        "--exchange",
+        metavar="SOURCE",
+        default="binance",
+        help="'binance' (live, default) or 'replay:PATH[,PATH...]' to stream recorded "
+        "@trade frames from a local exchange in real time (works offline)",
+    )
+    up.add_argument("--symbols", help="comma-separated symbols (overrides SYMBOLS)")
+    up.add_argument("--port", type=int, help="HTTP port (overrides HEALTH_PORT)")
+
+    commands.add_parser(
+        "ingest",
+        help="run only the ingestor: Binance WebSocket -> Kafka, with /health and /metrics",
+        description="Run the ingestor alone (uvicorn on HEALTH_HOST:HEALTH_PORT).",
+    )
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay recorded trades through Kafka and the dataflow into the store",
+        description="Produce recorded trades to Kafka in the live message format, run the "
+        "dataflow to the end of the topic, and print a summary. Reads data.binance.vision "
+        "trades/aggTrades CSV (.csv or .zip), JSON lines of WebSocket frames, and REST "
+        "aggTrades/historicalTrades JSON arrays.",
+    )
+    replay.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    replay.add_argument(
+        "--symbol", help="symbol for files that carry none (default: from the file name)"
+    )
+
+    bars = commands.add_parser(
+        "bars",
+        help="print stored bars",
+        description="Print stored bars of one symbol, oldest first.",
+    )
+    bars.add_argument("--symbol", required=True)
+    bars.add_argument("--start", type=_iso_time, help="first open time (ISO, UTC if naive)")
+    bars.add_argument("--end", type=_iso_time, help="open times before this (ISO)")
+    bars.add_argument("--interval", choices=list(INTERVALS), default="1m")
+    bars.add_argument("--format", choices=["csv", "json", "table"], default="csv")
+    bars.add_argument("--limit", type=int, help="at most this many (the most recent) bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        if getattr(args, "symbols", None):
+            overrides["SYMBOLS"] = args.symbols
+        if getattr(args, "port", None):
+            overrides["HEALTH_PORT"] = args.port
+        settings = load_settings(**overrides)
+        _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
+        handler = {"up": _up, "ingest": _ingest, "replay": _replay, "bars": _bars}[args.command]
+        return handler(args, settings)
+    except ConfigError as exc:
+        print(f"binance-metrics: {exc}", file=sys.stderr)
+        return 2
+    except BinanceMetricsError as exc:
+        print(f"binance-metrics: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.replay import replay
+
+    missing = [str(path) for path in args.paths if not path.is_file()]
+    if missing:
+        raise ConfigError(f"no such file: {', '.join(missing)}")
+    summary = replay(args.paths, settings, symbol=args.symbol)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _bars(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.store.clickhouse import open_store
+    from binance_metrics.store.queries import fetch_bars
+
+    store = open_store(settings.clickhouse_dsn)
+    bars = fetch_bars(
+        store, args.symbol, interval=args.interval, start=args.start, end=args.end,
+        limit=args.limit,
+    )  # fmt: skip
+    rows = [
+        [str(bar.open_time_ms), *(_plain(getattr(bar, name)) for name in CSV_HEADER[1:])]
+        for bar in bars
+    ]
+    _write_rows(rows, args.format, sys.stdout)
+    if not rows:
+        print(f"no bars stored for {args.symbol.upper()} in that range", file=sys.stderr)
+    return 0
+
+
+def _plain(value: Decimal | int) -> str:
+    """A number as a plain decimal: no exponent, at least the 8 decimals Binance prints."""
+    if isinstance(value, int):
+        return str(value)
+    text = format(value, "f")
+    if "." in text:
+        whole, frac = text.split(".")
+        frac = frac.rstrip("0").ljust(8, "0")
+        text = f"{whole}.{frac}"
+    return text
+
+
+def _write_rows(rows: list[list[str]], fmt: str, out: TextIO) -> None:
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        writer.writerows(rows)
+    elif fmt == "json":
+        objects = [dict(zip(CSV_HEADER, row, strict=True)) for row in rows]
+        for obj in objects:
+            obj["open_time"] = int(obj["open_time"])  # type: ignore[assignment]
+            obj["trade_count"] = int(obj["trade_count"])  # type: ignore[assignment]
+        json.dump(objects, out, indent=1)
+        out.write("\n")
+    else:
+        table = [list(CSV_HEADER), *rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(CSV_HEADER))]
+        for row in table:
+            out.write("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+            out.write("\n")
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.ingest.app import serve
+    from binance_metrics.kafka.broker import ensure_topics
+    from binance_metrics.replay import kafka_for
+
+    with kafka_for(settings) as bootstrap:
+        ensure_topics(
+            bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], settings.KAFKA_PARTITIONS
+        )
+        serve(settings, bootstrap)
+    return 0
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.up import run_up
+
+    return run_up(settings, exchange=args.exchange)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""``binance-metrics replay``: recorded trades -> Kafka -> the dataflow, run to the end.
+
+The files are produced to the trades topic in the live message format (bad rows to the
+dead-letter topic), then the same dataflow as in production runs in stop-at-end mode: every
+partition is read to its end, all windows close, and the bars are in the store when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bytewax.testing import run_main
+from confluent_kafka import KafkaException, Producer
+
+from binance_metrics.dataflow import FlowStats, build_flow
+from binance_metrics.errors import BrokerError
+from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.recordings import BadRecord, read_recording
+from binance_metrics.settings import Settings
+from binance_metrics.trades import dead_letter, encode_trade
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 100_000
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    files: int
+    messages: int  # trade messages produced (an aggTrade is one message)
+    trades: int  # raw trades counted into bars
+    bad_records: int  # rows of the files sent to the dead-letter topic
+    rejected: int  # records the dataflow sent to the dead-letter topic
+    late_trades: int
+    bars_written: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"files        {self.files}",
+            f"messages     {self.messages}",
+            f"trades       {self.trades}",
+            f"bars written {self.bars_written}",
+            f"late trades  {self.late_trades}",
+            f"dead-letters {self.bad_records + self.rejected}",
+            f"seconds      {self.seconds:.1f}",
+        ]
+
+
+@contextmanager
+def kafka_for(settings: Settings) -> Iterator[str]:
+    """Bootstrap servers of the configured Kafka, or of an embedded broker for the duration."""
+    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
+        yield settings.KAFKA_BOOTSTRAP_SERVERS
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+def make_producer(bootstrap_servers: str) -> Producer:
+    """An idempotent producer (acks=all): retries never duplicate or reorder a partition."""
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
+
+
+def produce_recordings(
+    paths: Sequence[Path],
+    settings: Settings,
+    bootstrap_servers: str,
+    symbol: str | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> tuple[int, int]:
+    """Produce every record of ``paths``; return (trade messages, bad records)."""
+    producer = make_producer(bootstrap_servers)
+    failures: list[str] = []
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    def send(topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                producer.poll(0.1)
+
+    messages = bad = 0
+    started = time.monotonic()
+    for path in paths:
+        for record in read_recording(path, symbol):
+            if isinstance(record, BadRecord):
+                send(settings.KAFKA_DLQ_TOPIC, None, dead_letter(record.raw, record.reason))
+                bad += 1
+            else:
+                send(settings.KAFKA_TOPIC, record.s.encode(), encode_trade(record))
+                messages += 1
+            if (messages + bad) % PROGRESS_EVERY == 0:
+                producer.poll(0)
+                rate = (messages + bad) / max(time.monotonic() - started, 1e-9)
+                progress(f"produced {messages + bad:,} records ({rate:,.0f}/s)")
+        progress(f"{path.name}: produced, {messages:,} trade messages so far, {bad} bad rows")
+    remaining = producer.flush(60)
+    if remaining or failures:
+        raise BrokerError(
+            f"{remaining} messages not delivered, {len(failures)} delivery errors"
+            + (f" (first: {failures[0]})" if failures else "")
+        )
+    return messages, bad
+
+
+def replay(
+    paths: Sequence[Path],
+    settings: Settings,
+    symbol: str | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> ReplaySummary:
+    """Produce the recordings, run the dataflow to the end of the topic, and summarise."""
+    started = time.monotonic()
+    settings = settings.model_copy(update={"STOP_AT_END": True})
+    with kafka_for(settings) as bootstrap:
+        ensure_topics(
+            bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], settings.KAFKA_PARTITIONS
+        )
+        messages, bad = produce_recordings(paths, settings, bootstrap, symbol, progress)
+        progress("running the dataflow to the end of the topic")
+        stats = FlowStats()
+        try:
+            run_main(build_flow(settings, bootstrap, stats=stats))
+        except KafkaException as exc:
+            raise BrokerError(f"Kafka failed during the dataflow: {exc}") from exc
+    counts = stats.summary()
+    return ReplaySummary(
+        files=len(paths),
+        messages=messages,
+        trades=counts["trades"],
+        bad_records=bad,
+        rejected=counts["rejected"],
+        late_trades=counts["late_trades"],
+        bars_written=counts["bars_written"],
+        seconds=time.monotonic() - started,
+    )
