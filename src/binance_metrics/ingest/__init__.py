@@ -1,0 +1,1 @@
+"""The Binance WebSocket ingestor: combined stream -> validated, sequenced trades -> Kafka."""

@@ -1,0 +1,118 @@
+"""Parse one combined-stream WebSocket frame into a trade, a control message or a rejection.
+
+A trade frame (spot ``<symbol>@trade`` on ``/stream?streams=...``)::
+
+    {"stream": "btcusdt@trade",
+     "data": {"e": "trade", "E": 1723161255343, "s": "BTCUSDT", "t": 3735683259,
+              "p": "61837.63000000", "q": "0.02000000", "T": 1723161255342,
+              "m": true, "M": true}}
+
+Control messages, which are handled and logged but are not trades and not dead letters::
+
+    {"result": null, "id": 1}                           reply to SUBSCRIBE / LIST_SUBSCRIPTIONS
+    {"code": 2, "msg": "Invalid request: ...", "id": 1}  error reply
+    {"e": "serverShutdown", "E": 1730000000000}         the server will cut this connection soon
+    {"stream": "...", "data": {"e": "serverShutdown", "E": 1730000000000}}  (same, wrapped)
+
+Everything else is a :class:`Rejected` frame for the dead-letter topic. The hot path is one typed
+msgspec decode (``Frame``); only frames that fail it are decoded again, untyped, to tell control
+messages from garbage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from binance_metrics.errors import InvalidTradeError
+from binance_metrics.trades import TradeMessage, validate_trade
+
+#: Binance trade frames are about 200 bytes; anything this large is not a trade.
+DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024
+#: How much of an oversized frame the dead letter keeps (Kafka messages are bounded too).
+OVERSIZED_KEEP_BYTES: Final = 4096
+
+
+class Frame(msgspec.Struct):
+    stream: str
+    data: TradeMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A non-trade message from the server: ``kind`` is result, error or serverShutdown."""
+
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A frame for the dead-letter topic; ``raw`` is what to keep, ``reason`` a metric label."""
+
+    raw: bytes
+    reason: str
+    error: str
+
+
+_frame_decoder: Final = msgspec.json.Decoder(Frame)
+_any_decoder: Final = msgspec.json.Decoder()
+
+
+class FrameParser:
+    """Turns raw frames into trades for the subscribed symbols (``stream`` -> symbol)."""
+
+    def __init__(self, symbols: tuple[str, ...], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self._streams: dict[str, str] = {f"{s.lower()}@trade": s for s in symbols}
+        self._max = max_frame_bytes
+
+    def parse(self, raw: bytes) -> TradeMessage | Control | Rejected:
+        """Never raises: every input becomes exactly one of the three results."""
+        if len(raw) > self._max:
+            return Rejected(
+                raw[:OVERSIZED_KEEP_BYTES],
+                "oversized",
+                f"frame of {len(raw)} bytes exceeds {self._max}; "
+                f"rawPayload keeps the first {OVERSIZED_KEEP_BYTES} bytes",
+            )
+        try:
+            frame = _frame_decoder.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return self._not_a_trade(raw, exc)
+        trade = frame.data
+        symbol = self._streams.get(frame.stream)
+        if symbol is None:
+            return Rejected(raw, "unsubscribed", f"stream {frame.stream!r} was not subscribed")
+        if trade.s != symbol:
+            return Rejected(raw, "mismatch", f"stream {frame.stream!r} carries symbol {trade.s!r}")
+        if trade.e != "trade":
+            return Rejected(raw, "invalid", f"unexpected event type {trade.e!r} on a trade stream")
+        try:
+            return validate_trade(trade)
+        except InvalidTradeError as exc:
+            return Rejected(raw, "invalid", str(exc))
+
+    def _not_a_trade(self, raw: bytes, exc: Exception) -> Control | Rejected:
+        try:
+            message = _any_decoder.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError) as not_json:
+            return Rejected(raw, "not_json", f"not JSON: {not_json}")
+        if isinstance(message, dict):
+            control = _control(message)
+            if control is None and isinstance(message.get("data"), dict):
+                control = _control(message["data"])
+            if control is not None:
+                return control
+        return Rejected(raw, "invalid", f"not a trade frame: {exc}")
+
+
+def _control(message: dict[str, Any]) -> Control | None:
+    if message.get("e") == "serverShutdown":
+        return Control("serverShutdown", message)
+    if "result" in message and "id" in message:
+        return Control("result", message)
+    if "code" in message and "msg" in message:
+        return Control("error", message)
+    return None

@@ -1,0 +1,114 @@
+"""Per-symbol trade-id sequencing: exactly once, in trade-id order, gaps detected.
+
+Binance trade ids are consecutive per symbol. The sequencer remembers the next id it expects:
+
+* ``t == next_id``: emitted at once (the hot path);
+* ``t < next_id`` or already held: a duplicate (two overlapping connections during a
+  make-before-break switch, or a replay) and dropped;
+* ``t > next_id``: a gap. The trade is held (``pending``) until the missing ids arrive, either
+  live from another connection or from REST backfill (:meth:`fill`); then the held trades are
+  released in order. Nothing after a gap is emitted before the gap is filled, so each symbol's
+  trades reach Kafka in trade-id order.
+
+Before the first trade there is no expectation: the stream starts wherever it starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from binance_metrics.trades import TradeMessage
+
+Emit = Callable[[TradeMessage], None]
+
+
+class SymbolSequence:
+    """Sequencing state of one symbol; ``emit`` receives trades in id order, each once."""
+
+    __slots__ = ("backfilled", "duplicates", "emit", "gaps", "high", "next_id", "pending", "symbol",
+                 "unfilled")
+
+    def __init__(self, symbol: str, emit: Emit) -> None:
+        self.symbol = symbol
+        self.emit = emit
+        self.next_id: int | None = None
+        self.pending: dict[int, TradeMessage] = {}
+        self.high = 0  # highest id held in pending (meaningful only while pending is not empty)
+        self.gaps = 0
+        self.duplicates = 0
+        self.backfilled = 0
+        self.unfilled = 0
+
+    def offer(self, trade: TradeMessage) -> bool:
+        """Take a live trade; return True when it opened a new gap (a backfill is needed)."""
+        t = trade.t
+        if t == self.next_id and not self.pending:
+            self.next_id = t + 1
+            self.emit(trade)
+            return False
+        if self.next_id is None:
+            self.next_id = t + 1
+            self.emit(trade)
+            return False
+        if t < self.next_id or t in self.pending:
+            self.duplicates += 1
+            return False
+        if t == self.next_id:
+            self.next_id = t + 1
+            self.emit(trade)
+            self._release()
+            return False
+        # t > next_id: a new gap unless it extends the run already held after a gap.
+        new_gap = not self.pending or t > self.high + 1
+        if new_gap or t > self.high:
+            self.high = t
+        self.pending[t] = trade
+        if new_gap:
+            self.gaps += 1
+        return new_gap
+
+    @property
+    def missing(self) -> tuple[int, int] | None:
+        """The first missing id range ``(first, last)``, or None when nothing is missing."""
+        if not self.pending or self.next_id is None:
+            return None
+        return self.next_id, min(self.pending) - 1
+
+    def fill(self, trades: Iterable[TradeMessage]) -> int:
+        """Emit backfilled trades that are next in sequence; return how many were used."""
+        if not self.pending:
+            return 0
+        end = min(self.pending)
+        used = 0
+        for trade in trades:
+            if trade.t != self.next_id:
+                continue  # already seen live meanwhile, or not the one we wait for
+            if trade.t >= end:
+                break
+            self.next_id = trade.t + 1
+            self.emit(trade)
+            used += 1
+            self.backfilled += 1
+        self._release()
+        return used
+
+    def skip_gap(self) -> int:
+        """Give up on the first missing range (REST failed for good); return its size."""
+        gap = self.missing
+        if gap is None:
+            return 0
+        first, last = gap
+        self.unfilled += last - first + 1
+        self.next_id = last + 1
+        self._release()
+        return last - first + 1
+
+    def _release(self) -> None:
+        pending, next_id = self.pending, self.next_id
+        if next_id is None:
+            return
+        while next_id in pending:
+            trade = pending.pop(next_id)
+            next_id += 1
+            self.next_id = next_id
+            self.emit(trade)

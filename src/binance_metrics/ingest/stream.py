@@ -1,0 +1,265 @@
+"""WebSocket connections to Binance's combined stream, kept alive whatever the server does.
+
+One :class:`Shard` owns up to 1024 streams (Binance's per-connection limit) and always tries to
+have one open :class:`Connection` on ``<ws_url>?streams=btcusdt@trade/ethusdt@trade``:
+
+* **pings**: the server pings every 20 s and drops a client that does not pong within a minute.
+  websockets answers every ping with a pong of the same payload inside its protocol layer
+  (``websockets.protocol.Protocol.recv_frame``, opcode PING), independent of our reads, so there is
+  nothing to write here; the tests check that the fake exchange's pings are answered.
+* **cuts** (with or without a close frame), refused handshakes, timeouts: reconnect after an
+  exponential backoff with jitter, reset once a connection has stayed up ``healthy_after_s``;
+  every attempt also passes the process-wide :class:`AttemptLimiter` (300 per 5 minutes).
+* **silence**: a watchdog closes a connection whose reader has waited ``silence_timeout_s`` for a
+  frame (a connection stalled without closing). Time spent paused by Kafka backpressure does not
+  count as silence.
+* **24-hour cut and ``serverShutdown``**: make-before-break. The replacement is opened first; the
+  old connection keeps reading until the new one delivers its first frame (or ``switch_timeout_s``
+  passes, for quiet symbols), then it is closed. Trades seen on both are dropped downstream by
+  trade id (:mod:`binance_metrics.ingest.sequence`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
+from binance_metrics.ingest.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+#: Binance's limit of streams on one connection.
+MAX_STREAMS_PER_CONNECTION = 1024
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    reconnect_delay_s: float = 5.0
+    max_reconnect_delay_s: float = 60.0
+    healthy_after_s: float = 60.0
+    silence_timeout_s: float = 60.0
+    max_connection_age_s: float = 23.5 * 3600  # Binance cuts at 24 h: switch well before
+    switch_timeout_s: float = 10.0
+    open_timeout_s: float = 10.0
+    close_timeout_s: float = 2.0
+    ping_interval_s: float | None = 20.0  # our own keepalive: detects a dead TCP path
+    ping_timeout_s: float | None = 20.0
+    max_size_bytes: int = 1 << 20  # above the parser's limit, so oversized frames reach the DLQ
+
+
+FrameHandler = Callable[[bytes, "Connection"], None]
+
+
+def stream_url(ws_url: str, symbols: Sequence[str]) -> str:
+    """``wss://.../stream?streams=btcusdt@trade/ethusdt@trade`` (stream names are lower case)."""
+    return f"{ws_url}?streams=" + "/".join(f"{s.lower()}@trade" for s in symbols)
+
+
+def shard_symbols(symbols: Sequence[str], per_connection: int) -> list[tuple[str, ...]]:
+    per_connection = max(1, min(per_connection, MAX_STREAMS_PER_CONNECTION))
+    return [tuple(symbols[i : i + per_connection]) for i in range(0, len(symbols), per_connection)]
+
+
+class Connection:
+    """One open WebSocket and the task that reads it."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        name: str,
+        on_frame: FrameHandler,
+        backpressure: Callable[[], bool],
+        wait_for_room: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.ws = ws
+        self.name = name
+        self.opened_at = time.monotonic()
+        self.frames = 0
+        self.first_frame = asyncio.Event()
+        self.shutdown_announced = asyncio.Event()
+        # When the reader started waiting for the current frame; None while it is busy/paused.
+        self.waiting_since: float | None = None
+        self._on_frame = on_frame
+        self._backpressure = backpressure
+        self._wait_for_room = wait_for_room
+        self.task = asyncio.create_task(self._read(), name=f"ws-read-{name}")
+
+    async def _read(self) -> None:
+        ws, on_frame, monotonic = self.ws, self._on_frame, time.monotonic
+        try:
+            while True:
+                self.waiting_since = monotonic()
+                raw = await ws.recv(decode=False)
+                self.waiting_since = None
+                if not self.frames:
+                    self.first_frame.set()
+                self.frames += 1
+                try:
+                    on_frame(raw if isinstance(raw, bytes) else bytes(raw), self)
+                except Exception:
+                    # Input must never kill the reader; the handler is not expected to raise.
+                    log.exception("%s: frame handler failed on %r", self.name, raw[:300])
+                if self._backpressure():
+                    await self._wait_for_room()
+        except websockets.ConnectionClosed as exc:
+            log.info("%s closed: %s", self.name, exc)
+        finally:
+            self.waiting_since = None
+
+    def announce_shutdown(self) -> None:
+        self.shutdown_announced.set()
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done()
+
+    def silent_for(self, now: float) -> float:
+        return 0.0 if self.waiting_since is None else now - self.waiting_since
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+class Shard:
+    """Keeps one connection open for a fixed set of symbols (see the module docstring)."""
+
+    def __init__(
+        self,
+        index: int,
+        ws_url: str,
+        symbols: tuple[str, ...],
+        options: StreamOptions,
+        limiter: AttemptLimiter,
+        metrics: IngestMetrics,
+        on_frame: FrameHandler,
+        backpressure: Callable[[], bool],
+        wait_for_room: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.index = index
+        self.symbols = symbols
+        self.url = stream_url(ws_url, symbols)
+        self.options = options
+        self._limiter = limiter
+        self._metrics = metrics
+        self._on_frame = on_frame
+        self._backpressure = backpressure
+        self._wait_for_room = wait_for_room
+        self.backoff = Backoff(options.reconnect_delay_s, options.max_reconnect_delay_s)
+        self.current: Connection | None = None
+        self._others: set[Connection] = set()  # the outgoing one during a switch
+        self._opened = 0
+        self.reconnects = 0
+        self.connect_failures = 0
+        self.delays: list[float] = []  # every backoff sleep, for /health and the tests
+
+    @property
+    def connected(self) -> bool:
+        return self.current is not None and self.current.alive
+
+    async def run(self) -> None:
+        try:
+            reason = "start"
+            while True:
+                conn = await self._connect(reason)
+                self.current = conn
+                reason = await self._watch(conn)
+                if reason in ("rotate", "serverShutdown"):
+                    await self._switch(conn, reason)
+                    continue
+                lived = time.monotonic() - conn.opened_at
+                await conn.close()
+                self.current = None
+                if lived >= self.options.healthy_after_s:
+                    self.backoff.reset()
+                await self._sleep_backoff()
+        finally:
+            leftover = [c for c in (self.current, *self._others) if c is not None]
+            for old in leftover:
+                await old.close()
+            self.current = None
+
+    async def _switch(self, old: Connection, reason: str) -> None:
+        """Make-before-break: open the new connection, let both read, then close the old."""
+        self._others.add(old)
+        try:
+            new = await self._connect(reason)
+            self.current = new
+            waits = [asyncio.ensure_future(new.first_frame.wait()), old.task]
+            await asyncio.wait(
+                waits, timeout=self.options.switch_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            waits[0].cancel()
+            log.info("%s: switched to %s (%s)", old.name, new.name, reason)
+        finally:
+            await old.close()
+            self._others.discard(old)
+
+    async def _connect(self, reason: str) -> Connection:
+        while True:
+            await self._limiter.acquire()
+            name = f"ws{self.index}.{self._opened}"
+            try:
+                ws = await connect(
+                    self.url,
+                    open_timeout=self.options.open_timeout_s,
+                    close_timeout=self.options.close_timeout_s,
+                    ping_interval=self.options.ping_interval_s,
+                    ping_timeout=self.options.ping_timeout_s,
+                    max_size=self.options.max_size_bytes,
+                    compression=None,  # Binance does not compress; skip the negotiation
+                )
+            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                self.connect_failures += 1
+                self._metrics.connect_failures.inc()
+                log.warning("connection %s to %s failed: %r", name, self.url[:120], exc)
+                await self._sleep_backoff()
+                continue
+            self._opened += 1
+            if reason != "start":
+                self.reconnects += 1
+                self._metrics.reconnects.labels(reason).inc()
+            log.info("connection %s open (%s, %d streams)", name, reason, len(self.symbols))
+            return Connection(ws, name, self._on_frame, self._backpressure, self._wait_for_room)
+
+    async def _sleep_backoff(self) -> None:
+        delay = self.backoff.next_delay()
+        self.delays.append(delay)
+        await asyncio.sleep(delay)
+
+    async def _watch(self, conn: Connection) -> str:
+        """Wait until the connection ends, goes silent, is announced shut or is due to rotate."""
+        options = self.options
+        tick = max(0.01, min(options.silence_timeout_s / 4, 1.0))
+        shutdown = asyncio.ensure_future(conn.shutdown_announced.wait())
+        try:
+            while True:
+                now = time.monotonic()
+                rotate_in = conn.opened_at + options.max_connection_age_s - now
+                if rotate_in <= 0:
+                    return "rotate"
+                done, _ = await asyncio.wait(
+                    (conn.task, shutdown), timeout=min(tick, rotate_in),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if shutdown in done:
+                    return "serverShutdown"
+                if conn.task in done:
+                    return "closed"
+                silent = conn.silent_for(time.monotonic())
+                if silent > options.silence_timeout_s:
+                    log.warning("%s silent for %.1f s: reconnecting", conn.name, silent)
+                    return "silent"
+        finally:
+            shutdown.cancel()
