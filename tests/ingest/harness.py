@@ -1,0 +1,182 @@
+"""Run the real ingestor app under uvicorn against the fake exchange, and read Kafka back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+import uvicorn
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from binance_metrics.ingest.app import create_app
+from binance_metrics.ingest.service import IngestOptions, Ingestor
+from binance_metrics.kafka.broker import ensure_topics, free_port
+from binance_metrics.settings import Settings
+from binance_metrics.trades import DeadLetter, TradeMessage
+
+from .exchange import CapturedTrade, FakeExchange
+
+PARTITIONS = 3
+
+#: Short delays so faults resolve in a fraction of a second.
+FAST = IngestOptions(
+    silence_timeout_s=0.4,
+    switch_timeout_s=1.0,
+    healthy_after_s=0.5,
+    backfill_grace_s=0.05,
+    backfill_retry_base_s=0.05,
+    kafka_stall_s=0.5,
+    ping_interval_s=None,  # the fake exchange pings us; our own keepalive is not under test
+)
+
+
+def settings_for(exchange: FakeExchange, prefix: str, symbols: tuple[str, ...]) -> Settings:
+    return Settings(
+        KAFKA_TOPIC=f"{prefix}-trades",
+        KAFKA_DLQ_TOPIC=f"{prefix}-dlq",
+        KAFKA_PARTITIONS=PARTITIONS,
+        SYMBOLS=symbols,
+        BINANCE_WS_URL=exchange.ws_url,
+        BINANCE_REST_URL=exchange.rest_url,
+        RECONNECT_DELAY_S=0.05,
+        MAX_RECONNECT_DELAY_S=0.4,
+        HEALTH_HOST="127.0.0.1",
+        HEALTH_PORT=free_port(),
+        LOG_LEVEL="WARNING",
+    )
+
+
+@dataclass
+class Running:
+    url: str
+    ingestor: Ingestor
+    http: httpx.Client
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        response = self.http.get(f"{self.url}/health")
+        return response.status_code, response.json()
+
+    def metrics(self) -> str:
+        response = self.http.get(f"{self.url}/metrics")
+        assert response.status_code == 200
+        return response.text
+
+
+@contextmanager
+def running_ingestor(
+    settings: Settings, bootstrap: str, options: IngestOptions = FAST
+) -> Iterator[Running]:
+    """The app under a real uvicorn on HEALTH_PORT, in a thread; stopped (and flushed) on exit."""
+    ensure_topics(bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
+    app = create_app(settings, bootstrap, options=options)
+    config = uvicorn.Config(
+        app, host=settings.HEALTH_HOST, port=settings.HEALTH_PORT, log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 20, "uvicorn did not start")
+    url = f"http://{settings.HEALTH_HOST}:{settings.HEALTH_PORT}"
+    try:
+        with httpx.Client(timeout=10) as client:
+            yield Running(url, app.state.ingestor, client)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive(), "uvicorn did not stop within 30 s"
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, message: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{message} (waited {timeout_s} s)")
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0, settle_s: float = 0.5
+) -> list[tuple[int, bytes | None, bytes]]:
+    """All records of ``topic`` as (partition, key, value), in offset order per partition.
+
+    Reads until ``expected`` records arrived and then ``settle_s`` more (to catch extras such as
+    duplicates), or until the timeout. Partitions are assigned directly (no group join on Tansu).
+    """
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    })
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    records: list[tuple[int, bytes | None, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            if settle_until is None and len(records) >= expected:
+                settle_until = time.monotonic() + settle_s
+            if settle_until is not None and time.monotonic() > settle_until:
+                break
+            msg = consumer.poll(0.1)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise AssertionError(f"consumer error: {error}")
+            records.append((msg.partition(), msg.key(), msg.value() or b""))
+    finally:
+        consumer.close()
+    return records
+
+
+def trades_of(records: list[tuple[int, bytes | None, bytes]]) -> list[TradeMessage]:
+    decoder = msgspec.json.Decoder(TradeMessage)
+    trades = []
+    for _, key, value in records:
+        trade = decoder.decode(value)
+        assert key == trade.s.encode(), f"key {key!r} is not the symbol of {trade}"
+        trades.append(trade)
+    return trades
+
+
+def dead_letters_of(records: list[tuple[int, bytes | None, bytes]]) -> list[DeadLetter]:
+    return [msgspec.json.decode(value, type=DeadLetter) for _, _, value in records]
+
+
+def assert_exactly_once_in_order(
+    trades: list[TradeMessage], expected: list[CapturedTrade]
+) -> None:
+    """Every expected trade once, nothing else, each symbol in trade-id order, fields intact."""
+    by_symbol: dict[str, list[int]] = {}
+    for trade in trades:
+        by_symbol.setdefault(trade.s, []).append(trade.t)
+    want: dict[str, list[int]] = {}
+    for captured in expected:
+        want.setdefault(captured.symbol, []).append(captured.id)
+    for symbol in sorted(set(want) | set(by_symbol)):
+        got, ids = by_symbol.get(symbol, []), want.get(symbol, [])
+        missing = sorted(set(ids) - set(got))
+        extra = sorted(set(got) - set(ids))
+        dupes = len(got) - len(set(got))
+        assert not missing and not extra and not dupes, (
+            f"{symbol}: {len(got)} trades in Kafka, {len(ids)} expected; "
+            f"{len(missing)} missing (first {missing[:5]}), {len(extra)} unexpected "
+            f"(first {extra[:5]}), {dupes} duplicates"
+        )
+        assert got == ids, f"{symbol}: trades are not in trade-id order"
+    captured_by_id = {(c.symbol, c.id): c.data for c in expected}
+    for trade in trades:
+        data = captured_by_id[(trade.s, trade.t)]
+        assert (trade.p, trade.q, trade.T, trade.m) == (data["p"], data["q"], data["T"], data["m"])
+        assert trade.ingestionTimeMs > 0
+        if not trade.backfilled:
+            assert trade.E == data["E"] and trade.latencyMs == trade.ingestionTimeMs - trade.E
