@@ -41,7 +41,7 @@ class InterpolationError(ValueError):
 
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Expand one string the way Compose does (``$$``, ``$VAR``, ``${VAR:-d}``, ``${VAR:?e}``...)."""
+    """Expand one string as Compose does: ``$$``, ``$VAR``, ``${VAR:-d}``, ``${VAR:?e}``..."""
 
     def expand(match: re.Match[str]) -> str:
         if match["escaped"]:
@@ -94,7 +94,8 @@ def env_example() -> dict[str, str]:
 
 def filled_env() -> dict[str, str]:
     """.env.example with every empty value (the passwords) filled, as an operator would."""
-    return {key: value or f"test-{key.lower()}-0123456789abcdef" for key, value in env_example().items()}
+    example = env_example()
+    return {key: value or f"test-{key.lower()}-0123456789abcdef" for key, value in example.items()}
 
 
 def compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -188,7 +188,8 @@ def test_kafka_init_creates_the_topics_the_code_uses(services: dict[str, Any]) -
     script = " ".join(services["kafka-init"]["command"])
     assert "$topics" in script  # compose's $$ became the container shell's $
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    creates = re.findall(r"--create --if-not-exists\s+\\?\s*--topic \"([^\"]+)\"([^\n]*\n[^\n]*)", script)
+    create = r"--create --if-not-exists\s+\\?\s*--topic \"([^\"]+)\"([^\n]*\n[^\n]*)"
+    creates = re.findall(create, script)
     created = {topic: rest for topic, rest in creates}
     assert set(created) == {defaults.KAFKA_TOPIC, defaults.KAFKA_DLQ_TOPIC}, created
     trades = created[defaults.KAFKA_TOPIC]

@@ -1,4 +1,4 @@
-"""Grafana provisioning: the data source, the dashboard provider, and every panel's SQL run for real.
+"""Grafana provisioning: data source, dashboard provider, and every panel's SQL, run for real.
 
 Each panel query is expanded the way Grafana and the ClickHouse plugin expand it (template
 variables first, in the browser; then the plugin's macros, in its Go backend, pkg/macros:
@@ -78,9 +78,8 @@ def expand_macros(sql: str, start: datetime, end: datetime) -> str:
         name, args = match[1], [a.strip() for a in match[2].split(",")]
         if name == "timeFilter":
             (column,) = args
-            return (
-                f"{column} >= toDateTime({seconds['from']}) AND {column} <= toDateTime({seconds['to']})"
-            )
+            start_s, end_s = seconds["from"], seconds["to"]
+            return f"{column} >= toDateTime({start_s}) AND {column} <= toDateTime({end_s})"
         if name == "timeFilter_ms":
             (column,) = args
             return (
@@ -143,25 +142,39 @@ def _bar_rows() -> list[str]:
             low = min(o, c) - Decimal("4.25")
             volume, count = Decimal("1.5") + minute, 10 + minute
             price = c
-        rows.append(_insert("BTCUSDT", start, o, h, low, c, volume, count, start + timedelta(seconds=61.5)))
+        written = start + timedelta(seconds=61.5)
+        rows.append(_insert("BTCUSDT", start, o, h, low, c, volume, count, written))
         if minute == CORRECTED_MINUTE:
             # An earlier, partial version of the same bar: FINAL must keep the full one.
-            rows.insert(
-                -1,
-                _insert("BTCUSDT", start, o, h, low, o, Decimal("0.5"), 2, start + timedelta(seconds=61)),
-            )
+            earlier = written - timedelta(seconds=1)
+            partial = _insert("BTCUSDT", start, o, h, low, o, Decimal("0.5"), 2, earlier)
+            rows.insert(-1, partial)
     rows.append(
         _insert(
-            "ETHUSDT", T0, Decimal(2600), Decimal(2601), Decimal(2599), Decimal(2600.5),
-            Decimal(3), 4, T0 + timedelta(seconds=62),
+            "ETHUSDT",
+            T0,
+            Decimal(2600),
+            Decimal(2601),
+            Decimal(2599),
+            Decimal("2600.5"),
+            Decimal(3),
+            4,
+            T0 + timedelta(seconds=62),
         )
     )
     return rows
 
 
 def _insert(
-    symbol: str, start: datetime, o: Decimal, h: Decimal, low: Decimal, c: Decimal,
-    volume: Decimal, count: int, written: datetime,
+    symbol: str,
+    start: datetime,
+    o: Decimal,
+    h: Decimal,
+    low: Decimal,
+    c: Decimal,
+    volume: Decimal,
+    count: int,
+    written: datetime,
 ) -> str:
     taker = (volume / 2).quantize(Decimal("0.00000001"))
     values = ", ".join(
@@ -173,7 +186,8 @@ def _insert(
             str(count),
             f"toDecimal128('{taker}', 8)",
             f"toDecimal128('{taker * c}', 16)",
-            "1", str(max(count, 1)),
+            "1",
+            str(max(count, 1)),
             f"toDateTime64('{written:%Y-%m-%d %H:%M:%S.%f}', 3, 'UTC')",
         ]
     )
@@ -181,9 +195,7 @@ def _insert(
 
 
 @pytest.fixture(scope="module")
-def results(
-    dashboard: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
+def results(dashboard: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every panel query, for every interval, plus the symbol variable query: run once."""
     queries = {"var:symbol": _variable(dashboard, "symbol")["query"]}
     for panel, target in _targets(dashboard):
@@ -259,7 +271,11 @@ def test_every_panel_uses_the_provisioned_datasource(dashboard: dict[str, Any]) 
 
 def test_interval_variable_offers_the_rollups(dashboard: dict[str, Any]) -> None:
     assert _intervals(dashboard) == [
-        ("1m", "60"), ("5m", "300"), ("15m", "900"), ("1h", "3600"), ("4h", "14400"),
+        ("1m", "60"),
+        ("5m", "300"),
+        ("15m", "900"),
+        ("1h", "3600"),
+        ("4h", "14400"),
         ("1d", "86400"),
     ]
     current = _variable(dashboard, "interval")["current"]
@@ -279,7 +295,9 @@ def test_bar_panels_read_1m_from_the_table_and_longer_from_the_rollup(
 # --- the SQL, run ----------------------------------------------------------------------------
 
 
-def test_every_query_runs_for_every_interval(dashboard: dict[str, Any], results: dict[str, Any]) -> None:
+def test_every_query_runs_for_every_interval(
+    dashboard: dict[str, Any], results: dict[str, Any]
+) -> None:
     failures = {name: r["error"] for name, r in results.items() if "error" in r}
     assert not failures, json.dumps(failures, indent=2)[:4000]
     assert len(results) == 1 + len(_targets(dashboard)) * len(_intervals(dashboard))
@@ -323,7 +341,11 @@ def test_final_keeps_the_full_bar_not_the_partial_one(results: dict[str, Any]) -
 def test_volume_panel_splits_by_taker_side(results: dict[str, Any]) -> None:
     result = _result(results, 2, "1m")
     assert result["columns"] == [
-        "time", "volume", "taker_buy_volume", "taker_sell_volume", "quote_volume",
+        "time",
+        "volume",
+        "taker_buy_volume",
+        "taker_sell_volume",
+        "quote_volume",
     ]
     for row in result["rows"]:
         volume, buy, sell = (float(v) for v in row[1:4])
@@ -337,7 +359,12 @@ def test_health_panels(results: dict[str, Any]) -> None:
     assert all(float(row[1]) > 0 for row in freshness["rows"])
 
     delay = _result(results, 12)
-    assert delay["columns"] == ["time", "first_write_delay_s", "last_write_delay_s", "stored_versions"]
+    assert delay["columns"] == [
+        "time",
+        "first_write_delay_s",
+        "last_write_delay_s",
+        "stored_versions",
+    ]
     assert len(delay["rows"]) == MINUTES
     first_delays = {float(v) for v in _column(delay, "first_write_delay_s")}
     assert first_delays <= {1.0, 1.5}  # written_at - (window_start + 60 s)
