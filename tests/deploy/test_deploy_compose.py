@@ -309,3 +309,24 @@ def test_interpolation_follows_compose_rules() -> None:
     with pytest.raises(InterpolationError):
         interpolate("${EMPTY:?need it}", env)
     assert "services" in raw_compose()
+
+
+def test_configuration_doc_lists_every_variable() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", doc))
+    missing = (set(Settings.model_fields) | set(env_example())) - documented
+    assert not missing, f"not in docs/configuration.md: {sorted(missing)}"
+
+
+def test_documented_ingestor_metrics_exist() -> None:
+    doc = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
+    section = doc.split("## Ingestor", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)
+    assert len(names) >= 10
+    source = "\n".join(
+        p.read_text(encoding="utf-8") for p in (REPO / "src/binance_metrics/ingest").glob("*.py")
+    )
+    for name in names:
+        base = re.sub(r"_total$", "", name)
+        defined = f'"{base}"' in source or f'"{base.removeprefix("binance_")}"' in source
+        assert defined, f"docs/metrics.md documents {name}, which the ingestor does not define"
