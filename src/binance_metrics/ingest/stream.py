@@ -170,13 +170,12 @@ class Shard:
 
     async def run(self) -> None:
         try:
-            reason = "start"
+            conn = await self._connect("start")
             while True:
-                conn = await self._connect(reason)
                 self.current = conn
                 reason = await self._watch(conn)
                 if reason in ("rotate", "serverShutdown"):
-                    await self._switch(conn, reason)
+                    conn = await self._switch(conn, reason)
                     continue
                 lived = time.monotonic() - conn.opened_at
                 await conn.close()
@@ -184,24 +183,27 @@ class Shard:
                 if lived >= self.options.healthy_after_s:
                     self.backoff.reset()
                 await self._sleep_backoff()
+                conn = await self._connect(reason)
         finally:
             leftover = [c for c in (self.current, *self._others) if c is not None]
             for old in leftover:
                 await old.close()
             self.current = None
 
-    async def _switch(self, old: Connection, reason: str) -> None:
+    async def _switch(self, old: Connection, reason: str) -> Connection:
         """Make-before-break: open the new connection, let both read, then close the old."""
         self._others.add(old)
         try:
             new = await self._connect(reason)
             self.current = new
-            waits = [asyncio.ensure_future(new.first_frame.wait()), old.task]
+            first = asyncio.ensure_future(new.first_frame.wait())
             await asyncio.wait(
-                waits, timeout=self.options.switch_timeout_s, return_when=asyncio.FIRST_COMPLETED
+                (first, old.task), timeout=self.options.switch_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-            waits[0].cancel()
+            first.cancel()
             log.info("%s: switched to %s (%s)", old.name, new.name, reason)
+            return new
         finally:
             await old.close()
             self._others.discard(old)
