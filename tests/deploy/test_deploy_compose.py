@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
+import threading
 import tomllib
 import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -330,3 +335,68 @@ def test_documented_ingestor_metrics_exist() -> None:
         base = re.sub(r"_total$", "", name)
         defined = f'"{base}"' in source or f'"{base.removeprefix("binance_")}"' in source
         assert defined, f"docs/metrics.md documents {name}, which the ingestor does not define"
+
+
+def test_kafka_init_script_runs_and_passes_the_arguments(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """Run kafka-init's shell script with a stand-in kafka-topics.sh that records its calls."""
+    fake = tmp_path / "kafka-topics.sh"
+    calls = tmp_path / "calls"
+    fake.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> {calls}\necho >> {calls}\n')
+    fake.chmod(0o755)
+    entrypoint = services["kafka-init"]["entrypoint"]
+    (script,) = services["kafka-init"]["command"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"]
+    script = script.replace("/opt/kafka/bin/kafka-topics.sh", str(fake))
+    proc = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("|")[:-1] for line in calls.read_text().splitlines()]
+    creates = [args for args in lines if "--create" in args]
+    assert len(creates) == 2 and len(lines) == 4
+    trades = creates[0]
+    assert trades[trades.index("--topic") + 1] == "binance-trades"
+    assert trades[trades.index("--partitions") + 1] == "3"
+    assert trades[trades.index("--config") + 1] == "retention.ms=86400000"
+    assert "--if-not-exists" in trades
+    assert creates[1][creates[1].index("--topic") + 1] == "binance-trades-dlq"
+
+
+class _Health(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("service", "path"), [("ingestor", "/health"), ("dataflow", "/metrics")])
+def test_app_health_check_commands_follow_the_http_status(
+    services: dict[str, Any], service: str, path: str
+) -> None:
+    """The CMD health checks exit 0 on HTTP 200 and non-zero on 503 or no server."""
+    test = services[service]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        code = test[3]
+        assert re.search(r"http://127\.0\.0\.1:\d+" + re.escape(path), code)
+        code = re.sub(r"http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", code)
+        command = [sys.executable, *test[2:3], code]
+        _Health.status = 200
+        assert subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+        _Health.status = 503
+        assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
