@@ -104,7 +104,9 @@ class Bar:
 
 
 def _dec(value: int, digits: int = SCALE_DIGITS) -> Decimal:
-    return Decimal(value).scaleb(-digits)
+    # Built from a string: exact at any length, where Decimal arithmetic would round to the
+    # context's 28 digits.
+    return Decimal(f"{value}E-{digits}")
 
 
 def merge(a: Bar, b: Bar) -> Bar:
