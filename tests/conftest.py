@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.store.clickhouse import Store, open_store
 
 DATA = Path(__file__).parent / "data"
 
@@ -24,3 +25,19 @@ def broker() -> Iterator[EmbeddedBroker]:
 def topic_prefix() -> str:
     """A unique prefix so tests sharing the session broker never see each other's records."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """The embedded ClickHouse store (chDB) of the test session.
+
+    chDB serves one data directory per process, so every test shares this one; use
+    ``empty_store`` for a test that needs the tables empty.
+    """
+    return open_store(f"chdb://{tmp_path_factory.mktemp('chdb')}")
+
+
+@pytest.fixture
+def empty_store(store: Store) -> Store:
+    store.command("TRUNCATE TABLE binance.ohlcv")
+    return store
