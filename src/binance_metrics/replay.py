@@ -130,7 +130,13 @@ def replay(
 ) -> ReplaySummary:
     """Produce the recordings, run the dataflow to the end of the topic, and summarise."""
     started = time.monotonic()
-    settings = settings.model_copy(update={"STOP_AT_END": True})
+    update: dict[str, object] = {"STOP_AT_END": True}
+    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
+        # A shared Kafka: replay into a topic of its own, so that neither the live topic nor an
+        # earlier replay of the same files adds its trades a second time.
+        update["KAFKA_TOPIC"] = f"{settings.KAFKA_TOPIC}-replay-{time.time_ns() // 1_000_000}"
+    settings = settings.model_copy(update=update)
+    progress(f"replaying into topic {settings.KAFKA_TOPIC}")
     with kafka_for(settings) as bootstrap:
         ensure_topics(
             bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], settings.KAFKA_PARTITIONS
