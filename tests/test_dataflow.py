@@ -88,10 +88,8 @@ def assert_bars_equal_reference(
 def arrangements(draw: st.DrawFn) -> dict[str, Any]:
     """Trades, and a way to deliver them: order, partitions, batch size, workers, lateness."""
     trades = draw(market_trades())
-    if draw(st.booleans()):
-        order = draw(st.permutations(trades))  # any order, within and across symbols
-    else:
-        order = trades
+    # Either as they happened, or in any order within and across symbols.
+    order = draw(st.permutations(trades)) if draw(st.booleans()) else trades
     n_partitions = draw(st.integers(min_value=1, max_value=3))
     partitions: list[list[bytes]] = [[] for _ in range(n_partitions)]
     for trade in order:
@@ -135,8 +133,9 @@ def test_every_version_of_a_bar_is_complete_so_far(trades: list[TradeMessage]) -
 def test_zero_trade_minutes_carry_previous_close() -> None:
     def trade(trade_id: int, minute: int, price: str) -> TradeMessage:
         time_ms = 1_723_161_600_000 + minute * 60_000 + 5
-        return TradeMessage(e="trade", E=time_ms, s="BTCUSDT", t=trade_id, p=price, q="1", T=time_ms,
-                            m=True)  # fmt: skip
+        return TradeMessage(
+            e="trade", E=time_ms, s="BTCUSDT", t=trade_id, p=price, q="1", T=time_ms, m=True
+        )
 
     trades = [trade(1, 0, "10"), trade(2, 0, "11"), trade(3, 3, "12")]
     updates, _, _ = run_bars([[encode_trade(t) for t in trades]])

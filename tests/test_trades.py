@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.trades import (
+    dead_letter,
     decode_dead_letter,
     decode_trade,
-    dead_letter,
     encode_trade,
     format_scaled,
     parse_scaled,
@@ -37,7 +37,7 @@ def test_parse_scaled_examples(text: str, scaled: int) -> None:
     assert parse_scaled(text) == scaled
 
 
-@pytest.mark.parametrize("text", ["", ".", "1e5", "-1", "0.000000001", "1.2.3", "abc", "١"])
+@pytest.mark.parametrize("text", ["", ".", "1e5", "-1", "0.000000001", "1.2.3", "abc", "\u0661"])
 def test_parse_scaled_rejects(text: str) -> None:
     with pytest.raises(InvalidTradeError):
         parse_scaled(text)
