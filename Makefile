@@ -1,5 +1,8 @@
 # Set-up is part of every target: a fresh clone needs only Python 3.11 or 3.12 and make.
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+# The first of these that runs and is 3.11 or 3.12 (pyenv shims may exist and still fail).
+PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := tests/data/BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl,tests/data/ETHUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl
@@ -7,8 +10,7 @@ SAMPLE := tests/data/BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z
 .PHONY: up demo test lint replay-sample bench clean
 
 $(BIN)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), \
-		f"binance-metrics needs Python 3.11 or 3.12 (bytewax 0.21.1), not {sys.version.split()[0]}"'
+	@test -n "$(PYTHON)" || { echo "binance-metrics needs Python 3.11 or 3.12 (bytewax 0.21.1)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
