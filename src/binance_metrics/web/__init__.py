@@ -1,0 +1,5 @@
+"""The live candle page: an HTML page drawing stored bars with plotly, and its JSON API."""
+
+from binance_metrics.web.routes import create_router
+
+__all__ = ["create_router"]
