@@ -227,7 +227,10 @@ class FakeExchange:
     async def _main(self) -> None:
         self._listening = asyncio.Event()
         async with serve(
-            self._handler, "127.0.0.1", 0, process_request=self._process_request,
+            self._handler,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
             ping_interval=None,  # we ping ourselves, to count the pongs
             compression=None,
         ) as server:
@@ -398,7 +401,7 @@ class FakeExchange:
                 for raw in frames:
                     for session in sessions:
                         with contextlib.suppress(ConnectionClosed):
-                            await session.ws.send(raw)
+                            await session.ws.send(_as_binance_sends(raw))
                 with self.lock:
                     self.log.garbage_sent += len(frames)
         return 0
@@ -433,3 +436,12 @@ def _historical(trade: CapturedTrade) -> dict[str, object]:
         "isBestMatch": data.get("M", True),
     }
 
+
+def _as_binance_sends(raw: str | bytes) -> str | bytes:
+    """Text frames, as Binance sends; bytes that are not UTF-8 can only go as a binary frame."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw

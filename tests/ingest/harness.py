@@ -76,7 +76,10 @@ def running_ingestor(
     ensure_topics(bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
     app = create_app(settings, bootstrap, options=options)
     config = uvicorn.Config(
-        app, host=settings.HEALTH_HOST, port=settings.HEALTH_PORT, log_level="warning",
+        app,
+        host=settings.HEALTH_HOST,
+        port=settings.HEALTH_PORT,
+        log_level="warning",
         lifespan="on",
     )
     server = uvicorn.Server(config)
@@ -110,10 +113,14 @@ def read_topic(
     Reads until ``expected`` records arrived and then ``settle_s`` more (to catch extras such as
     duplicates), or until the timeout. Partitions are assigned directly (no group join on Tansu).
     """
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     records: list[tuple[int, bytes | None, bytes]] = []
     deadline = time.monotonic() + timeout_s
@@ -152,9 +159,7 @@ def dead_letters_of(records: list[tuple[int, bytes | None, bytes]]) -> list[Dead
     return [msgspec.json.decode(value, type=DeadLetter) for _, _, value in records]
 
 
-def assert_exactly_once_in_order(
-    trades: list[TradeMessage], expected: list[CapturedTrade]
-) -> None:
+def assert_exactly_once_in_order(trades: list[TradeMessage], expected: list[CapturedTrade]) -> None:
     """Every expected trade once, nothing else, each symbol in trade-id order, fields intact."""
     by_symbol: dict[str, list[int]] = {}
     for trade in trades:

@@ -77,8 +77,12 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_cuts_with_and_without_close_frame_and_pings(broker: EmbeddedBroker, topic_prefix: str):
     trades = capture()
-    faults = [Fault(800, Cut(close_frame=True)), Fault(1600, Cut(close_frame=False)),
-              Fault(2400, Cut(close_frame=True)), Fault(3200, Cut(close_frame=False))]
+    faults = [
+        Fault(800, Cut(close_frame=True)),
+        Fault(1600, Cut(close_frame=False)),
+        Fault(2400, Cut(close_frame=True)),
+        Fault(3200, Cut(close_frame=False)),
+    ]
     with FakeExchange(trades, faults) as exchange:
         got, app = run(broker, topic_prefix, exchange)
     assert_exactly_once_in_order(got, trades)
@@ -95,8 +99,12 @@ def test_dropped_run_before_cut_is_backfilled_honouring_retry_after(
     broker: EmbeddedBroker, topic_prefix: str
 ):
     trades = capture()
-    faults = [Fault(1000, Drop(300)), Fault(1300, Cut(close_frame=False)),
-              Fault(2500, Drop(1000)), Fault(3600, Cut())]
+    faults = [
+        Fault(1000, Drop(300)),
+        Fault(1300, Cut(close_frame=False)),
+        Fault(2500, Drop(1000)),
+        Fault(3600, Cut()),
+    ]
     # The first REST call is rate limited (429, Retry-After 1 s), the second banned (418).
     with FakeExchange(trades, faults, rest_errors=[(429, 1.0), (418, 0.2)]) as exchange:
         got, app = run(broker, topic_prefix, exchange)
@@ -190,8 +198,11 @@ def test_health_and_metrics_over_http(broker: EmbeddedBroker, topic_prefix: str)
             assert set(body["symbols"]) == set(SYMBOLS)
             exchange.wait_done(30)
             read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, len(trades))
-            wait_until(lambda: app.health()[1]["produced"] == len(trades), 20,
-                       "/health never counted every trade")
+            wait_until(
+                lambda: app.health()[1]["produced"] == len(trades),
+                20,
+                "/health never counted every trade",
+            )
             _, body = app.health()
             assert body["dlq"] == 0 and body["reconnects"] >= 1
             for symbol in SYMBOLS:

@@ -46,9 +46,18 @@ class HistoricalTrade(msgspec.Struct, frozen=True):
     def to_message(self, symbol: str, ingestion_ms: int) -> TradeMessage:
         # REST has no event time: the trade time stands in for E, so latencyMs shows the delay.
         return TradeMessage(
-            e="trade", E=self.time, s=symbol, t=self.id, p=self.price, q=self.qty, T=self.time,
-            m=self.isBuyerMaker, M=self.isBestMatch, ingestionTimeMs=ingestion_ms,
-            latencyMs=ingestion_ms - self.time, backfilled=True,
+            e="trade",
+            E=self.time,
+            s=symbol,
+            t=self.id,
+            p=self.price,
+            q=self.qty,
+            T=self.time,
+            m=self.isBuyerMaker,
+            M=self.isBestMatch,
+            ingestionTimeMs=ingestion_ms,
+            latencyMs=ingestion_ms - self.time,
+            backfilled=True,
         )
 
 
@@ -109,8 +118,9 @@ class RestBackfill:
                     else:
                         delay = backoff.next_delay()
                         why = f"HTTP {response.status_code}: {response.text[:200]}"
-                log.warning("backfill %s fromId=%d: %s; retrying in %.2f s",
-                            symbol, from_id, why, delay)
+                log.warning(
+                    "backfill %s fromId=%d: %s; retrying in %.2f s", symbol, from_id, why, delay
+                )
                 # Sleeping under the lock holds every other symbol back too: a 429/418 is per IP.
                 await asyncio.sleep(delay)
         raise BackfillError(f"{symbol} fromId={from_id}: gave up after {self._max_attempts} tries")

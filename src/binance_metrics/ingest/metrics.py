@@ -31,27 +31,37 @@ class IngestMetrics:
             "binance_dlq_messages", "Frames sent to the dead-letter topic", ["reason"], registry=r
         )
         self.control_messages = Counter(
-            "binance_ws_control_messages", "Non-trade messages from the server", ["kind"],
+            "binance_ws_control_messages",
+            "Non-trade messages from the server",
+            ["kind"],
             registry=r,
         )
         self.reconnects = Counter(
-            "binance_ws_reconnects", "New WebSocket connections after the first", ["reason"],
+            "binance_ws_reconnects",
+            "New WebSocket connections after the first",
+            ["reason"],
             registry=r,
         )
         self.connect_failures = Counter(
             "binance_ws_connect_failures", "Connection attempts that failed", registry=r
         )
         self.delivery_errors = Counter(
-            "kafka_delivery_errors", "Failed Kafka deliveries (each is retried)", ["topic"],
+            "kafka_delivery_errors",
+            "Failed Kafka deliveries (each is retried)",
+            ["topic"],
             registry=r,
         )
         self.trade_latency = Histogram(
-            "binance_trade_latency_seconds", "Ingestion time minus Binance event time (latencyMs)",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "binance_trade_latency_seconds",
+            "Ingestion time minus Binance event time (latencyMs)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ack_latency = Histogram(
-            "kafka_produce_ack_seconds", "Time from produce() to Kafka acknowledgement",
-            buckets=ACK_BUCKETS, registry=r,
+            "kafka_produce_ack_seconds",
+            "Time from produce() to Kafka acknowledgement",
+            buckets=ACK_BUCKETS,
+            registry=r,
         )
         self.by_symbol = {s: _SymbolCounters(self, s) for s in symbols}
 

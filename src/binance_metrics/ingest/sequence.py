@@ -25,8 +25,17 @@ Emit = Callable[[TradeMessage], None]
 class SymbolSequence:
     """Sequencing state of one symbol; ``emit`` receives trades in id order, each once."""
 
-    __slots__ = ("backfilled", "duplicates", "emit", "gaps", "high", "next_id", "pending", "symbol",
-                 "unfilled")
+    __slots__ = (
+        "backfilled",
+        "duplicates",
+        "emit",
+        "gaps",
+        "high",
+        "next_id",
+        "pending",
+        "symbol",
+        "unfilled",
+    )
 
     def __init__(self, symbol: str, emit: Emit) -> None:
         self.symbol = symbol

@@ -124,13 +124,26 @@ class Ingestor:
         limiter = AttemptLimiter(opts.connection_attempts, opts.connection_attempt_window_s)
         producer = self.producer
         self.shards = [
-            Shard(i, settings.BINANCE_WS_URL, group, stream_options, limiter, self.metrics,
-                  self._on_frame, lambda: producer.backpressure, producer.wait_for_room)
+            Shard(
+                i,
+                settings.BINANCE_WS_URL,
+                group,
+                stream_options,
+                limiter,
+                self.metrics,
+                self._on_frame,
+                lambda: producer.backpressure,
+                producer.wait_for_room,
+            )
             for i, group in enumerate(shard_symbols(self.symbols, opts.streams_per_connection))
         ]
         self._tasks = [asyncio.create_task(s.run(), name=f"shard-{s.index}") for s in self.shards]
-        log.info("ingesting %d symbols over %d connections to %s",
-                 len(self.symbols), len(self.shards), settings.BINANCE_WS_URL)
+        log.info(
+            "ingesting %d symbols over %d connections to %s",
+            len(self.symbols),
+            len(self.shards),
+            settings.BINANCE_WS_URL,
+        )
 
     async def stop(self) -> int:
         """Close connections, finish nothing new, flush Kafka; return undelivered messages."""
@@ -250,8 +263,9 @@ class Ingestor:
 
     def _give_up_gap(self, sequence: SymbolSequence, why: str) -> None:
         lost = sequence.skip_gap()
-        log.error("%s: %d trades could not be backfilled and are missing (%s)",
-                  sequence.symbol, lost, why)
+        log.error(
+            "%s: %d trades could not be backfilled and are missing (%s)", sequence.symbol, lost, why
+        )
 
     # -- state -----------------------------------------------------------------------------
 
@@ -261,14 +275,16 @@ class Ingestor:
         connections = []
         for shard in self.shards:
             conn = shard.current
-            connections.append({
-                "id": shard.index,
-                "connected": shard.connected,
-                "streams": len(shard.symbols),
-                "ageS": round(now - conn.opened_at, 3) if conn is not None else None,
-                "reconnects": shard.reconnects,
-                "connectFailures": shard.connect_failures,
-            })
+            connections.append(
+                {
+                    "id": shard.index,
+                    "connected": shard.connected,
+                    "streams": len(shard.symbols),
+                    "ageS": round(now - conn.opened_at, 3) if conn is not None else None,
+                    "reconnects": shard.reconnects,
+                    "connectFailures": shard.connect_failures,
+                }
+            )
             if not shard.connected:
                 problems.append(f"connection {shard.index} is not connected")
         kafka_problem = self.producer.problem if self.producer is not None else "not started"
@@ -314,7 +330,8 @@ class Ingestor:
         for shard in self.shards:
             connected.add_metric([str(shard.index)], 1.0 if shard.connected else 0.0)
         age = GaugeMetricFamily(
-            "binance_last_trade_age_seconds", "Seconds since the last live trade",
+            "binance_last_trade_age_seconds",
+            "Seconds since the last live trade",
             labels=["symbol"],
         )
         for symbol, last in self._last_trade.items():

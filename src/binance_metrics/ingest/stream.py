@@ -198,7 +198,8 @@ class Shard:
             self.current = new
             first = asyncio.ensure_future(new.first_frame.wait())
             await asyncio.wait(
-                (first, old.task), timeout=self.options.switch_timeout_s,
+                (first, old.task),
+                timeout=self.options.switch_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             first.cancel()
@@ -252,7 +253,8 @@ class Shard:
                 if rotate_in <= 0:
                     return "rotate"
                 done, _ = await asyncio.wait(
-                    (conn.task, shutdown), timeout=min(tick, rotate_in),
+                    (conn.task, shutdown),
+                    timeout=min(tick, rotate_in),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if shutdown in done:

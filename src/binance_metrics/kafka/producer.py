@@ -211,11 +211,15 @@ class KafkaProducer:
                 self._overflow.append((topic, value, msg.key(), attempt + 1))
             return
         self.lost += 1
-        log.error("giving up on a message to %s after %d attempts (%s): %r",
-                  topic, attempt + 1, err, value[:2000])
+        log.error(
+            "giving up on a message to %s after %d attempts (%s): %r",
+            topic,
+            attempt + 1,
+            err,
+            value[:2000],
+        )
 
     def _on_client_error(self, err: KafkaError) -> None:
         # e.g. _ALL_BROKERS_DOWN / _TRANSPORT: shown in /health until the next ack.
         self._client_error = str(err)
         log.warning("kafka client error: %s", err)
-
