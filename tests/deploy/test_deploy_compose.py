@@ -400,3 +400,11 @@ def test_app_health_check_commands_follow_the_http_status(
         server.shutdown()
         server.server_close()
     assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
+
+
+def test_env_example_is_valid_for_settings_too() -> None:
+    """`binance-metrics` reads ./.env as well: a copy of the template must load as Settings."""
+    settings = Settings(_env_file=REPO / ".env.example")  # type: ignore[call-arg]
+    assert settings.SYMBOLS == ("BTCUSDT", "ETHUSDT")
+    # The template leaves the embedded broker and store on (compose sets its own servers).
+    assert settings.embedded_kafka and settings.CLICKHOUSE_URL is None
