@@ -115,6 +115,14 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
         browser.wait_for(rendered("BTCUSDT", "15m", 21), "the new bar, by polling", timeout=15)
         keep(browser.screenshot(tmp_path / "candles-btcusdt-15m.png"))
 
+        # A configured symbol without bars: an empty chart that says so, not an error.
+        browser.evaluate(pick("symbol", "SOLUSDT"))
+        browser.wait_for(rendered("SOLUSDT", "15m", 0), "the empty SOLUSDT chart")
+        empty = browser.evaluate(DRAWN)
+        assert empty["shapes"] == 0 and empty["status"].startswith("no bars yet"), empty
+        note = browser.evaluate("document.querySelector('#chart .annotation-text')?.textContent")
+        assert note == "no 15m bars of SOLUSDT yet"
+
         # A reload keeps the choice (it is in the URL).
         browser.navigate(f"{base}/?symbol=BTCUSDT&interval=15m")
         browser.wait_for(rendered("BTCUSDT", "15m", 21), "BTCUSDT 15m after a reload")
