@@ -139,7 +139,7 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
     """The candle page and its API. ``get_store`` is called per request, so the app may start
     before the store is open; ``default_symbols`` (e.g. ``Settings.SYMBOLS``) are offered in
     the symbol picker even before they have bars."""
-    configured = [parse_symbol(symbol) for symbol in default_symbols]
+    configured = list(dict.fromkeys(parse_symbol(symbol) for symbol in default_symbols))
     assets: dict[str, tuple[Path, str, str]] = {
         "app.js": (_STATIC / "app.js", "text/javascript", "no-cache"),
         "style.css": (_STATIC / "style.css", "text/css", "no-cache"),
@@ -155,9 +155,6 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
             # The reason goes to the log, never to the client (it may hold DSNs or SQL).
             log.exception("candle page: store query failed")
             raise HTTPException(503, "the bars store is not available") from None
-
-    def invalid(exc: InvalidInput) -> HTTPException:
-        return HTTPException(422, str(exc))
 
     @router.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -202,7 +199,7 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
             since = parse_time(start, "start") if start is not None else None
             until = parse_time(end, "end") if end is not None else None
         except InvalidInput as exc:
-            raise invalid(exc) from None
+            raise HTTPException(422, str(exc)) from None
         if since is not None and until is not None and since >= until:
             raise HTTPException(422, "start must be before end")
         found = store_call(
