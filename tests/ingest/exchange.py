@@ -11,7 +11,8 @@ Faults are scripted by frame index (``Fault(at, action)``: applied just before f
 (``serverShutdown`` event, cut after a grace period), ``Refuse`` (the next n handshakes get HTTP
 503), ``Garbage`` (extra malformed frames). REST can answer 429/418 with ``Retry-After``.
 
-The market waits while nobody listens (so a cut does not silently lose the end of the capture)
+The market waits while nobody listens to the next trade's stream (so a cut does not silently lose
+the end of the capture)
 unless ``advance_when_idle``: then trades keep happening unseen, as on Binance, except the last
 ``tail_guard`` ones (a gap at the very end could only be noticed by a later trade).
 
@@ -162,6 +163,7 @@ class FakeExchange:
         tail_guard: int = 50,
         rest_errors: Iterable[tuple[int, float]] = (),
         rest_delay_s: float = 0.0,
+        rest_serves_all: bool = False,
     ) -> None:
         self.trades = trades
         self.faults: dict[int, list[Action]] = {}
@@ -176,6 +178,8 @@ class FakeExchange:
         #: (status, Retry-After) answered to the first REST calls, in order.
         self._rest_errors = list(rest_errors)
         self.rest_delay_s = rest_delay_s
+        #: Serve trades over REST before they "happen" (for REST tests without a WS client).
+        self.rest_serves_all = rest_serves_all
         self.log = ExchangeLog()
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -186,7 +190,7 @@ class FakeExchange:
         self._happened: dict[str, int] = {}  # symbol -> how many of its trades have happened
         self._sessions: set[Session] = set()
         self._refuse = 0
-        self._listening = asyncio.Event()
+        self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
@@ -225,7 +229,7 @@ class FakeExchange:
         self._loop.close()
 
     async def _main(self) -> None:
-        self._listening = asyncio.Event()
+        self._changed = asyncio.Event()
         async with serve(
             self._handler,
             "127.0.0.1",
@@ -274,7 +278,9 @@ class FakeExchange:
             response.headers["Retry-After"] = f"{retry_after:g}"
             self._record_rest(symbol, from_id, limit, status, 0)
             return response
-        happened = self._by_symbol.get(symbol, [])[: self._happened.get(symbol, 0)]
+        happened = self._by_symbol.get(symbol, [])
+        if not self.rest_serves_all:
+            happened = happened[: self._happened.get(symbol, 0)]
         rows = [_historical(t) for t in happened if t.id >= from_id][:limit]
         response = conn.respond(http.HTTPStatus.OK, json.dumps(rows))
         response.headers["Content-Type"] = "application/json"
@@ -326,24 +332,30 @@ class FakeExchange:
                 return
 
     def _update_listening(self) -> None:
-        if any(not s.silent for s in self._sessions):
-            self._listening.set()
-        else:
-            self._listening.clear()
+        self._changed.set()
+
+    def _has_listener(self, stream: str) -> bool:
+        return any(not s.silent and stream in s.streams for s in self._sessions)
+
+    async def _wait_for_listener(self, stream: str) -> None:
+        while not self._has_listener(stream):
+            self._changed.clear()
+            await self._changed.wait()
 
     # -- the market ----------------------------------------------------------------------
 
     async def _run_market(self) -> None:
-        await self._listening.wait()  # nothing happens before the first client
+        for stream in {t.stream for t in self.trades}:
+            await self._wait_for_listener(stream)  # nothing happens before the clients are in
         drop = 0
         total = len(self.trades)
         for index, trade in enumerate(self.trades):
             for action in self.faults.get(index, ()):
                 drop += await self._apply(action)
-            if not self._listening.is_set() and not (
+            if not self._has_listener(trade.stream) and not (
                 self.advance_when_idle and index < total - self.tail_guard
             ):
-                await self._listening.wait()
+                await self._wait_for_listener(trade.stream)
             self._happened[trade.symbol] = self._happened.get(trade.symbol, 0) + 1
             if drop:
                 drop -= 1

@@ -1,0 +1,71 @@
+"""Trade-id sequencing: whatever order and repetition trades arrive in, each is emitted once and
+in id order, and gaps are reported for backfill."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from binance_metrics.ingest.sequence import SymbolSequence
+from binance_metrics.trades import TradeMessage
+
+
+def trade(t: int, backfilled: bool = False) -> TradeMessage:
+    return TradeMessage(
+        e="trade", E=1, s="BTCUSDT", t=t, p="1.0", q="1.0", T=1, m=False, backfilled=backfilled
+    )
+
+
+def test_consecutive_trades_pass_straight_through() -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    for t in range(100, 110):
+        assert seq.offer(trade(t)) is False
+    assert out == list(range(100, 110)) and seq.gaps == 0
+
+
+def test_gap_holds_later_trades_until_filled() -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq.offer(trade(1))
+    assert seq.offer(trade(5)) is True  # gap 2..4
+    assert seq.offer(trade(6)) is False  # same gap, extends the held run
+    assert out == [1] and seq.missing == (2, 4)
+    assert seq.fill([trade(t, True) for t in (2, 3, 4)]) == 3
+    assert out == [1, 2, 3, 4, 5, 6] and seq.missing is None
+    assert seq.backfilled == 3 and seq.gaps == 1
+
+
+def test_backfill_never_doubles_a_trade_seen_live_meanwhile() -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq.offer(trade(1))
+    seq.offer(trade(5))
+    seq.offer(trade(2))  # arrived live (another connection) while REST was asked for 2..4
+    assert seq.fill([trade(t, True) for t in (2, 3, 4, 5, 6)]) == 2  # 3, 4; not 2, not 5/6
+    assert out == [1, 2, 3, 4, 5]
+
+
+def test_giving_up_a_gap_releases_the_held_trades_and_counts_the_loss() -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq.offer(trade(1))
+    seq.offer(trade(10))
+    assert seq.skip_gap() == 8
+    assert out == [1, 10] and seq.unfilled == 8
+
+
+@given(st.permutations(list(range(40))), st.lists(st.integers(0, 39), max_size=40))
+def test_any_arrival_order_with_repeats_then_backfill_is_exactly_once_in_order(
+    order: list[int], repeats: list[int]
+) -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq.offer(trade(0))
+    arrivals = [t for t in order if t != 0] + repeats
+    for t in arrivals:
+        seq.offer(trade(t))
+    while (gap := seq.missing) is not None:
+        seq.fill([trade(t, True) for t in range(gap[0], gap[1] + 1)])
+    highest = max(arrivals, default=0)
+    assert out == list(range(highest + 1))
