@@ -164,6 +164,7 @@ class FakeExchange:
         rest_errors: Iterable[tuple[int, float]] = (),
         rest_delay_s: float = 0.0,
         rest_serves_all: bool = False,
+        start_gate: threading.Event | None = None,
     ) -> None:
         self.trades = trades
         self.faults: dict[int, list[Action]] = {}
@@ -180,6 +181,8 @@ class FakeExchange:
         self.rest_delay_s = rest_delay_s
         #: Serve trades over REST before they "happen" (for REST tests without a WS client).
         self.rest_serves_all = rest_serves_all
+        #: When given, the market also waits for this event (benchmarks: start when warmed up).
+        self.start_gate = start_gate
         self.log = ExchangeLog()
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -347,6 +350,8 @@ class FakeExchange:
     async def _run_market(self) -> None:
         for stream in {t.stream for t in self.trades}:
             await self._wait_for_listener(stream)  # nothing happens before the clients are in
+        while self.start_gate is not None and not self.start_gate.is_set():
+            await asyncio.sleep(0.001)
         drop = 0
         total = len(self.trades)
         for index, trade in enumerate(self.trades):

@@ -109,6 +109,10 @@ class KafkaProducer:
         left = self._producer.flush(max(0.0, deadline - time.monotonic())) + len(self._overflow)
         if left:
             log.error("%d messages were not acknowledged by Kafka before shutdown", left)
+        else:
+            # Release librdkafka's threads and sockets now; with messages left, close() would
+            # flush again without a bound, so the handle is left to the garbage collector.
+            self._producer.close()
         return left
 
     # -- producing -------------------------------------------------------------------------
