@@ -24,6 +24,13 @@ from .support import BTC, ETH, SCALE, fill, make_app, serve
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+
+def trim(value: object) -> str:
+    """A decimal as the page displays it: fixed point without trailing zeros."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 # What plotly drew: the candlestick trace's data and the number of candle shapes in the SVG.
 DRAWN = """(() => {
   const chart = document.getElementById("chart");
@@ -93,6 +100,23 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
             "[...document.getElementById('symbol').options].map(o => o.text)"
         )
         assert symbols == ["SOLUSDT (no bars yet)", "ETHUSDT", "BTCUSDT"]
+        # Hovering a candle shows its stored decimals, not plotly's rounding of the floats.
+        box = browser.evaluate(
+            "(() => { const r = document.querySelectorAll('#chart path.box')[5]"
+            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0], "y": box[1]})
+        label = browser.wait_for(
+            "document.querySelector('#chart .hoverlayer')?.textContent", "a hover label"
+        )
+        lines = [
+            [
+                f"{column} {trim(bar.decimals()[column])}"
+                for column in ("open", "high", "low", "close")
+            ]
+            for bar in ETH.bars
+        ]
+        assert any(all(line in label for line in bar) for bar in lines), label
         keep(browser.screenshot(tmp_path / "candles-ethusdt-1m.png"))
 
         assert browser.evaluate(pick("symbol", "BTCUSDT")) == "BTCUSDT"

@@ -21,6 +21,11 @@
   let generation = 0;
   let controller = null;
 
+  // Exact decimal strings without trailing zeros ("61602.02000000" -> "61602.02"), for display.
+  function trim(decimal) {
+    return decimal.includes(".") ? decimal.replace(/0+$/, "").replace(/\.$/, "") : decimal;
+  }
+
   function setStatus(text, isError = false) {
     statusLine.textContent = text;
     statusLine.classList.toggle("error", isError);
@@ -105,6 +110,11 @@
       high: bars.map((b) => Number(b.high)),
       low: bars.map((b) => Number(b.low)),
       close,
+      // Hover shows the stored decimals, not plotly's rounding of the floats it draws.
+      text: bars.map((b) =>
+        [`open ${trim(b.open)}`, `high ${trim(b.high)}`, `low ${trim(b.low)}`,
+         `close ${trim(b.close)}`, `${b.trade_count} trades`].join("<br>")),
+      hoverinfo: "x+text",
       increasing: { line: { color: UP }, fillcolor: UP },
       decreasing: { line: { color: DOWN }, fillcolor: DOWN },
       xaxis: "x",
@@ -116,7 +126,7 @@
       x,
       y: bars.map((b) => Number(b.volume)),
       // The exact decimal and the trade count in the hover text, as the API sent them.
-      text: bars.map((b) => `${b.volume} (${b.trade_count} trades)`),
+      text: bars.map((b) => trim(b.volume)),
       hovertemplate: "volume %{text}<extra></extra>",
       textposition: "none",
       marker: { color: close.map((c, i) => (c >= open[i] ? UP : DOWN)) },
@@ -131,7 +141,7 @@
         const last = bars[bars.length - 1];
         const time = new Date().toISOString().slice(11, 19);
         setStatus(last
-          ? `${bars.length} bars · last close ${last.close} · updated ${time} UTC`
+          ? `${bars.length} bars · last close ${trim(last.close)} · updated ${time} UTC`
           : `no bars yet · updated ${time} UTC`);
       });
   }
