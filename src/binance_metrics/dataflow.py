@@ -25,25 +25,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import (
-    KafkaError,
-    KafkaSink,
-    KafkaSinkMessage,
-    KafkaSource,
-    KafkaSourceMessage,
-)
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
 from bytewax.outputs import Sink
+from prometheus_client import Counter
 
 from binance_metrics.bar_book import BarBook, Update
 from binance_metrics.bars import Bar, merge
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import BarRow
 from binance_metrics.store.sink import ClickHouseBarSink
-from binance_metrics.trades import dead_letter, decode_trade
+from binance_metrics.trades import dead_letter, decode_priced_trade
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +67,23 @@ class Rejected:
     reason: str
 
 
+#: The same counts for Prometheus, in the default registry: Bytewax serves it on :3030/metrics
+#: when BYTEWAX_DATAFLOW_API_ENABLED=1, and ``binance-metrics up`` on /metrics.
+PROMETHEUS_COUNTERS: Final = {
+    "trades": Counter("binance_metrics_dataflow_trades_total", "Raw trades folded into bars"),
+    "rejected": Counter(
+        "binance_metrics_dataflow_dead_letters_total", "Records sent to the dead-letter topic"
+    ),
+    "late_trades": Counter(
+        "binance_metrics_dataflow_late_trades_total",
+        "Trades that arrived after their window closed",
+    ),
+    "bars_written": Counter(
+        "binance_metrics_dataflow_bars_written_total", "Bar rows written to ClickHouse"
+    ),
+}
+
+
 @dataclass
 class FlowStats:
     """Counters of one dataflow run, shared by its workers (threads of one process)."""
@@ -79,13 +92,13 @@ class FlowStats:
     rejected: int = 0
     late_trades: int = 0
     bars_written: int = 0
-    kafka_errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+                PROMETHEUS_COUNTERS[name].inc(value)
 
     def summary(self) -> dict[str, int]:
         with self._lock:
@@ -94,34 +107,26 @@ class FlowStats:
                 "rejected": self.rejected,
                 "late_trades": self.late_trades,
                 "bars_written": self.bars_written,
-                "kafka_errors": self.kafka_errors,
             }
 
 
-def preaggregate(batch: Iterable[Any], window_ms: int, stats: FlowStats) -> list[Any]:
+def preaggregate(batch: Iterable[bytes], window_ms: int, stats: FlowStats) -> list[Any]:
     """Decode one input batch and fold its trades per (symbol, window).
 
-    Items may be raw ``bytes`` or Bytewax ``KafkaSourceMessage``/``KafkaError``. Returns
-    :class:`Fragment` and :class:`Rejected` items.
+    Returns :class:`Fragment` items, and a :class:`Rejected` for each record that is not a valid
+    trade.
     """
     groups: dict[tuple[str, int], Fragment] = {}
     out: list[Any] = []
     trades = 0
-    for item in batch:
-        if isinstance(item, KafkaError):
-            log.error("Kafka consumer error: %s", item.err)
-            stats.add(kafka_errors=1)
-            continue
-        payload = item.value if isinstance(item, KafkaSourceMessage) else item
+    for payload in batch:
         try:
-            if payload is None:
-                raise InvalidTradeError("empty record")
-            trade = decode_trade(payload)
+            trade, price, qty = decode_priced_trade(payload)
             if trade.X is not None and trade.X != "MARKET":
                 # Futures insurance-fund and ADL trades are not market trades; keep them visible.
                 raise InvalidTradeError(f"not a market trade (X={trade.X}); klines exclude it")
         except InvalidTradeError as exc:
-            out.append(Rejected(payload or b"", str(exc)))
+            out.append(Rejected(payload, str(exc)))
             continue
         window = trade.T // window_ms
         fragment = groups.get((trade.s, window))
@@ -129,8 +134,9 @@ def preaggregate(batch: Iterable[Any], window_ms: int, stats: FlowStats) -> list
             fragment = groups[(trade.s, window)] = Fragment(trade.s, window, Bar(), trade.T)
         elif trade.T > fragment.max_trade_time_ms:
             fragment.max_trade_time_ms = trade.T
-        fragment.bar.add_trade(trade)
-        trades += trade.trade_count
+        last_id = trade.t if trade.l is None else trade.l
+        fragment.bar.add(price, qty, trade.t, last_id, trade.m)
+        trades += last_id - trade.t + 1
     stats.add(trades=trades, rejected=len(out))
     out.extend(groups.values())
     return out
@@ -231,14 +237,11 @@ def build_flow(
     stats = stats or FlowStats()
     flow = Dataflow("binance_ohlcv")
     if source is None:
-        source = KafkaSource(
-            [bootstrap_servers],
-            [settings.KAFKA_TOPIC],
+        source = RawKafkaSource(
+            bootstrap_servers,
+            settings.KAFKA_TOPIC,
             tail=not settings.STOP_AT_END,
             batch_size=settings.KAFKA_BATCH_SIZE,
-            # tail=False ends each partition at partition EOF, which is exact on Tansu too
-            # (its high watermark is not, design §1). Consumer errors come as items.
-            raise_on_errors=False,
         )
     payloads = op.input("trades", flow, source)
     bars, rejected = build_bars(

@@ -31,7 +31,6 @@ class Settings(BaseSettings):
     KAFKA_TOPIC: str = Field(default="binance-trades", min_length=1)
     KAFKA_DLQ_TOPIC: str = Field(default="binance-trades-dlq", min_length=1)
     KAFKA_PARTITIONS: int = Field(default=3, ge=1, le=1000)
-    KAFKA_CONSUMER_GROUP: str = Field(default="binance-metrics-ohlcv", min_length=1)
 
     # Binance.
     SYMBOLS: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)

@@ -84,6 +84,10 @@ def parse_scaled(text: str) -> int:
     Digits beyond the eighth decimal must be zeros: Binance never sends more precision, and
     rounding would silently change a bar.
     """
+    if len(text) > 9 and text[-9] == ".":  # Binance's own shape, "61837.63000000": fast path
+        digits = text[:-9] + text[-8:]
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
     whole, _, frac = text.partition(".")
     if not whole and not frac:
         raise InvalidTradeError(f"not a decimal number: {text!r}")
@@ -106,28 +110,40 @@ def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
 
 def validate_trade(trade: TradeMessage) -> TradeMessage:
     """Check the invariants the bar logic relies on; raise :class:`InvalidTradeError` if broken."""
+    price_and_quantity(trade)
+    return trade
+
+
+def price_and_quantity(trade: TradeMessage) -> tuple[int, int]:
+    """Validate ``trade`` and return its price and quantity, scaled by 10**8."""
     if trade.e not in ("trade", "aggTrade"):
         raise InvalidTradeError(f"unexpected event type {trade.e!r}")
     if not trade.s or not trade.s.isupper():
         raise InvalidTradeError(f"symbol must be upper case, got {trade.s!r}")
-    if parse_scaled(trade.p) <= 0:
+    price, qty = parse_scaled(trade.p), parse_scaled(trade.q)
+    if price <= 0:
         raise InvalidTradeError(f"price must be positive, got {trade.p!r}")
-    if parse_scaled(trade.q) <= 0:
+    if qty <= 0:
         raise InvalidTradeError(f"quantity must be positive, got {trade.q!r}")
-    if trade.t < 0 or trade.last_trade_id < trade.t:
-        raise InvalidTradeError(f"bad trade id range {trade.t}..{trade.last_trade_id}")
+    if trade.t < 0 or (trade.l is not None and trade.l < trade.t):
+        raise InvalidTradeError(f"bad trade id range {trade.t}..{trade.l}")
     if trade.T <= 0:
         raise InvalidTradeError(f"trade time must be positive, got {trade.T}")
-    return trade
+    return price, qty
 
 
 def decode_trade(payload: bytes | str) -> TradeMessage:
     """Decode and validate one trade message; any problem raises :class:`InvalidTradeError`."""
+    return decode_priced_trade(payload)[0]
+
+
+def decode_priced_trade(payload: bytes | str) -> tuple[TradeMessage, int, int]:
+    """Like :func:`decode_trade`, also returning the scaled price and quantity (parsed once)."""
     try:
         trade = _trade_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidTradeError(str(exc)) from None
-    return validate_trade(trade)
+    return (trade, *price_and_quantity(trade))
 
 
 def encode_trade(trade: TradeMessage) -> bytes:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "clickhouse" / "init.sql"
 BARS_TABLE: Final = "binance.ohlcv"
+SCHEMA_OBJECTS: Final = (BARS_TABLE, "binance.ohlcv_rollup")
 BAR_COLUMNS: Final = (
     "symbol",
     "window_start",
@@ -54,7 +55,13 @@ class Store:
         self._lock = threading.Lock()
 
     def apply_schema(self, path: Path = SCHEMA_PATH) -> None:
-        """Run the idempotent ``CREATE ... IF NOT EXISTS`` statements of ``init.sql``."""
+        """Create the schema of ``init.sql`` unless it is all there already.
+
+        The check comes first because ClickHouse checks the CREATE privilege before ``IF NOT
+        EXISTS``: the read-only and insert-only users of a server may not run the statements.
+        """
+        if all(self.command(f"EXISTS TABLE {name}") == 1 for name in SCHEMA_OBJECTS):
+            return
         for statement in split_sql(path.read_text(encoding="utf-8")):
             self.command(statement)
 
