@@ -29,6 +29,7 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm; Chromium crashes on it
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",  # Chromium picks a port and writes it to DevToolsActivePort
 )
@@ -106,8 +107,11 @@ class Browser:
                     f"Chromium exited with {self.process.returncode}:\n{self.log_tail()}"
                 )
             if port_file.is_file() and (lines := port_file.read_text().split()):
-                port = int(lines[0])
-                targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+                try:
+                    url = f"http://127.0.0.1:{int(lines[0])}/json/list"
+                    targets = httpx.get(url, timeout=5).json()
+                except (ValueError, httpx.HTTPError):
+                    targets = []  # the file is half written or the port not yet open: retry
                 pages = [t for t in targets if t.get("type") == "page"]
                 if pages:
                     return str(pages[0]["webSocketDebuggerUrl"])
