@@ -146,6 +146,8 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
         # Versioned with the installed plotly; a day of caching spares 4.8 MB per page load.
         "plotly.min.js": (plotly_js_path(), "text/javascript", "public, max-age=86400"),
     }
+    # Every handler is a plain ``def``: FastAPI runs it in its thread pool, so a store query never
+    # blocks the event loop that the ingestor's WebSocket connections share with this router.
     router = APIRouter()
 
     def store_call(call: Callable[[Store], T]) -> T:
