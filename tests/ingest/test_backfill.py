@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from binance_metrics.ingest.backfill import BackfillError, RestBackfill
+from binance_metrics.ingest.backfill import BackfillError, RestBackfill, next_call_at
 from binance_metrics.kafka.broker import EmbeddedBroker
 
 from .exchange import Cut, Drop, FakeExchange, Fault, load_capture, merge_by_event_time
@@ -62,6 +62,11 @@ def test_retry_after_is_honoured() -> None:
     assert [t.t for t in got] == [c.id for c in BTC[:10]]
     assert [c.status for c in ex.log.rest_calls] == [429, 418, 200]
     assert took >= 0.5 * 0.99, "Retry-After sleeps were skipped"
+
+
+def test_weight_budget_defers_the_next_call_to_the_next_minute() -> None:
+    assert next_call_at(100, 5000, now=1_000_030.5) == 1_000_030.5
+    assert next_call_at(4990, 5000, now=1_000_030.5) == 1_000_080.0  # next minute boundary
 
 
 def test_persistent_errors_raise_after_the_attempt_budget() -> None:

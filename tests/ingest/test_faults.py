@@ -177,7 +177,7 @@ def test_refused_connections_back_off_exponentially(broker: EmbeddedBroker, topi
     shard = app.ingestor.shards[0]
     assert shard.connect_failures == 5
     # After the cut: one sleep, then one per refusal, each within [c/2, c] of its ceiling.
-    delays = shard.delays[:6]
+    delays = list(shard.delays)[:6]
     ceilings = [min(0.4, 0.05 * 2**i) for i in range(6)]
     for delay, ceiling in zip(delays, ceilings, strict=True):
         assert ceiling / 2 <= delay <= ceiling, (delays, ceilings)

@@ -14,13 +14,17 @@ straddle the gap edge, and an aggregate cannot be split (its quantity is a sum),
 would be doubled or lost. The price is weight (25 instead of 4 per call): gaps are rare.
 
 On 429 (too many requests) and 418 (IP banned) Binance sends ``Retry-After`` (seconds); we sleep
-that long before the next call. Other failures retry with exponential backoff.
+that long before the next call. Other failures retry with exponential backoff. To stay clear of
+429s in the first place, calls are serialised, and when ``X-MBX-USED-WEIGHT-1M`` (the IP's weight
+used in the current minute, limit 6000) leaves no room for another call under ``weight_budget``,
+the next call waits for the minute to roll over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Final
 
 import httpx
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 
 HISTORICAL_TRADES: Final = "/api/v3/historicalTrades"
 MAX_LIMIT: Final = 1000
+#: Request weight of one historicalTrades call (Binance spot; see the design brief).
+CALL_WEIGHT: Final = 25
+USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
 
 
 class HistoricalTrade(msgspec.Struct, frozen=True):
@@ -79,12 +86,15 @@ class RestBackfill:
         retry_cap_s: float = 30.0,
         max_attempts: int = 8,
         timeout_s: float = 10.0,
+        weight_budget: int = 5000,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
         self._lock = asyncio.Lock()
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
         self._max_attempts = max_attempts
+        self._weight_budget = weight_budget
+        self._not_before = 0.0  # wall clock: no call before this (weight budget used up)
         self.requests = 0
         self.rate_limited = 0
 
@@ -97,12 +107,16 @@ class RestBackfill:
         backoff = Backoff(self._retry_base_s, self._retry_cap_s)
         for _ in range(self._max_attempts):
             async with self._lock:
+                if (wait := self._not_before - time.time()) > 0:
+                    log.warning("REST weight budget used up: waiting %.1f s", wait)
+                    await asyncio.sleep(wait)
                 try:
                     self.requests += 1
                     response = await self._client.get(HISTORICAL_TRADES, params=params)
                 except httpx.HTTPError as exc:
                     delay, why = backoff.next_delay(), f"request failed: {exc!r}"
                 else:
+                    self._note_weight(response)
                     if response.status_code == 200:
                         try:
                             rows = _decoder.decode(response.content)
@@ -124,6 +138,19 @@ class RestBackfill:
                 # Sleeping under the lock holds every other symbol back too: a 429/418 is per IP.
                 await asyncio.sleep(delay)
         raise BackfillError(f"{symbol} fromId={from_id}: gave up after {self._max_attempts} tries")
+
+    def _note_weight(self, response: httpx.Response) -> None:
+        used = response.headers.get(USED_WEIGHT_HEADER)
+        if used is not None and used.isdigit():
+            self._not_before = max(self._not_before, next_call_at(int(used), self._weight_budget))
+
+
+def next_call_at(used_weight: int, budget: int, now: float | None = None) -> float:
+    """Wall-clock time of the next allowed call: now, or the next minute if over budget."""
+    now = time.time() if now is None else now
+    if used_weight + CALL_WEIGHT <= budget:
+        return now
+    return now - now % 60 + 60  # Binance's weight window is the calendar minute
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -162,7 +163,7 @@ class Shard:
         self._opened = 0
         self.reconnects = 0
         self.connect_failures = 0
-        self.delays: list[float] = []  # every backoff sleep, for /health and the tests
+        self.delays: deque[float] = deque(maxlen=100)  # recent backoff sleeps, for the tests
 
     @property
     def connected(self) -> bool:
