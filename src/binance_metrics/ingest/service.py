@@ -272,6 +272,7 @@ class Ingestor:
     # -- state -----------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, body of GET /health)``; safe to call from another thread (reads only)."""
         now = time.monotonic()
         problems: list[str] = []
         connections = []
@@ -336,7 +337,7 @@ class Ingestor:
             "Seconds since the last live trade",
             labels=["symbol"],
         )
-        for symbol, last in self._last_trade.items():
+        for symbol, last in list(self._last_trade.items()):  # a copy: scrapes may be off-loop
             age.add_metric([symbol], now - last)
         held = GaugeMetricFamily(
             "binance_trades_held_behind_gap", "Trades waiting for a backfill", labels=["symbol"]
