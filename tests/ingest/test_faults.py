@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import threading
 from typing import Any
 
 from binance_metrics.ingest.service import IngestOptions, Ingestor
@@ -44,7 +45,7 @@ N = 2000  # trades per symbol: enough for several faults, small enough to stay q
 PACED = {"frames_per_tick": 10, "tick_s": 0.005}
 
 
-def capture(n: int = N) -> list[CapturedTrade]:
+def capture(n: int | None = N) -> list[CapturedTrade]:
     return merge_by_event_time(*(load_capture(s, n) for s in SYMBOLS))
 
 
@@ -76,12 +77,12 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_cuts_with_and_without_close_frame_and_pings(broker: EmbeddedBroker, topic_prefix: str):
-    trades = capture()
+    trades = capture(None)  # the whole capture: 34,419 trades
     faults = [
-        Fault(800, Cut(close_frame=True)),
-        Fault(1600, Cut(close_frame=False)),
-        Fault(2400, Cut(close_frame=True)),
-        Fault(3200, Cut(close_frame=False)),
+        Fault(5_000, Cut(close_frame=True)),
+        Fault(12_000, Cut(close_frame=False)),
+        Fault(20_000, Cut(close_frame=True)),
+        Fault(28_000, Cut(close_frame=False)),
     ]
     with FakeExchange(trades, faults) as exchange:
         got, app = run(broker, topic_prefix, exchange)
@@ -188,7 +189,10 @@ def test_refused_connections_back_off_exponentially(broker: EmbeddedBroker, topi
 
 def test_health_and_metrics_over_http(broker: EmbeddedBroker, topic_prefix: str):
     trades = capture(500)
-    with FakeExchange(trades, [Fault(300, Drop(20)), Fault(320, Cut())]) as exchange:
+    # Gap of 20 trades, then the exchange cuts and refuses 10 handshakes (about 3 s of backoff).
+    faults = [Fault(300, Drop(20)), Fault(320, Refuse(10)), Fault(320, Cut())]
+    market = threading.Event()
+    with FakeExchange(trades, faults, start_gate=market) as exchange:
         settings = settings_for(exchange, topic_prefix, SYMBOLS)
         with running_ingestor(settings, broker.bootstrap_servers) as app:
             wait_until(lambda: app.health()[0] == 200, 20, "/health never became 200")
@@ -196,6 +200,13 @@ def test_health_and_metrics_over_http(broker: EmbeddedBroker, topic_prefix: str)
             assert {"status", "produced", "dlq", "wsConnected"} <= set(body)
             assert body["status"] == "ok" and body["wsConnected"] is True
             assert set(body["symbols"]) == set(SYMBOLS)
+            assert metric(app.metrics(), "binance_ws_connected", connection="0") == 1
+            market.set()
+            wait_until(lambda: app.health()[0] == 503, 20, "/health stayed 200 while cut off")
+            _, body = app.health()
+            assert body["status"] == "degraded" and body["wsConnected"] is False
+            assert "connection 0 is not connected" in body["problems"]
+            wait_until(lambda: app.health()[0] == 200, 20, "/health not 200 after reconnecting")
             exchange.wait_done(30)
             read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, len(trades))
             wait_until(
