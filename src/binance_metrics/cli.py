@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="'binance' (live, default) or 'replay:PATH[,PATH...]' to stream recorded "
         "@trade frames from a local exchange in real time (works offline)",
     )
+    up.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="with --exchange replay: play the recording this many times faster (default 1)",
+    )
     up.add_argument("--symbols", help="comma-separated symbols (overrides SYMBOLS)")
     up.add_argument("--port", type=int, help="HTTP port (overrides HEALTH_PORT)")
 
@@ -216,7 +222,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.up import run_up
 
-    return run_up(settings, exchange=args.exchange)
+    if args.speed <= 0:
+        raise ConfigError("--speed must be positive")
+    return run_up(settings, exchange=args.exchange, speed=args.speed)
 
 
 if __name__ == "__main__":

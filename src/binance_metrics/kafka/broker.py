@@ -53,8 +53,10 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         log.info("starting embedded Kafka broker (Tansu) on %s", self.bootstrap_servers)
+        # A session of its own: Ctrl-C must reach us, not the broker, which has to outlive the
+        # producers' final flush; stop() ends it.
         self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         self._wait_ready(timeout_s)
         return self

@@ -11,6 +11,7 @@ too (its high watermark is not, design §1).
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -27,7 +28,13 @@ IDLE_BACKOFF: Final = timedelta(milliseconds=5)
 
 class _RawPartition(StatefulSourcePartition[bytes, int]):
     def __init__(
-        self, config: dict[str, object], topic: str, partition: int, offset: int, batch_size: int
+        self,
+        config: dict[str, object],
+        topic: str,
+        partition: int,
+        offset: int,
+        batch_size: int,
+        stop: threading.Event | None,
     ) -> None:
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
@@ -36,10 +43,11 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
         self._batch_size = batch_size
         self._eof = False
         self._awake_at: datetime | None = None
+        self._stop = stop
 
     @override
     def next_batch(self) -> list[bytes]:
-        if self._eof:
+        if self._eof or (self._stop is not None and self._stop.is_set()):
             raise StopIteration
         self._awake_at = None
         batch: list[bytes] = []
@@ -87,12 +95,15 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
         tail: bool = True,
         batch_size: int = 5000,
         starting_offset: int = OFFSET_BEGINNING,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``, once set, ends every partition as if it had reached its end (clean exit)."""
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.tail = tail
         self.batch_size = batch_size
         self.starting_offset = starting_offset
+        self.stop = stop
 
     @override
     def list_parts(self) -> list[str]:
@@ -115,4 +126,4 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
             "fetch.wait.max.ms": 50,
         }
         offset = self.starting_offset if resume_state is None else resume_state
-        return _RawPartition(config, self.topic, int(for_part), offset, self.batch_size)
+        return _RawPartition(config, self.topic, int(for_part), offset, self.batch_size, self.stop)

@@ -1,0 +1,81 @@
+"""``binance-metrics up`` end to end, as a user runs it: its own process, the embedded broker and
+store, the ingestor on a local exchange replaying a real capture, Ctrl-C, then ``bars``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from binance_metrics.cli import _plain
+from binance_metrics.kafka.broker import free_port
+from binance_metrics.recordings import read_recording
+from binance_metrics.trades import TradeMessage
+from tests.conftest import DATA
+from tests.oracle import FIELDS, MINUTE_MS, reference_klines
+
+CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+CLI = [sys.executable, "-m", "binance_metrics.cli"]
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_up_ingests_a_replayed_capture_into_exact_bars(tmp_path: Path) -> None:
+    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "SYMBOLS"):
+        env.pop(name, None)
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        [*CLI, "up", "--exchange", f"replay:{CAPTURE}", "--speed", "60", "--symbols", "BTCUSDT",
+         "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, 60, "healthy ingestor")
+        wait_for(
+            lambda: httpx.get(f"{base}/health").json()["produced"] == len(trades),
+            60, "every trade of the capture produced",
+        )  # fmt: skip
+        page = httpx.get(f"{base}/")
+        assert page.status_code == 200 and "plotly" in page.text
+        assert "binance_metrics_dataflow_trades_total" in httpx.get(f"{base}/metrics").text
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, (tmp_path / "up.log").read_text()[-3000:]
+
+    bars = subprocess.run(
+        [*CLI, "bars", "--symbol", "BTCUSDT", "--format", "json"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    stored = json.loads(bars.stdout)
+    expected = sorted(reference_klines(trades).items())
+    assert len(stored) == len(expected)
+    shift = stored[0]["open_time"] - expected[0][0][1]
+    assert shift % MINUTE_MS == 0, "the local exchange moves time by whole minutes"
+    for bar, ((_, start), fields) in zip(stored, expected, strict=True):
+        assert bar["open_time"] == start + shift
+        assert {name: bar[name] for name in FIELDS} == {
+            name: value if name == "trade_count" else _plain(value)
+            for name, value in fields.items()
+        }
