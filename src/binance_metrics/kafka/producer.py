@@ -100,12 +100,13 @@ class KafkaProducer:
     def close(self, timeout_s: float = 30.0) -> int:
         """Drain the overflow, flush, stop the poll thread; return messages left undelivered."""
         deadline = time.monotonic() + timeout_s
-        while self._overflow and time.monotonic() < deadline:
-            self._drain_overflow()
-            self._producer.poll(0.05)
+        # From here on this thread alone polls, so delivery callbacks never run concurrently.
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
+        while self._overflow and time.monotonic() < deadline:
+            self._drain_overflow()
+            self._producer.poll(0.05)
         left = self._producer.flush(max(0.0, deadline - time.monotonic())) + len(self._overflow)
         if left:
             log.error("%d messages were not acknowledged by Kafka before shutdown", left)
