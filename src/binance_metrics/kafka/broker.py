@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from types import TracebackType
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from binance_metrics.errors import BrokerError
 

@@ -65,8 +65,8 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
                 continue
             batch.append(record.value() or b"")
             last = record
-        if last is not None:
-            self._offset = last.offset() + 1  # resume after the last record emitted
+        if last is not None and (offset := last.offset()) is not None:
+            self._offset = offset + 1  # resume after the last record emitted
         if not batch and not self._eof:
             self._awake_at = datetime.now(UTC) + IDLE_BACKOFF
         return batch

@@ -71,7 +71,8 @@ class Store:
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
-            return list(self._client.query(sql, parameters=parameters).result_rows)
+            result = self._client.query(sql, parameters=parameters)
+        return [tuple(row) for row in result.result_rows]
 
     def insert_bars(self, rows: Sequence[BarRow]) -> int:
         """Insert bars; within one call the last row for a (symbol, window) wins."""
