@@ -17,7 +17,7 @@ from binance_metrics.recordings import BadRecord, read_recording
 from binance_metrics.replay import replay
 from binance_metrics.settings import Settings, load_settings
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.store.queries import fetch_bars
+from binance_metrics.store.queries import INTERVALS, fetch_bars
 from binance_metrics.trades import TradeMessage, decode_dead_letter, encode_trade
 from tests.conftest import DATA
 from tests.oracle import FIELDS, reference_klines
@@ -162,3 +162,19 @@ def _utc(ms: int) -> datetime:
 def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "KAFKA_TOPIC"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("interval", ["5m", "15m", "1h", "4h", "1d"])
+def test_rollups_equal_bars_computed_directly_from_the_trades(
+    broker: EmbeddedBroker, store: Store, topic_prefix: str, interval: str
+) -> None:
+    if len(fetch_bars(store, "XRPETH")) != 2880:  # one replay serves all the parameters
+        store.command("TRUNCATE TABLE binance.ohlcv")
+        replay([XRPETH_TRADES], pipeline_settings(broker, store, topic_prefix))
+    trades = [r for r in read_recording(XRPETH_TRADES) if isinstance(r, TradeMessage)]
+    expected = reference_klines(trades, window_ms=INTERVALS[interval] * 1000)
+    stored = fetch_bars(store, "XRPETH", interval=interval)
+    assert [bar.open_time_ms for bar in stored] == sorted(start for _, start in expected)
+    for bar in stored:
+        fields = expected[("XRPETH", bar.open_time_ms)]
+        assert {name: getattr(bar, name) for name in FIELDS} == fields, (interval, bar.open_time)
