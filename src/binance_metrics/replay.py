@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException, Producer
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BrokerError
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.kafka.producer import SAFE_CONFIG
 from binance_metrics.recordings import BadRecord, read_recording
 from binance_metrics.settings import Settings
 from binance_metrics.trades import dead_letter, encode_trade
@@ -63,12 +64,11 @@ def kafka_for(settings: Settings) -> Iterator[str]:
 
 
 def make_producer(bootstrap_servers: str) -> Producer:
-    """An idempotent producer (acks=all): retries never duplicate or reorder a partition."""
+    """The ingestor's delivery settings (idempotent, acks=all, retried until taken), batched."""
     return Producer(
         {
+            **SAFE_CONFIG,
             "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
             "linger.ms": 20,
             "queue.buffering.max.messages": 500_000,
         }
