@@ -17,11 +17,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.service import IngestOptions, Ingestor
 from binance_metrics.settings import Settings
 
@@ -64,10 +64,4 @@ def serve(
 ) -> None:
     """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush)."""
     app = create_app(settings, bootstrap_servers, options=options)
-    uvicorn.run(
-        app,
-        host=settings.HEALTH_HOST,
-        port=settings.HEALTH_PORT,
-        log_level=settings.LOG_LEVEL.lower(),
-        lifespan="on",
-    )
+    serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, settings.LOG_LEVEL.lower())
