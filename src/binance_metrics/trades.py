@@ -85,8 +85,8 @@ def parse_scaled(text: str) -> int:
     rounding would silently change a bar.
     """
     if len(text) > 9 and text[-9] == ".":  # Binance's own shape, "61837.63000000": fast path
-        digits = text[:-9] + text[-8:]
-        if digits.isascii() and digits.isdigit():
+        digits = text.replace(".", "", 1)
+        if digits.isdigit() and digits.isascii():  # int() alone would take "_", "+" or " "
             return int(digits)
     whole, _, frac = text.partition(".")
     if not whole and not frac:

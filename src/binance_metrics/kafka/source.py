@@ -124,6 +124,10 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
             # The broker answers an empty fetch after this wait: it bounds how late the end of
             # a partition is noticed. 1 ms makes fetches crawl on Tansu (design §1); 50 does not.
             "fetch.wait.max.ms": 50,
+            # Keep fetching ahead until a million records (or the default 64 MB) wait locally:
+            # with the default 100 k the source stalls between fetches, at a quarter of the rate
+            # (benchmarks/dataflow_bench.py, docs/performance.md).
+            "queued.min.messages": 1_000_000,
         }
         offset = self.starting_offset if resume_state is None else resume_state
         return _RawPartition(config, self.topic, int(for_part), offset, self.batch_size, self.stop)
