@@ -7,6 +7,7 @@ process shares one client (and one lock): the dataflow's sink workers, the web p
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "clickhouse" / "init.sql"
 BARS_TABLE: Final = "binance.ohlcv"
-SCHEMA_OBJECTS: Final = (BARS_TABLE, "binance.ohlcv_rollup")
+_CREATE: Final = re.compile(r"CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ([\w.]+)")
 BAR_COLUMNS: Final = (
     "symbol",
     "window_start",
@@ -55,15 +56,28 @@ class Store:
         self._lock = threading.Lock()
 
     def apply_schema(self, path: Path = SCHEMA_PATH) -> None:
-        """Create the schema of ``init.sql`` unless it is all there already.
+        """Create what is missing of ``init.sql`` (its statements are ``CREATE ... IF NOT EXISTS``).
 
-        The check comes first because ClickHouse checks the CREATE privilege before ``IF NOT
-        EXISTS``: the read-only and insert-only users of a server may not run the statements.
+        Existence is checked first because ClickHouse checks the CREATE privilege before ``IF NOT
+        EXISTS``: least-privilege users (Grafana's reader, the dataflow's writer) never reach a
+        CREATE for objects that are there. Only the bars table is required; a view that this user
+        may not create is reported and skipped.
         """
-        if all(self.command(f"EXISTS TABLE {name}") == 1 for name in SCHEMA_OBJECTS):
-            return
         for statement in split_sql(path.read_text(encoding="utf-8")):
-            self.command(statement)
+            match = _CREATE.match(statement)
+            if match is None:
+                raise ValueError(f"{path}: not a CREATE ... IF NOT EXISTS statement: {statement}")
+            kind, name = match.groups()
+            exists = f"EXISTS {'DATABASE' if kind == 'DATABASE' else 'TABLE'} {name}"
+            if self.command(exists) == 1:
+                continue
+            try:
+                self.command(statement)
+            except Exception as exc:
+                if name == BARS_TABLE or kind == "DATABASE":
+                    raise
+                log.warning("could not create %s (%s); an administrator can run %s", name,
+                            exc, path)  # fmt: skip
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         with self._lock:
