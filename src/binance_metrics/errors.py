@@ -17,3 +17,7 @@ class InvalidTradeError(BinanceMetricsError, ValueError):
 
 class BrokerError(BinanceMetricsError):
     """The embedded broker could not be started or reached."""
+
+
+class StoreError(BinanceMetricsError):
+    """The bars store could not be opened."""

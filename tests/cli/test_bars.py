@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +58,26 @@ def test_range_json_and_table(stored: Store, capsys: pytest.CaptureFixture[str])
     table = run(capsys, "--format", "table", "--end", "2024-08-09T00:01")
     assert len(table.splitlines()) == 2 and "open_time" in table
     assert json.loads(run(capsys, "--format", "json", "--interval", "5m"))[0]["trade_count"] == 4
+
+
+def test_a_store_open_in_another_process_gives_a_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path)}
+    env.pop("CLICKHOUSE_URL", None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from binance_metrics.store.clickhouse import "
+         f"open_store; open_store('chdb://{tmp_path / 'clickhouse'}'); print('open', flush=True);"
+         " time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        result = subprocess.run(
+            [sys.executable, "-m", "binance_metrics.cli", "bars", "--symbol", "BTCUSDT"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert "is open in another process" in result.stderr
+    assert "Traceback" not in result.stderr

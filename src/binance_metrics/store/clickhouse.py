@@ -18,6 +18,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from binance_metrics.bars import Bar
+from binance_metrics.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,17 @@ class Store:
         self.embedded = dsn.startswith("chdb://")
         if self.embedded:
             Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
-        self._client: Client = clickhouse_connect.get_client(dsn=dsn)
+        try:
+            self._client: Client = clickhouse_connect.get_client(dsn=dsn)
+        except Exception as exc:
+            if self.embedded and "Error initializing EmbeddedServer" in str(exc):
+                raise StoreError(
+                    f"the embedded store {dsn.removeprefix('chdb://')} is open in another "
+                    "process (chDB serves a directory to one process): stop it, e.g. "
+                    "`binance-metrics up` (whose page serves the bars at /api/bars), or use "
+                    "another DATA_DIR"
+                ) from exc
+            raise StoreError(f"cannot open the store {_redact(dsn)}: {exc}") from exc
         self._lock = threading.Lock()
 
     def apply_schema(self, path: Path = SCHEMA_PATH) -> None:
