@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,21 +20,12 @@ from typing import Any, TextIO
 from binance_metrics import __version__
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.settings import Settings, load_settings
+from binance_metrics.store.queries import INTERVALS, StoredBar
 
 log = logging.getLogger("binance_metrics")
 
-CSV_HEADER = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trade_count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
+#: Binance's kline columns that bars carry, ``open_time`` in epoch milliseconds.
+CSV_HEADER = tuple(field.name for field in fields(StoredBar))
 
 
 def _iso_time(text: str) -> datetime:
@@ -46,8 +38,6 @@ def _iso_time(text: str) -> datetime:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from binance_metrics.store.queries import INTERVALS
-
     parser = argparse.ArgumentParser(
         prog="binance-metrics",
         description="Real-time OHLCV bars from Binance trade streams, exact to Binance's klines.",
