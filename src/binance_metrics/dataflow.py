@@ -29,7 +29,6 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
-from bytewax.outputs import Sink
 from prometheus_client import Counter
 
 from binance_metrics.bar_book import BarBook, Update
@@ -230,10 +229,11 @@ def build_flow(
     *,
     stats: FlowStats | None = None,
     source: Source[Any] | None = None,
-    bars_sink: Sink[BarRow] | None = None,
-    dlq_sink: Sink[Any] | None = None,
 ) -> Dataflow:
-    """The production dataflow: Kafka trades topic in, ClickHouse bars and Kafka DLQ out."""
+    """The production dataflow: Kafka trades topic in, ClickHouse bars and Kafka DLQ out.
+
+    ``source`` replaces the Kafka input (``up`` passes one it can stop; tests one that fails).
+    """
     stats = stats or FlowStats()
     flow = Dataflow("binance_ohlcv")
     if source is None:
@@ -252,17 +252,14 @@ def build_flow(
         stats=stats,
     )
 
-    def _count_rejected(item: Rejected) -> None:
-        log.warning("dead-lettered a record: %s", item.reason)
-
-    op.inspect("log_rejected", rejected, lambda _step, item: _count_rejected(item))
-    if dlq_sink is None:
-        dlq_sink = KafkaSink([bootstrap_servers], settings.KAFKA_DLQ_TOPIC)
+    op.inspect(
+        "log_rejected", rejected, lambda _step, item: log.warning("dead-lettered: %s", item.reason)
+    )
+    dlq_sink = KafkaSink([bootstrap_servers], settings.KAFKA_DLQ_TOPIC)
     op.output("dead_letters", op.map("dead_letter", rejected, _dead_letter), dlq_sink)
 
-    if bars_sink is None:
-        bars_sink = ClickHouseBarSink(
-            settings.clickhouse_dsn, on_written=lambda n: stats.add(bars_written=n)
-        )
+    bars_sink = ClickHouseBarSink(
+        settings.clickhouse_dsn, on_written=lambda n: stats.add(bars_written=n)
+    )
     op.output("bars", op.map("bar_row", bars, _to_row), bars_sink)
     return flow
