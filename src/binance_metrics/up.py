@@ -14,19 +14,23 @@ producer flushes), then the dataflow (its open windows are written), then the br
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
+from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 from prometheus_client import REGISTRY, Metric
 from prometheus_client.registry import Collector
 
 from binance_metrics.dataflow import FlowStats, build_flow
-from binance_metrics.errors import ConfigError
+from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
+from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import ensure_topics
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.local_exchange import LocalExchange, load_trades
@@ -76,8 +80,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         source = RawKafkaSource(
             bootstrap, settings.KAFKA_TOPIC, batch_size=settings.KAFKA_BATCH_SIZE, stop=stop
         )
-        flow = build_flow(settings, bootstrap, stats=stats, source=source)
-        dataflow = threading.Thread(target=run_main, args=(flow,), name="dataflow")
+        dataflow = _DataflowThread(
+            build_flow(settings, bootstrap, stats=stats, source=source), stop
+        )
         dataflow.start()
 
         app = create_app(settings, bootstrap)
@@ -96,8 +101,31 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             log.info("stopping the dataflow (open windows are written)")
             stop.set()
             dataflow.join()
+    if dataflow.error is not None:
+        raise BinanceMetricsError(f"the dataflow failed: {dataflow.error}") from dataflow.error
     log.info("stopped: %s", stats.summary())
     return 0
+
+
+class _DataflowThread(threading.Thread):
+    """Runs the dataflow; if it ends before it was asked to, the whole process stops (SIGTERM
+    to itself: the web server shuts down gracefully and the ingestor flushes), rather than
+    serving a page whose bars no longer move."""
+
+    def __init__(self, flow: Dataflow, stop: threading.Event) -> None:
+        super().__init__(name="dataflow")
+        self._flow = flow
+        self._stop_requested = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            run_main(self._flow)
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            self.error = exc
+        if not self._stop_requested.is_set():
+            log.error("the dataflow stopped unexpectedly (%s); shutting down", self.error)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _DefaultRegistry(Collector):
@@ -105,11 +133,11 @@ class _DefaultRegistry(Collector):
         return REGISTRY.collect()
 
 
-def _report(ingestor: object, stats: FlowStats, stop: threading.Event) -> None:
+def _report(ingestor: Ingestor, stats: FlowStats, stop: threading.Event) -> None:
     """Log, every few seconds, that trades come in and bars go out."""
     while not stop.wait(PROGRESS_EVERY_S):
         try:
-            _, health = ingestor.health()  # type: ignore[attr-defined]
+            _, health = ingestor.health()
         except Exception:  # noqa: BLE001 - a progress line must never stop the pipeline
             health = {}
         counts = stats.summary()

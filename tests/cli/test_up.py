@@ -79,3 +79,29 @@ def test_up_ingests_a_replayed_capture_into_exact_bars(tmp_path: Path) -> None:
             name: value if name == "trade_count" else _plain(value)
             for name, value in fields.items()
         }
+
+
+FAILING_DATAFLOW = """
+import signal, sys, threading, time
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource
+from binance_metrics.up import _DataflowThread
+
+terminated = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: terminated.set())
+flow = Dataflow("failing")
+op.inspect("boom", op.input("in", flow, TestingSource([1])), lambda *_: 1 / 0)
+thread = _DataflowThread(flow, threading.Event())
+thread.start()
+thread.join()
+time.sleep(0.2)
+print(type(thread.error).__name__, terminated.is_set())
+"""
+
+
+def test_a_dataflow_that_dies_stops_the_whole_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_DATAFLOW], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["BytewaxRuntimeError", "True"], result.stderr[-2000:]
