@@ -31,7 +31,17 @@ from deploy_support import (
 
 from binance_metrics.settings import Settings
 
-EXPECTED_SERVICES = {"kafka", "kafka-init", "clickhouse", "ingestor", "dataflow", "grafana"}
+EXPECTED_SERVICES = {
+    "kafka",
+    "kafka-init",
+    "clickhouse",
+    "ingestor",
+    "dataflow",
+    "prometheus",
+    "grafana",
+}
+#: Services started only with `--profile monitoring`.
+MONITORING = ("prometheus", "grafana")
 #: Variables our app containers get that are not Settings fields, and who reads them.
 NON_SETTINGS_ENV = {
     "BYTEWAX_DATAFLOW_API_ENABLED": "bytewax: serve /metrics on :3030",
@@ -116,6 +126,7 @@ def test_published_ports_match_what_the_containers_listen_on(services: dict[str,
     assert [p.rsplit(":", 1)[1] for p in services["dataflow"]["ports"]] == ["3030"]
     assert [p.rsplit(":", 1)[1] for p in services["clickhouse"]["ports"]] == ["8123"]
     assert [p.rsplit(":", 1)[1] for p in services["grafana"]["ports"]] == ["3000"]
+    assert [p.rsplit(":", 1)[1] for p in services["prometheus"]["ports"]] == ["9090"]
     kafka = service_env(services["kafka"])
     host_listener = re.search(r"HOST://:(\d+)", kafka["KAFKA_LISTENERS"])
     assert host_listener, kafka["KAFKA_LISTENERS"]
@@ -299,9 +310,11 @@ def test_commands_are_real_entry_points(services: dict[str, Any]) -> None:
     assert attribute in assigned, f"{path} has no module-level {attribute!r}"
 
 
-def test_grafana_runs_only_in_the_monitoring_profile(services: dict[str, Any]) -> None:
+def test_grafana_and_prometheus_run_only_in_the_monitoring_profile(
+    services: dict[str, Any],
+) -> None:
     for name, service in services.items():
-        assert service.get("profiles", []) == (["monitoring"] if name == "grafana" else []), name
+        assert service.get("profiles", []) == (["monitoring"] if name in MONITORING else []), name
     grafana = service_env(services["grafana"])
     assert "grafana-clickhouse-datasource" in grafana["GF_PLUGINS_PREINSTALL_SYNC"]
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"

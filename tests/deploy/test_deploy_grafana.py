@@ -123,8 +123,17 @@ def _intervals(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     return options
 
 
-def _targets(dashboard: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def _all_targets(dashboard: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return [(panel, t) for panel in dashboard["panels"] for t in panel.get("targets", [])]
+
+
+def _targets(dashboard: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The ClickHouse (SQL) targets; the Prometheus ones are checked by test_deploy_prometheus."""
+    return [
+        (panel, t)
+        for panel, t in _all_targets(dashboard)
+        if (t.get("datasource") or panel.get("datasource") or {}).get("type") != "prometheus"
+    ]
 
 
 def _bar_rows() -> list[str]:
@@ -221,6 +230,23 @@ def _column(result: dict[str, Any], name: str) -> list[str]:
 # --- provisioning files ----------------------------------------------------------------------
 
 
+def test_datasource_files_are_the_expected_ones() -> None:
+    files = sorted(p.name for p in DATASOURCE_FILE.parent.iterdir())
+    assert files == ["clickhouse.yaml", "prometheus.yaml"]
+    uids = [
+        source["uid"]
+        for path in DATASOURCE_FILE.parent.glob("*.yaml")
+        for source in yaml.safe_load(path.read_text(encoding="utf-8"))["datasources"]
+    ]
+    assert len(uids) == len(set(uids)) == 2
+    defaults = [
+        source.get("isDefault", False)
+        for path in DATASOURCE_FILE.parent.glob("*.yaml")
+        for source in yaml.safe_load(path.read_text(encoding="utf-8"))["datasources"]
+    ]
+    assert defaults.count(True) == 1  # Grafana refuses two default data sources
+
+
 def test_datasource_provisioning_matches_the_stack() -> None:
     config = yaml.safe_load(DATASOURCE_FILE.read_text(encoding="utf-8"))
     (source,) = config["datasources"]
@@ -257,11 +283,13 @@ def test_dashboard_provider_points_at_the_mounted_dashboards() -> None:
     assert (GRAFANA.parents[1] / mounts[str(Path(home).parent)] / Path(home).name).is_file()
 
 
-def test_every_panel_uses_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
+def test_every_sql_panel_uses_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
     config = yaml.safe_load(DATASOURCE_FILE.read_text(encoding="utf-8"))
     uid = config["datasources"][0]["uid"]
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    sql_panels = {panel["id"] for panel, _ in _targets(dashboard)}
+    assert {1, 2, 3, 11, 12, 13} <= sql_panels
     for panel, target in _targets(dashboard):
         for ref in (panel.get("datasource"), target["datasource"]):
             assert ref == {"type": PLUGIN, "uid": uid}, panel["title"]
