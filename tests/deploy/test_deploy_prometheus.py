@@ -219,6 +219,19 @@ def test_every_scrape_target_is_a_service_on_its_metrics_port(
     assert scraped == {"ingestor": "ingestor", "dataflow": "dataflow"}
 
 
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_config() -> None:
+    """Prometheus's own validator, where it is installed (Debian: apt-get install prometheus)."""
+    proc = subprocess.run(
+        ["promtool", "check", "config", "--syntax-only", str(PROMETHEUS_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --- the compose service ---------------------------------------------------------------------
 
 
@@ -375,7 +388,8 @@ def test_every_grouping_and_legend_label_exists_on_the_metrics(
     known = _all_series(ingestor_series, dataflow_series)
     for panel, target in _prometheus_targets(dashboard):
         expr = target["expr"]
-        labels = set().union(*(known[name] for name in promql_metric_names(expr)))
+        # (an unknown metric has no labels: test_every_promql_metric_exists_in_the_code names it)
+        labels = set().union(*(known.get(name, set()) for name in promql_metric_names(expr)))
         grouped = grouping_labels(expr)
         assert grouped <= labels, (panel["title"], grouped - labels)
         legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
