@@ -8,6 +8,7 @@ partition is read to its end, all windows close, and the bars are in the store w
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ from binance_metrics.trades import dead_letter, encode_trade
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 100_000
+PROGRESS_EVERY = 100_000  # records produced between progress lines
+PROGRESS_EVERY_S = 5.0  # seconds between progress lines while the dataflow runs
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,17 @@ def replay(
         messages, bad = produce_recordings(paths, settings, bootstrap, symbol, progress)
         progress("running the dataflow to the end of the topic")
         stats = FlowStats()
+        done = threading.Event()
+        reporter = threading.Thread(
+            target=_report_dataflow, args=(stats, messages, done, progress), daemon=True
+        )
+        reporter.start()
         try:
             run_main(build_flow(settings, bootstrap, stats=stats))
         except KafkaException as exc:
             raise BrokerError(f"Kafka failed during the dataflow: {exc}") from exc
+        finally:
+            done.set()
     counts = stats.summary()
     return ReplaySummary(
         files=len(paths),
@@ -159,3 +168,14 @@ def replay(
         bars_written=counts["bars_written"],
         seconds=time.monotonic() - started,
     )
+
+
+def _report_dataflow(
+    stats: FlowStats, messages: int, done: threading.Event, progress: Callable[[str], None]
+) -> None:
+    while not done.wait(PROGRESS_EVERY_S):
+        counts = stats.summary()
+        progress(
+            f"dataflow: {counts['trades']:,} trades folded ({messages:,} messages in the topic), "
+            f"{counts['bars_written']:,} bars written"
+        )
