@@ -9,7 +9,8 @@ Faults are scripted by frame index (``Fault(at, action)``: applied just before f
 ``Cut`` (with or without a close frame), ``Drop`` (the next n trades happen but are not sent),
 ``Silence`` (open connections stop receiving data, they still answer pings), ``Shutdown``
 (``serverShutdown`` event, cut after a grace period), ``Refuse`` (the next n handshakes get HTTP
-503), ``Garbage`` (extra malformed frames). REST can answer 429/418 with ``Retry-After``.
+503), ``Garbage`` (extra malformed frames), ``Hold`` (the market stops until released: restart
+tests stop the client there). REST can answer 429/418 with ``Retry-After``.
 
 The market waits while nobody listens to the next trade's stream (so a cut does not silently lose
 the end of the capture)
@@ -107,7 +108,15 @@ class Garbage:
     frames: tuple[str | bytes, ...]
 
 
-Action = Cut | Drop | Silence | Shutdown | Refuse | Garbage
+@dataclass(frozen=True)
+class Hold:
+    """The market stops before frame ``at`` (``reached`` is set) until ``release`` is set."""
+
+    release: threading.Event
+    reached: threading.Event = field(default_factory=threading.Event)
+
+
+Action = Cut | Drop | Silence | Shutdown | Refuse | Garbage | Hold
 
 
 @dataclass(frozen=True)
@@ -414,6 +423,10 @@ class FakeExchange:
             case Refuse(count):
                 with self.lock:
                     self._refuse += count
+            case Hold(release, reached):
+                reached.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.005)
             case Garbage(frames):
                 for raw in frames:
                     for session in sessions:
@@ -433,6 +446,11 @@ class FakeExchange:
                 f"exchange did not replay its {len(self.trades)} trades in {timeout_s} s "
                 f"({happened} happened; sessions={len(self.log.sessions)}): is the client stuck?"
             )
+
+    def happened(self) -> int:
+        """How many trades have happened so far (sent, dropped, or unseen)."""
+        with self.lock:
+            return sum(self._happened.values())
 
     def sessions(self) -> Iterator[Session]:
         with self.lock:

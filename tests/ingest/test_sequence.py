@@ -3,6 +3,7 @@ in id order, and gaps are reported for backfill."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,3 +70,34 @@ def test_any_arrival_order_with_repeats_then_backfill_is_exactly_once_in_order(
         seq.fill([trade(t, True) for t in range(gap[0], gap[1] + 1)])
     highest = max(arrivals, default=0)
     assert out == list(range(highest + 1))
+
+
+def test_a_resumed_sequence_opens_a_gap_over_the_downtime() -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq.resume_after(99)  # the last id already in Kafka
+    assert seq.next_id == seq.resumed_at == 100
+    assert seq.offer(trade(99)) is False and seq.duplicates == 1  # already in Kafka
+    assert seq.offer(trade(105)) is True and seq.missing == (100, 104)
+    assert seq.fill([trade(t, True) for t in range(100, 105)]) == 5
+    assert out == list(range(100, 106))
+
+
+def test_a_resumed_sequence_continues_when_nothing_was_missed() -> None:
+    out: list[int] = []
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq.resume_after(99)
+    assert seq.offer(trade(100)) is False
+    assert out == [100] and seq.gaps == 0
+
+
+def test_resume_only_before_the_first_trade_and_can_be_forgotten() -> None:
+    seq = SymbolSequence("BTCUSDT", lambda tr: None)
+    seq.offer(trade(1))
+    with pytest.raises(RuntimeError):
+        seq.resume_after(5)
+    fresh = SymbolSequence("BTCUSDT", lambda tr: None)
+    fresh.resume_after(1_000_000)
+    fresh.forget_resume()
+    assert fresh.next_id is None and fresh.resumed_at is None
+    assert fresh.offer(trade(7)) is False and fresh.next_id == 8

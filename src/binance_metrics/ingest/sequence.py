@@ -10,7 +10,9 @@ Binance trade ids are consecutive per symbol. The sequencer remembers the next i
   released in order. Nothing after a gap is emitted before the gap is filled, so each symbol's
   trades reach Kafka in trade-id order.
 
-Before the first trade there is no expectation: the stream starts wherever it starts.
+Before the first trade there is no expectation: the stream starts wherever it starts, unless
+:meth:`SymbolSequence.resume_after` set one (the last id already in Kafka, read at start): then
+the first live trade opens a gap over the trades missed while the ingestor was down.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SymbolSequence:
         "high",
         "next_id",
         "pending",
+        "resumed_at",
         "symbol",
         "unfilled",
     )
@@ -41,12 +44,31 @@ class SymbolSequence:
         self.symbol = symbol
         self.emit = emit
         self.next_id: int | None = None
+        #: The id expected after a resume, until the first live trade has been looked at
+        #: (the owner clears it); None when not resumed.
+        self.resumed_at: int | None = None
         self.pending: dict[int, TradeMessage] = {}
         self.high = 0  # highest id held in pending (meaningful only while pending is not empty)
         self.gaps = 0
         self.duplicates = 0
         self.backfilled = 0
         self.unfilled = 0
+
+    def resume_after(self, trade_id: int) -> None:
+        """Expect ``trade_id + 1`` next: ``trade_id`` is the last one already delivered.
+
+        Only before the first trade: a live trade above it then opens a gap (to backfill),
+        and trades up to ``trade_id`` are duplicates.
+        """
+        if self.next_id is not None or self.pending:
+            raise RuntimeError(f"{self.symbol}: resume_after once, before the first trade")
+        self.next_id = self.resumed_at = trade_id + 1
+
+    def forget_resume(self) -> None:
+        """Drop the expectation set by :meth:`resume_after` (before the first trade only)."""
+        if self.pending:
+            raise RuntimeError(f"{self.symbol}: trades are held, the expectation is in use")
+        self.next_id = self.resumed_at = None
 
     def offer(self, trade: TradeMessage) -> bool:
         """Take a live trade; return True when it opened a new gap (a backfill is needed)."""

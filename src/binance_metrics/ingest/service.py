@@ -8,11 +8,16 @@ Per frame (the hot path, all synchronous on the event loop)::
 
 A gap starts one backfill task for the symbol (REST, :mod:`binance_metrics.ingest.backfill`)
 which fills the sequence; the trades held behind the gap are then released in order.
+
+At start, before connecting, each symbol's sequence resumes after the highest trade id already
+in Kafka (:mod:`binance_metrics.ingest.resume`), so the trades missed while the ingestor was
+down form the first gap and are backfilled like any other (up to ``max_resume_gap``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -28,6 +33,7 @@ from binance_metrics.ingest.backfill import BackfillError, RestBackfill
 from binance_metrics.ingest.backoff import AttemptLimiter
 from binance_metrics.ingest.frames import DEFAULT_MAX_FRAME_BYTES, Control, FrameParser, Rejected
 from binance_metrics.ingest.metrics import IngestMetrics
+from binance_metrics.ingest.resume import read_last_trade_ids
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, StreamOptions, shard_symbols
 from binance_metrics.kafka.producer import KafkaProducer
@@ -61,6 +67,16 @@ class IngestOptions:
     connection_attempts: int = 300
     connection_attempt_window_s: float = 300.0
     producer_config: Mapping[str, Any] = field(default_factory=dict)
+    #: At start, continue each symbol after the last trade id in Kafka (backfilling the gap).
+    resume_from_kafka: bool = True
+    #: Records read from the end of each partition to find the last trade ids (bound).
+    resume_tail_records: int = 10_000
+    #: Longest wait for the tail to be read; then nothing is resumed (logged as an error).
+    resume_timeout_s: float = 30.0
+    #: A resume gap larger than this many trades is given up (counted unfilled), not fetched.
+    max_resume_gap: int = 1_000_000
+    #: Extra librdkafka settings of the consumer that reads the tail (security, ...).
+    consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Ingestor:
@@ -80,6 +96,8 @@ class Ingestor:
         self._keys = {s: s.encode() for s in self.symbols}
         self._counters = self.metrics.by_symbol
         self.sequences = {s: SymbolSequence(s, self._emit) for s in self.symbols}
+        #: symbol -> last trade id found in Kafka at start (the sequence resumed after it)
+        self.resumed: dict[str, int] = {}
         self._last_trade: dict[str, float] = {}
         self.produced: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.dlq = 0
@@ -96,6 +114,10 @@ class Ingestor:
 
     async def start(self) -> None:
         opts, settings = self.options, self.settings
+        if opts.resume_from_kafka:
+            await self._resume_from_kafka()
+        else:
+            log.info("resume from Kafka disabled: every symbol starts at its first live trade")
         self.producer = KafkaProducer(
             self._bootstrap,
             max_buffered_messages=opts.max_buffered_messages,
@@ -145,6 +167,89 @@ class Ingestor:
             settings.BINANCE_WS_URL,
         )
 
+    async def _resume_from_kafka(self) -> None:
+        """Seed each sequence with the last trade id in Kafka (bounded; never raises)."""
+        opts = self.options
+        scan = await asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                read_last_trade_ids,
+                self._bootstrap,
+                self.topic,
+                self.symbols,
+                tail_records=opts.resume_tail_records,
+                timeout_s=opts.resume_timeout_s,
+                config=opts.consumer_config,
+            ),
+        )
+        if scan.error is not None:
+            log.error(
+                "could not read the end of %s (%s, %.1f s): not resuming; trades made while the "
+                "ingestor was down are not backfilled",
+                self.topic,
+                scan.error,
+                scan.seconds,
+            )
+            return
+        log.info(
+            "read the last %d records of %s (%d partitions, %d not trades) in %.2f s",
+            scan.records,
+            self.topic,
+            scan.partitions,
+            scan.skipped,
+            scan.seconds,
+        )
+        for symbol in self.symbols:
+            last = scan.last_ids.get(symbol)
+            if last is None:
+                log.info(
+                    "%s: no trade in the end of %s: starts at its first live trade",
+                    symbol,
+                    self.topic,
+                )
+                continue
+            self.sequences[symbol].resume_after(last)
+            self.resumed[symbol] = last
+            log.info("%s: resuming after trade %d, the last one in %s", symbol, last, self.topic)
+
+    def _first_live_after_resume(self, sequence: SymbolSequence, trade_id: int) -> str | None:
+        """Judge the first live trade of a resumed symbol; return why to give its gap up."""
+        expected, sequence.resumed_at = sequence.resumed_at, None
+        assert expected is not None
+        symbol, missed, cap = sequence.symbol, trade_id - expected, self.options.max_resume_gap
+        if missed > cap:
+            return (
+                f"{missed} trades made while the ingestor was down ({expected}..{trade_id - 1}), "
+                f"more than max_resume_gap {cap}: not fetched over REST"
+            )
+        if missed > 0:
+            log.info(
+                "%s: backfilling the %d trades made while the ingestor was down (%d..%d)",
+                symbol,
+                missed,
+                expected,
+                trade_id - 1,
+            )
+        elif missed < -cap:
+            log.error(
+                "%s: the first live trade %d is far behind the last one in %s (%d): the topic "
+                "does not hold this stream's trades; not resuming",
+                symbol,
+                trade_id,
+                self.topic,
+                expected - 1,
+            )
+            sequence.forget_resume()
+        elif missed < 0:
+            log.warning(
+                "%s: the first live trade %d is already in %s (last %d): dropping duplicates",
+                symbol,
+                trade_id,
+                self.topic,
+                expected - 1,
+            )
+        return None
+
     async def stop(self) -> int:
         """Close connections, release held trades, flush Kafka; return undelivered messages."""
         tasks = [*self._tasks, *self._backfills.values()]
@@ -176,8 +281,16 @@ class Ingestor:
             symbol = trade.s
             self._last_trade[symbol] = time.monotonic()
             sequence = self.sequences[symbol]
+            give_up = (
+                None
+                if sequence.resumed_at is None
+                else self._first_live_after_resume(sequence, trade.t)
+            )
             if sequence.offer(trade):
-                self._start_backfill(sequence)
+                if give_up is None:
+                    self._start_backfill(sequence)
+                else:
+                    self._give_up_gap(sequence, give_up)
             elif len(sequence.pending) > self.options.max_pending_per_symbol:
                 self._give_up_gap(sequence, "too many trades held behind the gap")
             return
@@ -304,6 +417,7 @@ class Ingestor:
                 "unfilled": seq.unfilled,
                 "duplicates": seq.duplicates,
                 "heldBehindGap": len(seq.pending),
+                "resumedAfter": self.resumed.get(symbol),
             }
         producer = self.producer
         body: dict[str, Any] = {

@@ -1,0 +1,166 @@
+"""Where Kafka ends: the highest raw trade id per symbol already in the trades topic.
+
+At start the ingestor reads the tail of ``KAFKA_TOPIC`` so that each symbol's sequence expects
+the id after the last one in Kafka (:meth:`SymbolSequence.resume_after`); the first live trade
+then opens a gap that the REST backfill fills, and a restart loses no trade.
+
+How the tail is read (one ``Consumer`` with ``assign``, no consumer group, no commits):
+
+* every partition of the topic is read (records are keyed by symbol, so a symbol lives in one
+  partition, but which one is the producer's business), from ``max(low, high - tail_records)``
+  **to partition EOF**. The high watermark only chooses where to start: Tansu reports the start
+  of the last record batch + 1 rather than the true end (design brief §1), so stopping there
+  would miss the newest records, exactly the ones that matter. Starting earlier than the true
+  ``end - tail_records`` on Tansu only means reading a little more;
+* a record counts when :func:`~binance_metrics.trades.decode_trade` accepts it and its symbol is
+  subscribed; its last raw id is ``l`` for an aggregate, else ``t``. The maximum is taken, not
+  the last record, so a record produced out of order cannot move the resume point back;
+* everything is bounded by ``timeout_s``. If any partition did not reach EOF in time, nothing
+  is resumed: a partial tail can be older than the end, and resuming from it would fetch, and
+  produce a second time, trades that are already in Kafka. Losing the downtime's trades (as
+  without a resume) is the lesser evil, and the caller logs it as an error.
+
+A symbol whose last trade lies further back than ``tail_records`` of its partition (a very quiet
+symbol sharing a partition with busy ones) is not found and starts at its first live trade.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from binance_metrics.errors import InvalidTradeError
+from binance_metrics.trades import decode_trade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TailScan:
+    """What reading the tail found; ``last_ids`` holds only trustworthy resume points."""
+
+    last_ids: dict[str, int] = field(default_factory=dict)
+    records: int = 0  # records read
+    skipped: int = 0  # records that are not a valid trade (garbage, other formats)
+    partitions: int = 0
+    incomplete: list[int] = field(default_factory=list)  # partitions that did not reach EOF
+    error: str | None = None  # why the tail could not be read at all
+    seconds: float = 0.0
+
+
+def read_last_trade_ids(
+    bootstrap_servers: str,
+    topic: str,
+    symbols: Iterable[str],
+    *,
+    tail_records: int = 10_000,
+    timeout_s: float = 30.0,
+    config: Mapping[str, Any] | None = None,
+) -> TailScan:
+    """The highest raw trade id of each of ``symbols`` in the last records of ``topic``.
+
+    Never raises for Kafka trouble: the problem is in :attr:`TailScan.error` (and nothing is
+    resumed). A topic that does not exist or is empty gives an empty result.
+    """
+    began = time.monotonic()
+    deadline = began + timeout_s
+    scan = TailScan()
+    wanted = frozenset(symbols)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "binance-metrics-ingest-resume",  # required by librdkafka; never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",  # the start fell below the low mark meanwhile
+            "fetch.wait.max.ms": 50,  # not 1: fetches crawl on Tansu (design §1)
+            **(config or {}),
+        }
+    )
+    try:
+        _scan(consumer, topic, wanted, tail_records, deadline, scan)
+    except KafkaException as exc:
+        scan.error = str(exc.args[0] if exc.args else exc)
+        scan.last_ids.clear()
+    finally:
+        consumer.close()
+        scan.seconds = time.monotonic() - began
+    return scan
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise KafkaException("timed out")
+    return left
+
+
+def _scan(
+    consumer: Consumer,
+    topic: str,
+    wanted: frozenset[str],
+    tail_records: int,
+    deadline: float,
+    scan: TailScan,
+) -> None:
+    metadata = consumer.list_topics(topic, timeout=_remaining(deadline))
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        if found is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return  # a new topic: nothing to resume
+        raise KafkaException(f"topic {topic!r} is not available: {found and found.error}")
+    partitions = sorted(found.partitions)
+    scan.partitions = len(partitions)
+    assignment = []
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=_remaining(deadline), cached=False
+        )
+        assignment.append(TopicPartition(topic, partition, max(low, high - tail_records)))
+    if not assignment:
+        return
+    consumer.assign(assignment)
+    open_partitions = set(partitions)
+    best: dict[int, dict[str, int]] = {p: {} for p in partitions}  # partition -> symbol -> id
+    while open_partitions:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        for record in consumer.consume(1000, min(left, 0.05)):
+            error = record.error()
+            partition = record.partition()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(partition)
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("reading the tail of %s[%s]: %s", topic, partition, error)
+                continue
+            scan.records += 1
+            try:
+                trade = decode_trade(record.value() or b"")
+            except InvalidTradeError:
+                scan.skipped += 1
+                continue
+            if trade.s not in wanted or partition is None:
+                continue
+            last = trade.t if trade.l is None else trade.l
+            seen = best[partition]
+            if last > seen.get(trade.s, -1):
+                seen[trade.s] = last
+    if open_partitions:
+        scan.incomplete = sorted(open_partitions)
+        raise KafkaException(
+            f"partitions {scan.incomplete} did not reach their end in time"
+            f" ({scan.records} records read)"
+        )
+    for seen in best.values():
+        for symbol, last in seen.items():
+            if last > scan.last_ids.get(symbol, -1):
+                scan.last_ids[symbol] = last
