@@ -198,13 +198,9 @@ def _write_rows(rows: list[list[str]], fmt: str, out: TextIO) -> None:
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.ingest.app import serve
-    from binance_metrics.kafka.broker import ensure_topics
-    from binance_metrics.replay import kafka_for
+    from binance_metrics.kafka.broker import kafka_for
 
     with kafka_for(settings) as bootstrap:
-        ensure_topics(
-            bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], settings.KAFKA_PARTITIONS
-        )
         serve(settings, bootstrap)
     return 0
 

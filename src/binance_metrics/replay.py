@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from confluent_kafka import KafkaException, Producer
 
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BrokerError
-from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.producer import SAFE_CONFIG
 from binance_metrics.recordings import BadRecord, read_recording
 from binance_metrics.settings import Settings
@@ -53,16 +52,6 @@ class ReplaySummary:
             f"dead-letters {self.bad_records + self.rejected}",
             f"seconds      {self.seconds:.1f}",
         ]
-
-
-@contextmanager
-def kafka_for(settings: Settings) -> Iterator[str]:
-    """Bootstrap servers of the configured Kafka, or of an embedded broker for the duration."""
-    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
-        yield settings.KAFKA_BOOTSTRAP_SERVERS
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap_servers
 
 
 def make_producer(bootstrap_servers: str) -> Producer:
@@ -140,9 +129,6 @@ def replay(
     settings = settings.model_copy(update=update)
     progress(f"replaying into topic {settings.KAFKA_TOPIC}")
     with kafka_for(settings) as bootstrap:
-        ensure_topics(
-            bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], settings.KAFKA_PARTITIONS
-        )
         messages, bad = produce_recordings(paths, settings, bootstrap, symbol, progress)
         progress("running the dataflow to the end of the topic")
         stats = FlowStats()

@@ -31,10 +31,9 @@ from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
 from binance_metrics.ingest.service import Ingestor
-from binance_metrics.kafka.broker import ensure_topics
+from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.local_exchange import LocalExchange, load_trades
-from binance_metrics.replay import kafka_for
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.web import create_router
@@ -70,9 +69,6 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             )
             log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
         bootstrap = stack.enter_context(kafka_for(settings))
-        ensure_topics(
-            bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], settings.KAFKA_PARTITIONS
-        )
         store = open_store(settings.clickhouse_dsn)
 
         stats = FlowStats()

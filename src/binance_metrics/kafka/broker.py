@@ -11,12 +11,14 @@ import logging
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from binance_metrics.errors import BrokerError
+from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +130,17 @@ def ensure_topics(
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"could not create topic {name}: {exc}") from exc
+
+
+@contextmanager
+def kafka_for(settings: Settings) -> Iterator[str]:
+    """Bootstrap servers of the configured Kafka, or of an embedded broker for the duration;
+    either way with the trades and dead-letter topics created."""
+    topics = [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC]
+    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
+        ensure_topics(settings.KAFKA_BOOTSTRAP_SERVERS, topics, settings.KAFKA_PARTITIONS)
+        yield settings.KAFKA_BOOTSTRAP_SERVERS
+        return
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap_servers, topics, settings.KAFKA_PARTITIONS)
+        yield broker.bootstrap_servers
