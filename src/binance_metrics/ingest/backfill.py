@@ -30,6 +30,7 @@ from typing import Final
 import httpx
 import msgspec
 
+from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import Backoff
 from binance_metrics.trades import TradeMessage, now_ms
 
@@ -71,7 +72,7 @@ class HistoricalTrade(msgspec.Struct, frozen=True):
 _decoder: Final = msgspec.json.Decoder(list[HistoricalTrade])
 
 
-class BackfillError(Exception):
+class BackfillError(BinanceMetricsError):
     """REST kept failing; the caller decides whether to give the gap up."""
 
 
