@@ -57,16 +57,16 @@ def synthetic_trades(count: int, symbols: int, seed: int = 7) -> list[TradeMessa
         price = f"{prices[name] // 10**8}.{prices[name] % 10**8:08d}"
         trades.append(
             TradeMessage(
-                e="trade",
-                E=time_ms + 1,
-                s=name,
-                t=ids[name],
-                p=price,
-                q=f"0.{rnd.randint(1, 99_999_999):08d}",
-                T=time_ms,
-                m=rnd.random() < 0.5,
-                ingestionTimeMs=time_ms + 20,
-                latencyMs=19,
+                event_type="trade",
+                event_time_ms=time_ms + 1,
+                symbol=name,
+                trade_id=ids[name],
+                price=price,
+                quantity=f"0.{rnd.randint(1, 99_999_999):08d}",
+                trade_time_ms=time_ms,
+                buyer_is_maker=rnd.random() < 0.5,
+                ingestion_time_ms=time_ms + 20,
+                latency_ms=19,
             )
         )
     return trades
@@ -112,7 +112,9 @@ def main() -> None:
         ensure_topics(broker.bootstrap_servers, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
         for trade in trades:
-            producer.produce(settings.KAFKA_TOPIC, key=trade.s.encode(), value=encode_trade(trade))
+            producer.produce(
+                settings.KAFKA_TOPIC, key=trade.symbol.encode(), value=encode_trade(trade)
+            )
             producer.poll(0)
         producer.flush(60)
         print(f"{args.trades:,} trades of {args.symbols} symbols in the broker")

@@ -35,22 +35,27 @@ def _reference_klines(
 ) -> dict[tuple[str, int], dict[str, Any]]:
     by_minute: dict[tuple[str, int], list[TradeMessage]] = defaultdict(list)
     for trade in trades:
-        by_minute[(trade.s, trade.T // window_ms * window_ms)].append(trade)
+        by_minute[(trade.symbol, trade.trade_time_ms // window_ms * window_ms)].append(trade)
     klines: dict[tuple[str, int], dict[str, Any]] = {}
     for key, group in by_minute.items():
-        group.sort(key=lambda t: t.t)
-        prices = [Decimal(t.p) for t in group]
+        group.sort(key=lambda t: t.trade_id)
+        prices = [Decimal(t.price) for t in group]
         klines[key] = {
-            "open": Decimal(group[0].p),
+            "open": Decimal(group[0].price),
             "high": max(prices),
             "low": min(prices),
-            "close": Decimal(group[-1].p),
-            "volume": sum((Decimal(t.q) for t in group), Decimal(0)),
-            "quote_volume": sum((Decimal(t.p) * Decimal(t.q) for t in group), Decimal(0)),
+            "close": Decimal(group[-1].price),
+            "volume": sum((Decimal(t.quantity) for t in group), Decimal(0)),
+            "quote_volume": sum(
+                (Decimal(t.price) * Decimal(t.quantity) for t in group), Decimal(0)
+            ),
             "trade_count": sum(t.trade_count for t in group),
-            "taker_buy_volume": sum((Decimal(t.q) for t in group if not t.m), Decimal(0)),
+            "taker_buy_volume": sum(
+                (Decimal(t.quantity) for t in group if not t.buyer_is_maker), Decimal(0)
+            ),
             "taker_buy_quote_volume": sum(
-                (Decimal(t.p) * Decimal(t.q) for t in group if not t.m), Decimal(0)
+                (Decimal(t.price) * Decimal(t.quantity) for t in group if not t.buyer_is_maker),
+                Decimal(0),
             ),
         }
     for symbol in {symbol for symbol, _ in klines}:

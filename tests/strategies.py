@@ -29,15 +29,15 @@ def symbol_trades(draw: st.DrawFn, symbol: str, max_trades: int = 40) -> list[Tr
         aggregate = draw(st.integers(min_value=0, max_value=3))
         trades.append(
             TradeMessage(
-                e="aggTrade" if aggregate else "trade",
-                E=time_ms,
-                s=symbol,
-                t=trade_id,
-                l=trade_id + aggregate if aggregate else None,
-                p=draw(prices),
-                q=draw(quantities),
-                T=time_ms,
-                m=draw(st.booleans()),
+                event_type="aggTrade" if aggregate else "trade",
+                event_time_ms=time_ms,
+                symbol=symbol,
+                trade_id=trade_id,
+                aggregate_last_id=trade_id + aggregate if aggregate else None,
+                price=draw(prices),
+                quantity=draw(quantities),
+                trade_time_ms=time_ms,
+                buyer_is_maker=draw(st.booleans()),
             )
         )
         trade_id += aggregate + 1

@@ -126,7 +126,7 @@ def test_every_version_of_a_bar_is_complete_so_far(trades: list[TradeMessage]) -
         assert bar.trade_count >= seen.get((symbol, start), 0), "a bar shrank"
         seen[(symbol, start)] = bar.trade_count
     assert_bars_equal_reference(updates, trades)
-    if len({t.T // 60_000 for t in trades}) > 1:
+    if len({t.trade_time_ms // 60_000 for t in trades}) > 1:
         assert stats.late_trades > 0, "reversed input should have produced late trades"
 
 
@@ -134,7 +134,14 @@ def test_zero_trade_minutes_carry_previous_close() -> None:
     def trade(trade_id: int, minute: int, price: str) -> TradeMessage:
         time_ms = 1_723_161_600_000 + minute * 60_000 + 5
         return TradeMessage(
-            e="trade", E=time_ms, s="BTCUSDT", t=trade_id, p=price, q="1", T=time_ms, m=True
+            event_type="trade",
+            event_time_ms=time_ms,
+            symbol="BTCUSDT",
+            trade_id=trade_id,
+            price=price,
+            quantity="1",
+            trade_time_ms=time_ms,
+            buyer_is_maker=True,
         )
 
     trades = [trade(1, 0, "10"), trade(2, 0, "11"), trade(3, 3, "12")]
@@ -157,8 +164,16 @@ def test_zero_trade_minutes_carry_previous_close() -> None:
 
 
 def test_undecodable_records_are_rejected_with_reason_not_dropped() -> None:
-    good = TradeMessage(e="trade", E=1, s="BTCUSDT", t=1, p="1", q="1", T=1_723_161_600_000,
-                        m=False)  # fmt: skip
+    good = TradeMessage(
+        event_type="trade",
+        event_time_ms=1,
+        symbol="BTCUSDT",
+        trade_id=1,
+        price="1",
+        quantity="1",
+        trade_time_ms=1_723_161_600_000,
+        buyer_is_maker=False,
+    )
     garbage = [b"{not json", b'{"e":"trade"}', encode_trade(good).replace(b'"q":"1"', b'"q":"0"')]
     updates, rejected, stats = run_bars([[*garbage, encode_trade(good)]])
     assert [r.payload for r in rejected] == garbage

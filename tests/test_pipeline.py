@@ -128,10 +128,10 @@ def test_corrupt_records_in_the_topic_go_to_the_dlq_and_good_ones_make_bars(
     run_main(build_flow(settings, broker.bootstrap_servers, stats=stats))
 
     letters = [decode_dead_letter(v) for v in read_dlq(broker, settings.KAFKA_DLQ_TOPIC)]
-    assert sorted(letter.rawPayload for letter in letters) == sorted(
+    assert sorted(letter.raw_payload for letter in letters) == sorted(
         c.decode("utf-8", errors="backslashreplace") for c in corrupt
     )
-    assert all(letter.error and letter.ingestionTimeMs > 0 for letter in letters)
+    assert all(letter.error and letter.ingestion_time_ms > 0 for letter in letters)
     assert (stats.rejected, stats.trades) == (5, 500)
     expected = reference_klines(good)
     assert len(fetch_bars(empty_store, "BTCUSDT")) == len(expected)
@@ -150,7 +150,7 @@ def test_bad_rows_of_a_file_go_to_the_dlq(
     summary = replay([path], settings)
     assert (summary.messages, summary.bad_records) == (49, 1)
     (letter,) = [decode_dead_letter(v) for v in read_dlq(broker, settings.KAFKA_DLQ_TOPIC)]
-    assert letter.rawPayload == lines[10]
+    assert letter.raw_payload == lines[10]
     assert "abc" in letter.error
 
 

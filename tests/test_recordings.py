@@ -16,7 +16,16 @@ from tests.conftest import DATA
 AGG_CSV = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
 AGG_JSON = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.api.json"
 CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
-KEY = ("e", "s", "t", "l", "p", "q", "T", "m")
+KEY = (
+    "event_type",
+    "symbol",
+    "trade_id",
+    "aggregate_last_id",
+    "price",
+    "quantity",
+    "trade_time_ms",
+    "buyer_is_maker",
+)
 
 
 def trades(path: Path, symbol: str | None = None) -> list[TradeMessage]:
@@ -41,9 +50,20 @@ def test_agg_trades_csv_and_rest_json_agree() -> None:
     assert sum(t.trade_count for t in from_csv) == 11_884
     assert [key(t) for t in from_csv] == [key(t) for t in from_json]
     first = from_csv[0]
-    assert (first.e, first.a, first.t, first.l, first.p, first.q, first.T, first.m) == (
-        "aggTrade", 13519807, 15373518, 15373518, "0.00141342", "23.00000000", 1570752011620, True,
-    )  # fmt: skip
+    assert first == TradeMessage(
+        event_type="aggTrade",
+        event_time_ms=1570752011620,
+        symbol="XRPETH",
+        aggregate_id=13519807,
+        trade_id=15373518,
+        aggregate_last_id=15373518,
+        price="0.00141342",
+        quantity="23.00000000",
+        trade_time_ms=1570752011620,
+        buyer_is_maker=True,
+        ingestion_time_ms=first.ingestion_time_ms,
+        latency_ms=first.latency_ms,
+    )
 
 
 def test_header_zip_and_microseconds(tmp_path: Path) -> None:
@@ -67,11 +87,24 @@ def test_header_zip_and_microseconds(tmp_path: Path) -> None:
 def test_raw_trades_csv_and_historical_trades_json(tmp_path: Path) -> None:
     frames = trades(CAPTURE)[:50]
     csv_path = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
-    csv_path.write_text("".join(
-        f"{t.t},{t.p},{t.q},0.0,{t.T},{t.m},True\n" for t in frames
-    ))  # fmt: skip
-    rest = [{"id": t.t, "price": t.p, "qty": t.q, "quoteQty": "0", "time": t.T,
-             "isBuyerMaker": t.m, "isBestMatch": True} for t in frames]  # fmt: skip
+    csv_path.write_text(
+        "".join(
+            f"{t.trade_id},{t.price},{t.quantity},0.0,{t.trade_time_ms},{t.buyer_is_maker},True\n"
+            for t in frames
+        )
+    )
+    rest = [
+        {
+            "id": t.trade_id,
+            "price": t.price,
+            "qty": t.quantity,
+            "quoteQty": "0",
+            "time": t.trade_time_ms,
+            "isBuyerMaker": t.buyer_is_maker,
+            "isBestMatch": True,
+        }
+        for t in frames
+    ]
     json_path = tmp_path / "historical.json"
     json_path.write_text(json.dumps(rest))
     expected = [key(t) for t in frames]

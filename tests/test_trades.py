@@ -45,7 +45,7 @@ def test_parse_scaled_rejects(text: str) -> None:
 
 def test_decode_keeps_every_digit_and_round_trips() -> None:
     trade = decode_trade(FRAME_DATA)
-    assert (trade.s, trade.t, trade.p, trade.q, trade.m) == (
+    assert (trade.symbol, trade.trade_id, trade.price, trade.quantity, trade.buyer_is_maker) == (
         "BTCUSDT", 3735683259, "61837.63000000", "0.02000000", True,
     )  # fmt: skip
     assert decode_trade(encode_trade(trade)) == trade
@@ -71,5 +71,5 @@ def test_decode_rejects_with_reason(payload: bytes, reason: str) -> None:
 def test_dead_letter_keeps_raw_payload() -> None:
     raw = b'\xff{"broken'
     letter = decode_dead_letter(dead_letter(raw, "why", 5))
-    assert letter.rawPayload == '\\xff{"broken'
-    assert (letter.error, letter.ingestionTimeMs) == ("why", 5)
+    assert letter.raw_payload == '\\xff{"broken'
+    assert (letter.error, letter.ingestion_time_ms) == ("why", 5)

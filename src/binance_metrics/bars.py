@@ -78,7 +78,11 @@ class Bar:
     def add_trade(self, trade: TradeMessage) -> Bar:
         """Fold in one decoded trade message, in place."""
         return self.add(
-            parse_scaled(trade.p), parse_scaled(trade.q), trade.t, trade.last_trade_id, trade.m
+            parse_scaled(trade.price),
+            parse_scaled(trade.quantity),
+            trade.trade_id,
+            trade.last_trade_id,
+            trade.buyer_is_maker,
         )
 
     @staticmethod

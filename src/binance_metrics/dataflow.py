@@ -121,21 +121,25 @@ def preaggregate(batch: Iterable[bytes], window_ms: int, stats: FlowStats) -> li
     for payload in batch:
         try:
             trade, price, qty = decode_priced_trade(payload)
-            if trade.X is not None and trade.X != "MARKET":
+            if trade.trade_type is not None and trade.trade_type != "MARKET":
                 # Futures insurance-fund and ADL trades are not market trades; keep them visible.
-                raise InvalidTradeError(f"not a market trade (X={trade.X}); klines exclude it")
+                raise InvalidTradeError(
+                    f"not a market trade (X={trade.trade_type}); klines exclude it"
+                )
         except InvalidTradeError as exc:
             out.append(Rejected(payload, str(exc)))
             continue
-        window = trade.T // window_ms
-        fragment = groups.get((trade.s, window))
+        window = trade.trade_time_ms // window_ms
+        fragment = groups.get((trade.symbol, window))
         if fragment is None:
-            fragment = groups[(trade.s, window)] = Fragment(trade.s, window, Bar(), trade.T)
-        elif trade.T > fragment.max_trade_time_ms:
-            fragment.max_trade_time_ms = trade.T
-        last_id = trade.t if trade.l is None else trade.l
-        fragment.bar.add(price, qty, trade.t, last_id, trade.m)
-        trades += last_id - trade.t + 1
+            fragment = groups[(trade.symbol, window)] = Fragment(
+                trade.symbol, window, Bar(), trade.trade_time_ms
+            )
+        elif trade.trade_time_ms > fragment.max_trade_time_ms:
+            fragment.max_trade_time_ms = trade.trade_time_ms
+        last_id = trade.last_trade_id
+        fragment.bar.add(price, qty, trade.trade_id, last_id, trade.buyer_is_maker)
+        trades += last_id - trade.trade_id + 1
     stats.add(trades=trades, rejected=len(out))
     out.extend(groups.values())
     return out

@@ -46,11 +46,15 @@ def load_trades(paths: Sequence[Path]) -> list[TradeMessage]:
     """All raw trades of the recordings, merged into one timeline by trade time."""
     per_file = []
     for path in paths:
-        trades = [r for r in read_recording(path) if isinstance(r, TradeMessage) and r.e == "trade"]
+        trades = [
+            r
+            for r in read_recording(path)
+            if isinstance(r, TradeMessage) and r.event_type == "trade"
+        ]
         if not trades:
             raise ValueError(f"{path}: no @trade frames to replay")
         per_file.append(trades)
-    return list(heapq.merge(*per_file, key=lambda trade: trade.T))
+    return list(heapq.merge(*per_file, key=lambda trade: trade.trade_time_ms))
 
 
 class LocalExchange:
@@ -59,10 +63,10 @@ class LocalExchange:
     def __init__(self, trades: Sequence[TradeMessage], speed: float = 1.0) -> None:
         if not trades:
             raise ValueError("nothing to replay")
-        self.symbols = sorted({trade.s for trade in trades})
+        self.symbols = sorted({trade.symbol for trade in trades})
         now_ms = time.time_ns() // 1_000_000
         # A whole number of minutes, so each trade stays in its minute's bar.
-        self._shift_ms = (now_ms - trades[0].T) // MINUTE_MS * MINUTE_MS
+        self._shift_ms = (now_ms - trades[0].trade_time_ms) // MINUTE_MS * MINUTE_MS
         self._trades = trades
         self._speed = speed
         self._sent: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in self.symbols}
@@ -123,18 +127,26 @@ class LocalExchange:
         while not self._clients:  # nothing happens before the ingestor is connected
             await asyncio.sleep(0.05)
         started = time.monotonic()
-        first_ms = self._trades[0].T
+        first_ms = self._trades[0].trade_time_ms
         log.info("local exchange: replaying %d trades of %s", len(self._trades), self.symbols)
         for trade in self._trades:
-            due = started + (trade.T - first_ms) / 1000 / self._speed
+            due = started + (trade.trade_time_ms - first_ms) / 1000 / self._speed
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            data = {"e": "trade", "E": trade.E + self._shift_ms, "s": trade.s, "t": trade.t,
-                    "p": trade.p, "q": trade.q, "T": trade.T + self._shift_ms, "m": trade.m,
-                    "M": trade.M if trade.M is not None else True}  # fmt: skip
-            self._sent[trade.s].append(data)
-            stream = f"{trade.s.lower()}@trade"
+            data = {
+                "e": "trade",
+                "E": trade.event_time_ms + self._shift_ms,
+                "s": trade.symbol,
+                "t": trade.trade_id,
+                "p": trade.price,
+                "q": trade.quantity,
+                "T": trade.trade_time_ms + self._shift_ms,
+                "m": trade.buyer_is_maker,
+                "M": trade.best_match if trade.best_match is not None else True,
+            }
+            self._sent[trade.symbol].append(data)
+            stream = f"{trade.symbol.lower()}@trade"
             frame = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
             for ws, streams in list(self._clients.items()):
                 if stream in streams:

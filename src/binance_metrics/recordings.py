@@ -147,18 +147,35 @@ def _parse_row(parse: Any, row: list[str], symbol: str, ingested: int) -> Record
 def _trade_row(row: list[str], symbol: str, ingested: int) -> TradeMessage:
     time_ms = _ms(int(row[4]))
     return TradeMessage(
-        e="trade", E=time_ms, s=symbol, t=int(row[0]), p=row[1], q=row[2], T=time_ms,
-        m=_bool(row[5]), ingestionTimeMs=ingested, latencyMs=ingested - time_ms,
-    )  # fmt: skip
+        event_type="trade",
+        event_time_ms=time_ms,
+        symbol=symbol,
+        trade_id=int(row[0]),
+        price=row[1],
+        quantity=row[2],
+        trade_time_ms=time_ms,
+        buyer_is_maker=_bool(row[5]),
+        ingestion_time_ms=ingested,
+        latency_ms=ingested - time_ms,
+    )
 
 
 def _agg_row(row: list[str], symbol: str, ingested: int) -> TradeMessage:
     time_ms = _ms(int(row[5]))
     return TradeMessage(
-        e="aggTrade", E=time_ms, s=symbol, a=int(row[0]), p=row[1], q=row[2], t=int(row[3]),
-        l=int(row[4]), T=time_ms, m=_bool(row[6]), ingestionTimeMs=ingested,
-        latencyMs=ingested - time_ms,
-    )  # fmt: skip
+        event_type="aggTrade",
+        event_time_ms=time_ms,
+        symbol=symbol,
+        aggregate_id=int(row[0]),
+        price=row[1],
+        quantity=row[2],
+        trade_id=int(row[3]),
+        aggregate_last_id=int(row[4]),
+        trade_time_ms=time_ms,
+        buyer_is_maker=_bool(row[6]),
+        ingestion_time_ms=ingested,
+        latency_ms=ingested - time_ms,
+    )
 
 
 def _json_lines(text: str) -> Iterator[Record]:
@@ -198,17 +215,35 @@ def _rest_array(text: str, path: Path, symbol: str | None) -> Iterator[Record]:
             if "a" in item:
                 time_ms = _ms(int(item["T"]))
                 trade = TradeMessage(
-                    e="aggTrade", E=time_ms, s=sym, a=item["a"], p=item["p"], q=item["q"],
-                    t=item["f"], l=item["l"], T=time_ms, m=item["m"], M=item.get("M"),
-                    ingestionTimeMs=ingested, latencyMs=ingested - time_ms,
-                )  # fmt: skip
+                    event_type="aggTrade",
+                    event_time_ms=time_ms,
+                    symbol=sym,
+                    aggregate_id=item["a"],
+                    price=item["p"],
+                    quantity=item["q"],
+                    trade_id=item["f"],
+                    aggregate_last_id=item["l"],
+                    trade_time_ms=time_ms,
+                    buyer_is_maker=item["m"],
+                    best_match=item.get("M"),
+                    ingestion_time_ms=ingested,
+                    latency_ms=ingested - time_ms,
+                )
             else:
                 time_ms = _ms(int(item["time"]))
                 trade = TradeMessage(
-                    e="trade", E=time_ms, s=sym, t=item["id"], p=item["price"], q=item["qty"],
-                    T=time_ms, m=item["isBuyerMaker"], M=item.get("isBestMatch"),
-                    ingestionTimeMs=ingested, latencyMs=ingested - time_ms,
-                )  # fmt: skip
+                    event_type="trade",
+                    event_time_ms=time_ms,
+                    symbol=sym,
+                    trade_id=item["id"],
+                    price=item["price"],
+                    quantity=item["qty"],
+                    trade_time_ms=time_ms,
+                    buyer_is_maker=item["isBuyerMaker"],
+                    best_match=item.get("isBestMatch"),
+                    ingestion_time_ms=ingested,
+                    latency_ms=ingested - time_ms,
+                )
             yield _finish(trade)
         except (InvalidTradeError, KeyError, TypeError, ValueError) as exc:
             yield BadRecord(msgspec.json.encode(item).decode(), f"bad record: {exc}")

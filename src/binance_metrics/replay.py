@@ -97,7 +97,7 @@ def produce_recordings(
                 send(settings.KAFKA_DLQ_TOPIC, None, dead_letter(record.raw, record.reason))
                 bad += 1
             else:
-                send(settings.KAFKA_TOPIC, record.s.encode(), encode_trade(record))
+                send(settings.KAFKA_TOPIC, record.symbol.encode(), encode_trade(record))
                 messages += 1
             if (messages + bad) % PROGRESS_EVERY == 0:
                 producer.poll(0)

@@ -30,39 +30,48 @@ SCALE: Final = 10**SCALE_DIGITS
 
 
 class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One trade (or one aggregate trade) as produced to the trades topic."""
+    """One trade (or one aggregate trade) as produced to the trades topic.
 
-    e: str  # event type: "trade" or "aggTrade"
-    E: int  # event time, ms
-    s: str  # symbol, upper case
-    t: int  # trade id; for an aggregate, its first raw trade id
-    p: str  # price, decimal string
-    q: str  # quantity, decimal string
-    T: int  # trade time, ms
-    m: bool  # buyer is the maker (so a taker buy is m == false)
-    ingestionTimeMs: int = 0
-    latencyMs: int = 0
-    M: bool | None = None  # spot "best match" flag
-    X: str | None = None  # futures trade type; only "MARKET" trades make klines
-    a: int | None = None  # aggregate trade id
-    l: int | None = None  # noqa: E741 - Binance's key: last raw trade id of an aggregate
+    Attributes have readable names; on the wire they keep Binance's one-letter keys (shown on
+    the right), so a message is a Binance trade event plus our enrichment.
+    """
+
+    event_type: str = msgspec.field(name="e")  # "trade" or "aggTrade"
+    event_time_ms: int = msgspec.field(name="E")
+    symbol: str = msgspec.field(name="s")  # upper case
+    #: The trade id; for an aggregate, the first raw trade id it covers (Binance's ``f``).
+    trade_id: int = msgspec.field(name="t")
+    price: str = msgspec.field(name="p")  # decimal string
+    quantity: str = msgspec.field(name="q")  # decimal string
+    trade_time_ms: int = msgspec.field(name="T")
+    #: The buyer is the maker, so a taker buy is ``buyer_is_maker == False``.
+    buyer_is_maker: bool = msgspec.field(name="m")
+    ingestion_time_ms: int = msgspec.field(default=0, name="ingestionTimeMs")
+    latency_ms: int = msgspec.field(default=0, name="latencyMs")
+    best_match: bool | None = msgspec.field(default=None, name="M")  # spot only
+    #: Futures trade type; only ``"MARKET"`` trades make klines.
+    trade_type: str | None = msgspec.field(default=None, name="X")
+    aggregate_id: int | None = msgspec.field(default=None, name="a")
+    #: The last raw trade id of an aggregate; None for a raw trade.
+    aggregate_last_id: int | None = msgspec.field(default=None, name="l")
     backfilled: bool = False  # fetched over REST after a gap, not seen live
 
     @property
     def last_trade_id(self) -> int:
-        return self.t if self.l is None else self.l
+        return self.trade_id if self.aggregate_last_id is None else self.aggregate_last_id
 
     @property
     def trade_count(self) -> int:
-        return self.last_trade_id - self.t + 1
+        """Raw trades this message stands for (an aggregate covers several)."""
+        return self.last_trade_id - self.trade_id + 1
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
     """What the dead-letter topic holds: the payload exactly as received and why it was refused."""
 
-    rawPayload: str
+    raw_payload: str = msgspec.field(name="rawPayload")
     error: str
-    ingestionTimeMs: int
+    ingestion_time_ms: int = msgspec.field(name="ingestionTimeMs")
 
 
 _trade_decoder: Final = msgspec.json.Decoder(TradeMessage)
@@ -116,19 +125,19 @@ def validate_trade(trade: TradeMessage) -> TradeMessage:
 
 def price_and_quantity(trade: TradeMessage) -> tuple[int, int]:
     """Validate ``trade`` and return its price and quantity, scaled by 10**8."""
-    if trade.e not in ("trade", "aggTrade"):
-        raise InvalidTradeError(f"unexpected event type {trade.e!r}")
-    if not trade.s or not trade.s.isupper():
-        raise InvalidTradeError(f"symbol must be upper case, got {trade.s!r}")
-    price, qty = parse_scaled(trade.p), parse_scaled(trade.q)
+    if trade.event_type not in ("trade", "aggTrade"):
+        raise InvalidTradeError(f"unexpected event type {trade.event_type!r}")
+    if not trade.symbol or not trade.symbol.isupper():
+        raise InvalidTradeError(f"symbol must be upper case, got {trade.symbol!r}")
+    price, qty = parse_scaled(trade.price), parse_scaled(trade.quantity)
     if price <= 0:
-        raise InvalidTradeError(f"price must be positive, got {trade.p!r}")
+        raise InvalidTradeError(f"price must be positive, got {trade.price!r}")
     if qty <= 0:
-        raise InvalidTradeError(f"quantity must be positive, got {trade.q!r}")
-    if trade.t < 0 or (trade.l is not None and trade.l < trade.t):
-        raise InvalidTradeError(f"bad trade id range {trade.t}..{trade.l}")
-    if trade.T <= 0:
-        raise InvalidTradeError(f"trade time must be positive, got {trade.T}")
+        raise InvalidTradeError(f"quantity must be positive, got {trade.quantity!r}")
+    if trade.trade_id < 0 or trade.last_trade_id < trade.trade_id:
+        raise InvalidTradeError(f"bad trade id range {trade.trade_id}..{trade.last_trade_id}")
+    if trade.trade_time_ms <= 0:
+        raise InvalidTradeError(f"trade time must be positive, got {trade.trade_time_ms}")
     return price, qty
 
 
@@ -154,7 +163,7 @@ def dead_letter(raw: bytes | str, error: str, ingestion_time_ms: int | None = No
     """The dead-letter record for ``raw``: the payload (undecodable bytes kept as escapes)."""
     text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
     ts = now_ms() if ingestion_time_ms is None else ingestion_time_ms
-    return _encoder.encode(DeadLetter(rawPayload=text, error=error, ingestionTimeMs=ts))
+    return _encoder.encode(DeadLetter(raw_payload=text, error=error, ingestion_time_ms=ts))
 
 
 def decode_dead_letter(payload: bytes) -> DeadLetter:

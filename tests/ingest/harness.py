@@ -150,7 +150,7 @@ def trades_of(records: list[tuple[int, bytes | None, bytes]]) -> list[TradeMessa
     trades = []
     for _, key, value in records:
         trade = decoder.decode(value)
-        assert key == trade.s.encode(), f"key {key!r} is not the symbol of {trade}"
+        assert key == trade.symbol.encode(), f"key {key!r} is not the symbol of {trade}"
         trades.append(trade)
     return trades
 
@@ -163,7 +163,7 @@ def assert_exactly_once_in_order(trades: list[TradeMessage], expected: list[Capt
     """Every expected trade once, nothing else, each symbol in trade-id order, fields intact."""
     by_symbol: dict[str, list[int]] = {}
     for trade in trades:
-        by_symbol.setdefault(trade.s, []).append(trade.t)
+        by_symbol.setdefault(trade.symbol, []).append(trade.trade_id)
     want: dict[str, list[int]] = {}
     for captured in expected:
         want.setdefault(captured.symbol, []).append(captured.id)
@@ -180,8 +180,16 @@ def assert_exactly_once_in_order(trades: list[TradeMessage], expected: list[Capt
         assert got == ids, f"{symbol}: trades are not in trade-id order"
     captured_by_id = {(c.symbol, c.id): c.data for c in expected}
     for trade in trades:
-        data = captured_by_id[(trade.s, trade.t)]
-        assert (trade.p, trade.q, trade.T, trade.m) == (data["p"], data["q"], data["T"], data["m"])
-        assert trade.ingestionTimeMs > 0
+        data = captured_by_id[(trade.symbol, trade.trade_id)]
+        assert (trade.price, trade.quantity, trade.trade_time_ms, trade.buyer_is_maker) == (
+            data["p"],
+            data["q"],
+            data["T"],
+            data["m"],
+        )
+        assert trade.ingestion_time_ms > 0
         if not trade.backfilled:
-            assert trade.E == data["E"] and trade.latencyMs == trade.ingestionTimeMs - trade.E
+            assert (
+                trade.event_time_ms == data["E"]
+                and trade.latency_ms == trade.ingestion_time_ms - trade.event_time_ms
+            )

@@ -40,11 +40,17 @@ def test_historical_trades_become_backfilled_trade_messages() -> None:
         start = BTC[100].id
         got = fetch(exchange, start, 5000)
     assert len(got) == 1000, "one call returns at most 1000 trades"
-    assert [t.t for t in got] == [c.id for c in BTC[100:1100]]
+    assert [t.trade_id for t in got] == [c.id for c in BTC[100:1100]]
     for message, captured in zip(got, BTC[100:1100], strict=True):
         data = captured.data
-        assert message.backfilled and message.e == "trade" and message.s == "BTCUSDT"
-        assert (message.p, message.q, message.T, message.m, message.M) == (
+        assert message.backfilled and message.event_type == "trade" and message.symbol == "BTCUSDT"
+        assert (
+            message.price,
+            message.quantity,
+            message.trade_time_ms,
+            message.buyer_is_maker,
+            message.best_match,
+        ) == (
             data["p"],
             data["q"],
             data["T"],
@@ -59,7 +65,7 @@ def test_retry_after_is_honoured() -> None:
         began = time.monotonic()
         got = fetch(ex, BTC[0].id, 10)
         took = time.monotonic() - began
-    assert [t.t for t in got] == [c.id for c in BTC[:10]]
+    assert [t.trade_id for t in got] == [c.id for c in BTC[:10]]
     assert [c.status for c in ex.log.rest_calls] == [429, 418, 200]
     assert took >= 0.5 * 0.99, "Retry-After sleeps were skipped"
 
@@ -88,7 +94,7 @@ def test_gap_rest_cannot_fill_is_counted_and_does_not_block_later_trades(
             exchange.wait_done(30)
             records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, 1400)
             _, health = app.health()
-    got = [t.t for t in trades_of(records)]
+    got = [t.trade_id for t in trades_of(records)]
     dropped = {t.id for t in exchange.log.dropped}
     assert got == [t.id for t in trades if t.id not in dropped], "later trades must still flow"
     assert health["symbols"]["BTCUSDT"]["unfilled"] == 100

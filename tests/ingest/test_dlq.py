@@ -55,6 +55,6 @@ def test_garbage_goes_to_the_dlq_and_good_trades_still_arrive(
             _, health = app.health()
     assert_exactly_once_in_order(trades_of(trades), TRADES)
     letters = dead_letters_of(dlq)
-    assert sorted(d.rawPayload for d in letters) == sorted(expected_payload(f) for f in frames)
-    assert all(d.error and d.ingestionTimeMs > 0 for d in letters)
+    assert sorted(d.raw_payload for d in letters) == sorted(expected_payload(f) for f in frames)
+    assert all(d.error and d.ingestion_time_ms > 0 for d in letters)
     assert health["dlq"] == len(frames)

@@ -112,7 +112,9 @@ def test_dropped_run_before_cut_is_backfilled_honouring_retry_after(
     assert_exactly_once_in_order(got, trades)
     dropped = {(t.symbol, t.id) for t in exchange.log.dropped}
     assert len(dropped) == 1300
-    assert {(t.s, t.t) for t in got if t.backfilled} == dropped, "backfill must fill the gap only"
+    assert {(t.symbol, t.trade_id) for t in got if t.backfilled} == dropped, (
+        "backfill must fill the gap only"
+    )
     calls = exchange.log.rest_calls
     assert [c.status for c in calls[:2]] == [429, 418]
     assert calls[1].time - calls[0].time >= 1.0 * 0.99, "Retry-After: 1 was not honoured"

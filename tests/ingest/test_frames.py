@@ -23,7 +23,16 @@ def test_every_captured_frame_is_a_trade() -> None:
             trade = PARSER.parse(captured.raw.encode())
             assert isinstance(trade, TradeMessage), (captured.raw, trade)
             data = captured.data
-            assert (trade.s, trade.t, trade.p, trade.q, trade.T, trade.E, trade.m, trade.M) == (
+            assert (
+                trade.symbol,
+                trade.trade_id,
+                trade.price,
+                trade.quantity,
+                trade.trade_time_ms,
+                trade.event_time_ms,
+                trade.buyer_is_maker,
+                trade.best_match,
+            ) == (
                 data["s"],
                 data["t"],
                 data["p"],

@@ -124,7 +124,7 @@ def test_restart_resumes_where_kafka_ends_and_loses_no_trade(
         assert state["unfilled"] == 0 and state["gaps"] == 1
         first_call = next(c for c in run.rest_calls if c.symbol == symbol)
         assert first_call.from_id == before[symbol][-1] + 1, "backfill must start after Kafka"
-    backfilled = {t.t for t in trades_of(run.records) if t.backfilled}
+    backfilled = {t.trade_id for t in trades_of(run.records) if t.backfilled}
     assert backfilled == {t.id for t in UNSEEN}
 
 
@@ -133,7 +133,7 @@ def test_without_resume_the_downtime_is_lost(broker: EmbeddedBroker, topic_prefi
     kept = len(SEEN_BEFORE) + len(SEEN_AFTER)
     off = dataclasses.replace(FAST, resume_from_kafka=False)
     run = run_with_restart(broker, topic_prefix, off, expected=kept)
-    got = {t.t for t in trades_of(run.records)}
+    got = {t.trade_id for t in trades_of(run.records)}
     assert got == {t.id for t in SEEN_BEFORE + SEEN_AFTER}
     assert not run.rest_calls
 

@@ -13,13 +13,21 @@ from binance_metrics.trades import TradeMessage
 
 def trade(t: int, backfilled: bool = False) -> TradeMessage:
     return TradeMessage(
-        e="trade", E=1, s="BTCUSDT", t=t, p="1.0", q="1.0", T=1, m=False, backfilled=backfilled
+        event_type="trade",
+        event_time_ms=1,
+        symbol="BTCUSDT",
+        trade_id=t,
+        price="1.0",
+        quantity="1.0",
+        trade_time_ms=1,
+        buyer_is_maker=False,
+        backfilled=backfilled,
     )
 
 
 def test_consecutive_trades_pass_straight_through() -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     for t in range(100, 110):
         assert seq.offer(trade(t)) is False
     assert out == list(range(100, 110)) and seq.gaps == 0
@@ -27,7 +35,7 @@ def test_consecutive_trades_pass_straight_through() -> None:
 
 def test_gap_holds_later_trades_until_filled() -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.offer(trade(1))
     assert seq.offer(trade(5)) is True  # gap 2..4
     assert seq.offer(trade(6)) is False  # same gap, extends the held run
@@ -39,7 +47,7 @@ def test_gap_holds_later_trades_until_filled() -> None:
 
 def test_backfill_never_doubles_a_trade_seen_live_meanwhile() -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.offer(trade(1))
     seq.offer(trade(5))
     seq.offer(trade(2))  # arrived live (another connection) while REST was asked for 2..4
@@ -49,7 +57,7 @@ def test_backfill_never_doubles_a_trade_seen_live_meanwhile() -> None:
 
 def test_giving_up_a_gap_releases_the_held_trades_and_counts_the_loss() -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.offer(trade(1))
     seq.offer(trade(10))
     assert seq.skip_gap() == 8
@@ -61,7 +69,7 @@ def test_any_arrival_order_with_repeats_then_backfill_is_exactly_once_in_order(
     order: list[int], repeats: list[int]
 ) -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.offer(trade(0))
     arrivals = [t for t in order if t != 0] + repeats
     for t in arrivals:
@@ -74,7 +82,7 @@ def test_any_arrival_order_with_repeats_then_backfill_is_exactly_once_in_order(
 
 def test_a_resumed_sequence_opens_a_gap_over_the_downtime() -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.resume_after(99)  # the last id already in Kafka
     assert seq.next_id == seq.resumed_at == 100
     assert seq.offer(trade(99)) is False and seq.duplicates == 1  # already in Kafka
@@ -85,7 +93,7 @@ def test_a_resumed_sequence_opens_a_gap_over_the_downtime() -> None:
 
 def test_a_resumed_sequence_continues_when_nothing_was_missed() -> None:
     out: list[int] = []
-    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.t))
+    seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.resume_after(99)
     assert seq.offer(trade(100)) is False
     assert out == [100] and seq.gaps == 0

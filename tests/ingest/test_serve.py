@@ -65,4 +65,4 @@ def test_serve_runs_until_sigint_and_flushes(broker: EmbeddedBroker, topic_prefi
                 process.kill()
                 process.wait()
     records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, len(trades))
-    assert [t.t for t in trades_of(records)] == [c.id for c in trades]
+    assert [t.trade_id for t in trades_of(records)] == [c.id for c in trades]

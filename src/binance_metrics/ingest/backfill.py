@@ -54,17 +54,17 @@ class HistoricalTrade(msgspec.Struct, frozen=True):
     def to_message(self, symbol: str, ingestion_ms: int) -> TradeMessage:
         # REST has no event time: the trade time stands in for E, so latencyMs shows the delay.
         return TradeMessage(
-            e="trade",
-            E=self.time,
-            s=symbol,
-            t=self.id,
-            p=self.price,
-            q=self.qty,
-            T=self.time,
-            m=self.isBuyerMaker,
-            M=self.isBestMatch,
-            ingestionTimeMs=ingestion_ms,
-            latencyMs=ingestion_ms - self.time,
+            event_type="trade",
+            event_time_ms=self.time,
+            symbol=symbol,
+            trade_id=self.id,
+            price=self.price,
+            quantity=self.qty,
+            trade_time_ms=self.time,
+            buyer_is_maker=self.isBuyerMaker,
+            best_match=self.isBestMatch,
+            ingestion_time_ms=ingestion_ms,
+            latency_ms=ingestion_ms - self.time,
             backfilled=True,
         )
 

@@ -85,10 +85,14 @@ class FrameParser:
         symbol = self._streams.get(frame.stream)
         if symbol is None:
             return Rejected(raw, "unsubscribed", f"stream {frame.stream!r} was not subscribed")
-        if trade.s != symbol:
-            return Rejected(raw, "mismatch", f"stream {frame.stream!r} carries symbol {trade.s!r}")
-        if trade.e != "trade":
-            return Rejected(raw, "invalid", f"unexpected event type {trade.e!r} on a trade stream")
+        if trade.symbol != symbol:
+            return Rejected(
+                raw, "mismatch", f"stream {frame.stream!r} carries symbol {trade.symbol!r}"
+            )
+        if trade.event_type != "trade":
+            return Rejected(
+                raw, "invalid", f"unexpected event type {trade.event_type!r} on a trade stream"
+            )
         try:
             return validate_trade(trade)
         except InvalidTradeError as exc:

@@ -148,12 +148,12 @@ def _scan(
             except InvalidTradeError:
                 scan.skipped += 1
                 continue
-            if trade.s not in wanted or partition is None:
+            if trade.symbol not in wanted or partition is None:
                 continue
-            last = trade.t if trade.l is None else trade.l
+            last = trade.last_trade_id
             seen = best[partition]
-            if last > seen.get(trade.s, -1):
-                seen[trade.s] = last
+            if last > seen.get(trade.symbol, -1):
+                seen[trade.symbol] = last
     if open_partitions:
         scan.incomplete = sorted(open_partitions)
         raise KafkaException(

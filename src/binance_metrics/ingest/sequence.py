@@ -72,7 +72,7 @@ class SymbolSequence:
 
     def offer(self, trade: TradeMessage) -> bool:
         """Take a live trade; return True when it opened a new gap (a backfill is needed)."""
-        t = trade.t
+        t = trade.trade_id
         if t == self.next_id and not self.pending:
             self.next_id = t + 1
             self.emit(trade)
@@ -112,11 +112,11 @@ class SymbolSequence:
         end = min(self.pending)
         used = 0
         for trade in trades:
-            if trade.t != self.next_id:
+            if trade.trade_id != self.next_id:
                 continue  # already seen live meanwhile, or not the one we wait for
-            if trade.t >= end:
+            if trade.trade_id >= end:
                 break
-            self.next_id = trade.t + 1
+            self.next_id = trade.trade_id + 1
             self.emit(trade)
             used += 1
             self.backfilled += 1

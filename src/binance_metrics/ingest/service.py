@@ -275,16 +275,16 @@ class Ingestor:
         result = self._parser.parse(raw)
         if type(result) is TradeMessage:
             now = now_ms()
-            latency = now - result.E
-            trade = msgspec.structs.replace(result, ingestionTimeMs=now, latencyMs=latency)
+            latency = now - result.event_time_ms
+            trade = msgspec.structs.replace(result, ingestion_time_ms=now, latency_ms=latency)
             self._observe_latency(latency / 1000)
-            symbol = trade.s
+            symbol = trade.symbol
             self._last_trade[symbol] = time.monotonic()
             sequence = self.sequences[symbol]
             give_up = (
                 None
                 if sequence.resumed_at is None
-                else self._first_live_after_resume(sequence, trade.t)
+                else self._first_live_after_resume(sequence, trade.trade_id)
             )
             if sequence.offer(trade):
                 if give_up is None:
@@ -301,7 +301,7 @@ class Ingestor:
 
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None
-        self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.s])
+        self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
 
     def _dead_letter(self, rejected: Rejected) -> None:
         assert self.producer is not None
