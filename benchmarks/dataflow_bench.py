@@ -30,7 +30,7 @@ from bytewax.operators.windowing import EventClock, TumblingWindower, fold_windo
 from bytewax.testing import run_main
 from confluent_kafka import Producer
 
-from binance_metrics.bars import Bar, merge
+from binance_metrics.bars import Bar, BarUpdate, merge
 from binance_metrics.dataflow import EPOCH, FlowStats, build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
 from binance_metrics.settings import load_settings
@@ -90,7 +90,7 @@ def naive_flow(bootstrap: str, topic: str, dsn: str, wait: timedelta) -> Dataflo
     clock = EventClock(ts, wait_for_system_duration=wait)
     windows = fold_window("w", keyed, clock, TumblingWindower(timedelta(minutes=1), EPOCH),
                           Bar.empty, folder, merge)  # fmt: skip
-    rows = op.map("row", windows.down, lambda kv: (kv[0], kv[1][0] * 60_000, kv[1][1]))
+    rows = op.map("row", windows.down, lambda kv: BarUpdate(kv[0], kv[1][0] * 60_000, kv[1][1]))
     op.output("out", rows, ClickHouseBarSink(dsn))
     return flow
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from decimal import Decimal, localcontext
 from typing import Any
 
-from binance_metrics.bars import Bar
+from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.trades import TradeMessage
 
 MINUTE_MS = 60_000
@@ -74,10 +74,10 @@ def _reference_klines(
     return klines
 
 
-def materialize(updates: Iterable[tuple[str, tuple[int, Bar]]]) -> dict[tuple[str, int], Bar]:
+def materialize(updates: Iterable[BarUpdate]) -> dict[tuple[str, int], Bar]:
     """What binance.ohlcv reads after these writes: per key the most trades, ties to the last."""
     table: dict[tuple[str, int], Bar] = {}
-    for symbol, (start_ms, bar) in updates:
+    for symbol, start_ms, bar in updates:
         key = (symbol, start_ms)
         if key not in table or bar.trade_count >= table[key].trade_count:
             table[key] = bar

@@ -14,9 +14,9 @@ from bytewax.testing import TestingSink, cluster_main, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from binance_metrics.bars import Bar
-from binance_metrics.dataflow import FlowStats, Rejected, build_bars
-from binance_metrics.trades import TradeMessage, encode_trade
+from binance_metrics.bars import BarUpdate
+from binance_metrics.dataflow import FlowStats, build_bars
+from binance_metrics.trades import Rejected, TradeMessage, encode_trade
 from tests.oracle import as_fields, materialize, reference_klines
 from tests.strategies import market_trades
 
@@ -57,7 +57,7 @@ def run_bars(
     batch_size: int = 100,
     workers: int = 1,
     wait: timedelta = timedelta(seconds=2),
-) -> tuple[list[tuple[str, tuple[int, Bar]]], list[Rejected], FlowStats]:
+) -> tuple[list[BarUpdate], list[Rejected], FlowStats]:
     flow = Dataflow("test_bars")
     stats = FlowStats()
     payloads = op.input("in", flow, ListPartitionsSource(partitions, batch_size))
@@ -73,9 +73,7 @@ def run_bars(
     return bar_out, rejected_out, stats
 
 
-def assert_bars_equal_reference(
-    updates: list[tuple[str, tuple[int, Bar]]], trades: list[TradeMessage]
-) -> None:
+def assert_bars_equal_reference(updates: list[BarUpdate], trades: list[TradeMessage]) -> None:
     table = materialize(updates)
     expected = reference_klines(trades)
     assert set(table) == set(expected), "bars for other minutes than the reference"
@@ -122,7 +120,7 @@ def test_every_version_of_a_bar_is_complete_so_far(trades: list[TradeMessage]) -
     reversed_order = [encode_trade(t) for t in reversed(trades)]  # everything after the first
     updates, _, stats = run_bars([reversed_order], batch_size=1, wait=timedelta(0))
     seen: dict[tuple[str, int], int] = {}
-    for symbol, (start, bar) in updates:
+    for symbol, start, bar in updates:
         assert bar.trade_count >= seen.get((symbol, start), 0), "a bar shrank"
         seen[(symbol, start)] = bar.trade_count
     assert_bars_equal_reference(updates, trades)
@@ -177,6 +175,6 @@ def test_undecodable_records_are_rejected_with_reason_not_dropped() -> None:
     garbage = [b"{not json", b'{"e":"trade"}', encode_trade(good).replace(b'"q":"1"', b'"q":"0"')]
     updates, rejected, stats = run_bars([[*garbage, encode_trade(good)]])
     assert [r.payload for r in rejected] == garbage
-    assert all(r.reason for r in rejected)
+    assert all(r.error for r in rejected)
     assert stats.rejected == 3 and stats.trades == 1
     assert_bars_equal_reference(updates, [good])

@@ -13,12 +13,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
-from binance_metrics.recordings import BadRecord, read_recording
+from binance_metrics.recordings import read_recording
 from binance_metrics.replay import replay
 from binance_metrics.settings import Settings, load_settings
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import INTERVALS, fetch_bars
-from binance_metrics.trades import TradeMessage, decode_dead_letter, encode_trade
+from binance_metrics.trades import Rejected, TradeMessage, decode_dead_letter, encode_trade
 from tests.conftest import DATA
 from tests.oracle import FIELDS, reference_klines
 
@@ -144,7 +144,7 @@ def test_bad_rows_of_a_file_go_to_the_dlq(
     lines[10] = "13519817,abc,1.0,15373528,15373528,1570752011620,True,True"
     path = tmp_path / "XRPETH-aggTrades-2019-10-11.csv"
     path.write_text("\n".join(lines) + "\n")
-    assert isinstance(list(read_recording(path))[10], BadRecord)
+    assert isinstance(list(read_recording(path))[10], Rejected)
 
     settings = pipeline_settings(broker, empty_store, topic_prefix)
     summary = replay([path], settings)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from binance_metrics.errors import InvalidTradeError
-from binance_metrics.recordings import BadRecord, read_recording, symbol_from_name
-from binance_metrics.trades import TradeMessage
+from binance_metrics.recordings import read_recording, symbol_from_name
+from binance_metrics.trades import Rejected, TradeMessage
 from tests.conftest import DATA
 
 AGG_CSV = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
@@ -30,7 +30,7 @@ KEY = (
 
 def trades(path: Path, symbol: str | None = None) -> list[TradeMessage]:
     records = list(read_recording(path, symbol))
-    assert not [r for r in records if isinstance(r, BadRecord)]
+    assert not [r for r in records if isinstance(r, Rejected)]
     return [r for r in records if isinstance(r, TradeMessage)]
 
 
@@ -131,8 +131,8 @@ def test_bad_rows_are_kept_with_a_reason(tmp_path: Path) -> None:
     )
     records = list(read_recording(path))
     assert isinstance(records[0], TradeMessage)
-    assert [type(r) for r in records[1:]] == [BadRecord] * 3
-    assert records[3] == BadRecord("4,0.1", "bad row: list index out of range")
+    assert [type(r) for r in records[1:]] == [Rejected] * 3
+    assert records[3] == Rejected(b"4,0.1", "bad row: list index out of range")
 
 
 def test_a_file_without_symbol_needs_one(tmp_path: Path) -> None:

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from binance_metrics.bars import Bar, merge
 
-#: What the book emits: (window index, bar). Window index i starts at ``i * window length``.
-Update = tuple[int, Bar]
+
+class WindowBar(NamedTuple):
+    """What the book emits: a bar and its window index (window i starts at i * length)."""
+
+    window: int
+    bar: Bar
 
 
 @dataclass
@@ -29,7 +34,7 @@ class BarBook:
     bars: dict[int, Bar] = field(default_factory=dict)
     windows: list[int] = field(default_factory=list)  # sorted keys of ``bars``
 
-    def update(self, window: int, fragment: Bar) -> list[Update]:
+    def update(self, window: int, fragment: Bar) -> list[WindowBar]:
         """Merge ``fragment`` (trades of ``window``) in and return every bar that changed."""
         if fragment.is_empty:
             return []
@@ -40,12 +45,12 @@ class BarBook:
             bisect.insort(self.windows, window)
         position = bisect.bisect_left(self.windows, window)
 
-        updates: list[Update] = []
+        updates: list[WindowBar] = []
         if previous is None and position > 0 and position == len(self.windows) - 1:
             # A new last bar: the minutes since the bar before it had no trades.
             before = self.windows[position - 1]
             updates += _fillers(before, window, self.bars[before].close)
-        updates.append((window, bar))
+        updates.append(WindowBar(window, bar))
         if position + 1 < len(self.windows) and (previous is None or previous.close != bar.close):
             # The fillers after this bar carry its close, which is new.
             updates += _fillers(window, self.windows[position + 1], bar.close)
@@ -61,5 +66,5 @@ class BarBook:
             del self.windows[:cut]
 
 
-def _fillers(after: int, before: int, close: int) -> list[Update]:
-    return [(window, Bar.filler(close)) for window in range(after + 1, before)]
+def _fillers(after: int, before: int, close: int) -> list[WindowBar]:
+    return [WindowBar(window, Bar.filler(close)) for window in range(after + 1, before)]

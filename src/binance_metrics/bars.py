@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Final, NamedTuple
 
 from binance_metrics.trades import SCALE_DIGITS, TradeMessage, parse_scaled
 
@@ -105,6 +105,14 @@ class Bar:
             "first_trade_id": self.first_trade_id,
             "last_trade_id": self.last_trade_id,
         }
+
+
+class BarUpdate(NamedTuple):
+    """A new, complete version of one symbol's bar: what the dataflow emits, the store writes."""
+
+    symbol: str
+    window_start_ms: int
+    bar: Bar
 
 
 def _dec(value: int, digits: int = SCALE_DIGITS) -> Decimal:

@@ -31,14 +31,13 @@ from bytewax.inputs import Source
 from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
 from prometheus_client import Counter
 
-from binance_metrics.bar_book import BarBook, Update
-from binance_metrics.bars import Bar, merge
+from binance_metrics.bar_book import BarBook, WindowBar
+from binance_metrics.bars import Bar, BarUpdate, merge
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.settings import Settings
-from binance_metrics.store.clickhouse import BarRow
 from binance_metrics.store.sink import ClickHouseBarSink
-from binance_metrics.trades import dead_letter, decode_priced_trade
+from binance_metrics.trades import Rejected, decode_priced_trade
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +55,6 @@ class Fragment:
     window: int  # window index: the window starts at window * window length
     bar: Bar
     max_trade_time_ms: int
-
-
-@dataclass(slots=True)
-class Rejected:
-    """A record that is not a valid trade, with the reason, bound for the dead-letter topic."""
-
-    payload: bytes
-    reason: str
 
 
 #: The same counts for Prometheus, in the default registry: Bytewax serves it on :3030/metrics
@@ -171,12 +162,11 @@ def build_bars(
     history_windows: int = 1440,
     stats: FlowStats | None = None,
     now_getter: Callable[[], datetime] | None = None,
-) -> tuple[Stream[tuple[str, tuple[int, Bar]]], Stream[Rejected]]:
+) -> tuple[Stream[BarUpdate], Stream[Rejected]]:
     """The bar logic, independent of Kafka and ClickHouse: payloads in, bar updates out.
 
-    Returns ``(bars, rejected)``: ``bars`` carries ``(symbol, (window_start_ms, bar))`` — every
-    version of a bar is complete (corrections included); ``rejected`` the records that are not
-    valid trades.
+    Returns ``(bars, rejected)``: every :class:`BarUpdate` in ``bars`` is a complete version of
+    its bar (corrections included); ``rejected`` holds the records that are not valid trades.
     """
     stats = stats or FlowStats()
     window_ms = int(window.total_seconds() * 1000)
@@ -209,22 +199,21 @@ def build_bars(
     late = op.map_value("late_fragment", windows.late, _late)
     fragments_by_window = op.merge("all_fragments", closed, late)
 
-    def _book(state: BarBook | None, value: tuple[int, Bar]) -> tuple[BarBook, list[Update]]:
+    def _book(state: BarBook | None, value: tuple[int, Bar]) -> tuple[BarBook, list[WindowBar]]:
         book = state or BarBook(history=history_windows)
         return book, book.update(*value)
 
     updates = op.stateful_flat_map("bar_book", fragments_by_window, _book)
-    bars = op.map_value("window_start", updates, lambda u: (u[0] * window_ms, u[1]))
-    return bars, rejected
 
+    def _bar_update(item: tuple[str, WindowBar]) -> BarUpdate:
+        symbol, (window_index, bar) = item
+        return BarUpdate(symbol, window_index * window_ms, bar)
 
-def _to_row(item: tuple[str, tuple[int, Bar]]) -> BarRow:
-    symbol, (start_ms, bar) = item
-    return symbol, start_ms, bar
+    return op.map("bar_update", updates, _bar_update), rejected
 
 
 def _dead_letter(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes]:
-    return KafkaSinkMessage(key=None, value=dead_letter(rejected.payload, rejected.reason))
+    return KafkaSinkMessage(key=None, value=rejected.dead_letter())
 
 
 def build_flow(
@@ -257,7 +246,7 @@ def build_flow(
     )
 
     op.inspect(
-        "log_rejected", rejected, lambda _step, item: log.warning("dead-lettered: %s", item.reason)
+        "log_rejected", rejected, lambda _step, item: log.warning("dead-lettered: %s", item.error)
     )
     dlq_sink = KafkaSink([bootstrap_servers], settings.KAFKA_DLQ_TOPIC)
     op.output("dead_letters", op.map("dead_letter", rejected, _dead_letter), dlq_sink)
@@ -265,5 +254,5 @@ def build_flow(
     bars_sink = ClickHouseBarSink(
         settings.clickhouse_dsn, on_written=lambda n: stats.add(bars_written=n)
     )
-    op.output("bars", op.map("bar_row", bars, _to_row), bars_sink)
+    op.output("bars", bars, bars_sink)
     return flow

@@ -15,8 +15,9 @@ Formats (detected from the content and the file name):
   ``/api/v3/historicalTrades`` (``{"id","price","qty","time","isBuyerMaker",...}``).
 
 Archives carry no symbol: it comes from the data.binance.vision file name
-(``XRPETH-aggTrades-2019-10-11.csv``) or from the caller. A row that cannot be read is yielded as
-:class:`BadRecord` (raw text and reason) so it can go to the dead-letter topic.
+(``XRPETH-aggTrades-2019-10-11.csv``) or from the caller. A row that cannot be read is
+yielded as a :class:`~binance_metrics.trades.Rejected` (raw text and reason) for the dead-letter
+topic.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from binance_metrics.errors import InvalidTradeError
-from binance_metrics.trades import TradeMessage, now_ms, validate_trade
+from binance_metrics.trades import Rejected, TradeMessage, now_ms, validate_trade
 
 _MICROSECONDS_FROM = 10**14  # a trade time above this is in microseconds (year 5138 in ms)
 _SYMBOL_IN_NAME = re.compile(r"^([A-Z0-9_]{2,30})-")
@@ -41,15 +41,7 @@ _TRADES_HEADER = ("id", "price", "qty")
 _AGG_HEADER = ("agg_trade_id", "price", "quantity")
 
 
-@dataclass(frozen=True, slots=True)
-class BadRecord:
-    """A record of a recording that is not a valid trade."""
-
-    raw: str
-    reason: str
-
-
-Record = TradeMessage | BadRecord
+Record = TradeMessage | Rejected
 
 
 def symbol_from_name(path: Path) -> str | None:
@@ -141,7 +133,7 @@ def _parse_row(parse: Any, row: list[str], symbol: str, ingested: int) -> Record
         trade: TradeMessage = parse(row, symbol, ingested)
         return _finish(trade)
     except (InvalidTradeError, ValueError, IndexError) as exc:
-        return BadRecord(",".join(row), f"bad row: {exc}")
+        return Rejected(",".join(row).encode(), f"bad row: {exc}")
 
 
 def _trade_row(row: list[str], symbol: str, ingested: int) -> TradeMessage:
@@ -192,7 +184,7 @@ def _json_lines(text: str) -> Iterator[Record]:
                 continue  # depth, bookTicker, kline... frames are not trades
             yield _finish(_from_event(data, ingested))
         except (InvalidTradeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            yield BadRecord(line, f"bad frame: {exc}")
+            yield Rejected(line.encode(), f"bad frame: {exc}")
 
 
 def _from_event(data: dict[str, Any], ingested: int) -> TradeMessage:
@@ -246,4 +238,4 @@ def _rest_array(text: str, path: Path, symbol: str | None) -> Iterator[Record]:
                 )
             yield _finish(trade)
         except (InvalidTradeError, KeyError, TypeError, ValueError) as exc:
-            yield BadRecord(msgspec.json.encode(item).decode(), f"bad record: {exc}")
+            yield Rejected(msgspec.json.encode(item), f"bad record: {exc}")

@@ -21,9 +21,9 @@ from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BrokerError
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.producer import SAFE_CONFIG
-from binance_metrics.recordings import BadRecord, read_recording
+from binance_metrics.recordings import read_recording
 from binance_metrics.settings import Settings
-from binance_metrics.trades import dead_letter, encode_trade
+from binance_metrics.trades import Rejected, encode_trade
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def produce_recordings(
     started = time.monotonic()
     for path in paths:
         for record in read_recording(path, symbol):
-            if isinstance(record, BadRecord):
-                send(settings.KAFKA_DLQ_TOPIC, None, dead_letter(record.raw, record.reason))
+            if isinstance(record, Rejected):
+                send(settings.KAFKA_DLQ_TOPIC, None, record.dead_letter())
                 bad += 1
             else:
                 send(settings.KAFKA_TOPIC, record.symbol.encode(), encode_trade(record))

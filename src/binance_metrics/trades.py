@@ -19,6 +19,7 @@ is carried with ``e = "aggTrade"``, its aggregate id ``a``, ``t = f`` (first raw
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -64,6 +65,23 @@ class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     def trade_count(self) -> int:
         """Raw trades this message stands for (an aggregate covers several)."""
         return self.last_trade_id - self.trade_id + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input that is not a valid trade, bound for the dead-letter topic.
+
+    Every entry point (WebSocket frames, recorded files, Kafka records in the dataflow, REST
+    backfill) turns bad input into one of these, so nothing is dropped without a reason.
+    """
+
+    payload: bytes  # the input as received (an oversized frame: its head only)
+    error: str  # why, for a person
+    kind: str = "invalid"  # a short label for metrics: not_json, oversized, unsubscribed, ...
+
+    def dead_letter(self, ingestion_time_ms: int | None = None) -> bytes:
+        """The dead-letter record of this input."""
+        return dead_letter(self.payload, self.error, ingestion_time_ms)
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from binance_metrics.bars import Bar
+from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.cli import CSV_HEADER, main
 from binance_metrics.store.clickhouse import Store
 
@@ -26,8 +26,13 @@ def stored(empty_store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
     tiny = Bar().add(price=1, qty=10**17, first_id=7, last_id=9, buyer_is_maker=False)
     big = Bar().add(price=6_183_763_000_000, qty=2_000_000, first_id=10, last_id=10,
                     buyer_is_maker=True)  # fmt: skip
-    empty_store.insert_bars([("SHIBUSDT", T0, tiny), ("SHIBUSDT", T0 + MINUTE, Bar.filler(1)),
-                             ("SHIBUSDT", T0 + 2 * MINUTE, big)])  # fmt: skip
+    empty_store.insert_bars(
+        [
+            BarUpdate("SHIBUSDT", T0, tiny),
+            BarUpdate("SHIBUSDT", T0 + MINUTE, Bar.filler(1)),
+            BarUpdate("SHIBUSDT", T0 + 2 * MINUTE, big),
+        ]
+    )
     return empty_store
 
 

@@ -8,8 +8,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binance_metrics.ingest.frames import OVERSIZED_KEEP_BYTES, Control, FrameParser, Rejected
-from binance_metrics.trades import TradeMessage
+from binance_metrics.ingest.frames import OVERSIZED_KEEP_BYTES, Control, FrameParser
+from binance_metrics.trades import Rejected, TradeMessage
 
 from .exchange import load_capture
 from .garbage import garbage, mutated_frames, oversized_frames, random_payloads
@@ -62,22 +62,22 @@ def test_control_messages_are_not_dead_letters() -> None:
 def test_mutated_frames_are_rejected_with_their_payload(raw: bytes) -> None:
     result = PARSER.parse(raw)
     assert isinstance(result, Rejected), (raw, result)
-    assert result.raw == raw and result.error
+    assert result.payload == raw and result.error
 
 
 @settings(max_examples=300)
 @given(random_payloads())
 def test_random_payloads_never_raise(raw: bytes) -> None:
     result = PARSER.parse(raw)
-    assert isinstance(result, Rejected) and result.raw == raw
+    assert isinstance(result, Rejected) and result.payload == raw
 
 
 @settings(max_examples=20)
 @given(oversized_frames(64 * 1024))
 def test_oversized_frames_keep_a_prefix(raw: bytes) -> None:
     result = PARSER.parse(raw)
-    assert isinstance(result, Rejected) and result.reason == "oversized"
-    assert result.raw == raw[:OVERSIZED_KEEP_BYTES]
+    assert isinstance(result, Rejected) and result.kind == "oversized"
+    assert result.payload == raw[:OVERSIZED_KEEP_BYTES]
 
 
 @given(st.lists(garbage(), max_size=5))
@@ -90,4 +90,4 @@ def test_trade_for_an_unsubscribed_symbol_is_rejected() -> None:
     frame = json.loads(load_capture("BTCUSDT", 1)[0].raw)
     only_eth = FrameParser(("ETHUSDT",))
     result = only_eth.parse(json.dumps(frame).encode())
-    assert isinstance(result, Rejected) and result.reason == "unsubscribed"
+    assert isinstance(result, Rejected) and result.kind == "unsubscribed"

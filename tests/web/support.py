@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import uvicorn
 from fastapi import FastAPI
 
-from binance_metrics.bars import Bar
-from binance_metrics.store.clickhouse import BarRow, Store
+from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.store.clickhouse import Store
 from binance_metrics.web import create_router
 
 SCALE = 10**8
@@ -30,9 +30,10 @@ class Series:
     start_ms: int
     bars: list[Bar]
 
-    def rows(self) -> list[BarRow]:
+    def rows(self) -> list[BarUpdate]:
         return [
-            (self.symbol, self.start_ms + i * MINUTE_MS, bar) for i, bar in enumerate(self.bars)
+            BarUpdate(self.symbol, self.start_ms + i * MINUTE_MS, bar)
+            for i, bar in enumerate(self.bars)
         ]
 
     @property

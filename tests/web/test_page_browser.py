@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from binance_metrics.bars import Bar
+from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import Store
 
 from .cdp import Browser, chromium_binary
@@ -135,7 +135,7 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
         # The pipeline writes a bar while the page is open: it appears without a reload.
         next_minute = BTC.open_times[-1] + 60_000
         bar = Bar().add(62_000 * SCALE, 3 * SCALE, 9_000_000, 9_000_000, False)
-        store.insert_bars([("BTCUSDT", next_minute, bar)])
+        store.insert_bars([BarUpdate("BTCUSDT", next_minute, bar)])
         browser.wait_for(rendered("BTCUSDT", "15m", 21), "the new bar, by polling", timeout=15)
         keep(browser.screenshot(tmp_path / "candles-btcusdt-15m.png"))
 

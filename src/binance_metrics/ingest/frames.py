@@ -27,7 +27,7 @@ from typing import Any, Final
 import msgspec
 
 from binance_metrics.errors import InvalidTradeError
-from binance_metrics.trades import TradeMessage, validate_trade
+from binance_metrics.trades import Rejected, TradeMessage, validate_trade
 
 #: Binance trade frames are about 200 bytes; anything this large is not a trade.
 DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024
@@ -48,15 +48,6 @@ class Control:
     detail: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A frame for the dead-letter topic; ``raw`` is what to keep, ``reason`` a metric label."""
-
-    raw: bytes
-    reason: str
-    error: str
-
-
 _frame_decoder: Final = msgspec.json.Decoder(Frame)
 _any_decoder: Final = msgspec.json.Decoder()
 
@@ -73,9 +64,9 @@ class FrameParser:
         if len(raw) > self._max:
             return Rejected(
                 raw[:OVERSIZED_KEEP_BYTES],
-                "oversized",
                 f"frame of {len(raw)} bytes exceeds {self._max}; "
                 f"rawPayload keeps the first {OVERSIZED_KEEP_BYTES} bytes",
+                "oversized",
             )
         try:
             frame = _frame_decoder.decode(raw)
@@ -84,32 +75,30 @@ class FrameParser:
         trade = frame.data
         symbol = self._streams.get(frame.stream)
         if symbol is None:
-            return Rejected(raw, "unsubscribed", f"stream {frame.stream!r} was not subscribed")
+            return Rejected(raw, f"stream {frame.stream!r} was not subscribed", "unsubscribed")
         if trade.symbol != symbol:
             return Rejected(
-                raw, "mismatch", f"stream {frame.stream!r} carries symbol {trade.symbol!r}"
+                raw, f"stream {frame.stream!r} carries symbol {trade.symbol!r}", "mismatch"
             )
         if trade.event_type != "trade":
-            return Rejected(
-                raw, "invalid", f"unexpected event type {trade.event_type!r} on a trade stream"
-            )
+            return Rejected(raw, f"unexpected event type {trade.event_type!r} on a trade stream")
         try:
             return validate_trade(trade)
         except InvalidTradeError as exc:
-            return Rejected(raw, "invalid", str(exc))
+            return Rejected(raw, str(exc))
 
     def _not_a_trade(self, raw: bytes, exc: Exception) -> Control | Rejected:
         try:
             message = _any_decoder.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as not_json:
-            return Rejected(raw, "not_json", f"not JSON: {not_json}")
+            return Rejected(raw, f"not JSON: {not_json}", "not_json")
         if isinstance(message, dict):
             control = _control(message)
             if control is None and isinstance(message.get("data"), dict):
                 control = _control(message["data"])
             if control is not None:
                 return control
-        return Rejected(raw, "invalid", f"not a trade frame: {exc}")
+        return Rejected(raw, f"not a trade frame: {exc}")
 
 
 def _control(message: dict[str, Any]) -> Control | None:

@@ -31,14 +31,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.ingest.backfill import BackfillError, RestBackfill
 from binance_metrics.ingest.backoff import AttemptLimiter
-from binance_metrics.ingest.frames import DEFAULT_MAX_FRAME_BYTES, Control, FrameParser, Rejected
+from binance_metrics.ingest.frames import DEFAULT_MAX_FRAME_BYTES, Control, FrameParser
 from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import read_last_trade_ids
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, StreamOptions, shard_symbols
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
-from binance_metrics.trades import TradeMessage, dead_letter, encode_trade, now_ms, validate_trade
+from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms, validate_trade
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +306,8 @@ class Ingestor:
     def _dead_letter(self, rejected: Rejected) -> None:
         assert self.producer is not None
         self.dlq += 1
-        self.metrics.dlq_messages.labels(rejected.reason).inc()
-        self.producer.produce(self.dlq_topic, dead_letter(rejected.raw, rejected.error))
+        self.metrics.dlq_messages.labels(rejected.kind).inc()
+        self.producer.produce(self.dlq_topic, rejected.dead_letter())
 
     def _on_control(self, control: Control, conn: Connection) -> None:
         self.metrics.control_messages.labels(control.kind).inc()
@@ -373,7 +373,7 @@ class Ingestor:
             try:
                 valid.append(validate_trade(trade))
             except InvalidTradeError as exc:
-                self._dead_letter(Rejected(encode_trade(trade), "invalid_backfill", str(exc)))
+                self._dead_letter(Rejected(encode_trade(trade), str(exc), "invalid_backfill"))
         return valid
 
     def _give_up_gap(self, sequence: SymbolSequence, why: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Final
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from binance_metrics.bars import Bar
+from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,6 @@ BAR_COLUMNS: Final = (
     "first_trade_id",
     "last_trade_id",
 )
-
-#: (symbol, window start in ms, bar)
-BarRow = tuple[str, int, Bar]
 
 
 class Store:
@@ -99,7 +96,7 @@ class Store:
             result = self._client.query(sql, parameters=parameters)
         return [tuple(row) for row in result.result_rows]
 
-    def insert_bars(self, rows: Sequence[BarRow]) -> int:
+    def insert_bars(self, rows: Sequence[BarUpdate]) -> int:
         """Insert bars; within one call the last row for a (symbol, window) wins."""
         latest: dict[tuple[str, int], Bar] = {}
         for symbol, start_ms, bar in rows:

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
-from binance_metrics.store.clickhouse import BarRow, open_store
+from binance_metrics.bars import BarUpdate
+from binance_metrics.store.clickhouse import open_store
 
 log = logging.getLogger(__name__)
 
 
-class _BarsPartition(StatelessSinkPartition[BarRow]):
+class _BarsPartition(StatelessSinkPartition[BarUpdate]):
     def __init__(
         self,
         dsn: str,
@@ -32,7 +33,7 @@ class _BarsPartition(StatelessSinkPartition[BarRow]):
         self._max_backoff_s = max_backoff_s
 
     @override
-    def write_batch(self, items: list[BarRow]) -> None:
+    def write_batch(self, items: list[BarUpdate]) -> None:
         delay = 0.5
         while True:
             try:
@@ -51,8 +52,8 @@ class _BarsPartition(StatelessSinkPartition[BarRow]):
             return
 
 
-class ClickHouseBarSink(DynamicSink[BarRow]):
-    """Write ``(symbol, window_start_ms, Bar)`` items to ``binance.ohlcv``."""
+class ClickHouseBarSink(DynamicSink[BarUpdate]):
+    """Write :class:`~binance_metrics.bars.BarUpdate` items to ``binance.ohlcv``."""
 
     def __init__(
         self,
