@@ -109,7 +109,7 @@ def main() -> None:
         settings = load_settings(
             KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, CLICKHOUSE_URL=dsn, STOP_AT_END=True
         )
-        ensure_topics(broker.bootstrap_servers, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
+        ensure_topics(broker.connection, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
         for trade in trades:
             producer.produce(
@@ -127,7 +127,7 @@ def main() -> None:
                 flow = naive_flow(broker.bootstrap_servers, settings.KAFKA_TOPIC, dsn,
                                   timedelta(seconds=settings.WATERMARK_WAIT_S))  # fmt: skip
             else:
-                flow = build_flow(settings, broker.bootstrap_servers, stats=FlowStats())
+                flow = build_flow(settings, broker.connection, stats=FlowStats())
             started = time.perf_counter()
             run_main(flow)
             elapsed = time.perf_counter() - started

@@ -34,6 +34,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from binance_metrics.ingest.service import IngestOptions, Ingestor  # noqa: E402
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics  # noqa: E402
+from binance_metrics.kafka.config import KafkaConnection  # noqa: E402
 from binance_metrics.settings import Settings  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -130,7 +131,7 @@ async def run_ingestor(
         BINANCE_WS_URL=f"ws://127.0.0.1:{exchange.port}/stream",
         BINANCE_REST_URL=f"http://127.0.0.1:{exchange.port}",
     )
-    ingestor = Ingestor(settings, bootstrap, IngestOptions(ping_interval_s=None))
+    ingestor = Ingestor(settings, KafkaConnection(bootstrap), IngestOptions(ping_interval_s=None))
     await ingestor.start()
     await asyncio.sleep(WARM_UP_S)
     start = _clock()
@@ -144,7 +145,7 @@ async def run_ingestor(
 
 def measure(name: str, frames: int, bootstrap: str, run: int) -> tuple[float, float]:
     topic = f"bench-{name}-{run}"
-    ensure_topics(bootstrap, [topic, f"{topic}-dlq"], 3)
+    ensure_topics(KafkaConnection(bootstrap), [topic, f"{topic}-dlq"], 3)
     runner = run_baseline if name == "baseline" else run_ingestor
     with ExchangeProcess(frames) as exchange:
         wall, cpu = asyncio.run(runner(exchange, bootstrap, topic, frames))

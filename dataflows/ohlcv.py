@@ -11,6 +11,7 @@ import logging
 
 from binance_metrics.dataflow import build_flow
 from binance_metrics.errors import ConfigError
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import load_settings
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -22,4 +23,4 @@ if _settings.KAFKA_BOOTSTRAP_SERVERS is None:
         "Use `binance-metrics up` for the all-in-one embedded pipeline."
     )
 
-flow = build_flow(_settings, _settings.KAFKA_BOOTSTRAP_SERVERS)
+flow = build_flow(_settings, KafkaConnection.from_settings(_settings))

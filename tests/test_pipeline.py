@@ -113,7 +113,7 @@ def test_corrupt_records_in_the_topic_go_to_the_dlq_and_good_ones_make_bars(
     settings = pipeline_settings(broker, empty_store, topic_prefix).model_copy(
         update={"STOP_AT_END": True}
     )
-    ensure_topics(broker.bootstrap_servers, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
+    ensure_topics(broker.connection, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
     good = [r for r in read_recording(CAPTURES[0]) if isinstance(r, TradeMessage)][:500]
     corrupt = [b"\x00\xff binary", b"{}", b'{"e":"trade","s":"BTCUSDT"}', b"[1,2,3]",
                encode_trade(good[0]).replace(b'"p":"', b'"p":"-')]  # fmt: skip
@@ -125,7 +125,7 @@ def test_corrupt_records_in_the_topic_go_to_the_dlq_and_good_ones_make_bars(
     assert producer.flush(10) == 0
 
     stats = FlowStats()
-    run_main(build_flow(settings, broker.bootstrap_servers, stats=stats))
+    run_main(build_flow(settings, broker.connection, stats=stats))
 
     letters = [decode_dead_letter(v) for v in read_dlq(broker, settings.KAFKA_DLQ_TOPIC)]
     assert sorted(letter.raw_payload for letter in letters) == sorted(

@@ -61,7 +61,7 @@ def test_crash_and_resume_keeps_every_trade_exactly_once(
         KAFKA_DLQ_TOPIC=f"{topic_prefix}-dlq", CLICKHOUSE_URL=empty_store.dsn, STOP_AT_END=True,
         KAFKA_BATCH_SIZE=200,
     )  # fmt: skip
-    ensure_topics(broker.bootstrap_servers, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
+    ensure_topics(broker.connection, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
     trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
     half = len(trades) // 2
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
@@ -78,12 +78,12 @@ def test_crash_and_resume_keeps_every_trade_exactly_once(
 
     produce(trades[:half])
     first = CrashingSource(
-        broker.bootstrap_servers, settings.KAFKA_TOPIC, tail=True, batch_size=200,
+        broker.connection, settings.KAFKA_TOPIC, tail=True, batch_size=200,
         crash_after_batches=20,
     )  # fmt: skip
     with pytest.raises(BytewaxRuntimeError) as crashed:
         run_main(
-            build_flow(settings, broker.bootstrap_servers, source=first),
+            build_flow(settings, broker.connection, source=first),
             epoch_interval=timedelta(milliseconds=50), recovery_config=config,
         )  # fmt: skip
     assert isinstance(crashed.value.__cause__, Crash)
@@ -93,7 +93,7 @@ def test_crash_and_resume_keeps_every_trade_exactly_once(
     produce(trades[half:])  # written while the dataflow was down
     stats = FlowStats()
     run_main(
-        build_flow(settings, broker.bootstrap_servers, stats=stats),
+        build_flow(settings, broker.connection, stats=stats),
         epoch_interval=timedelta(milliseconds=50), recovery_config=config,
     )  # fmt: skip
     assert stats.trades < len(trades), "the resumed run must not start over"

@@ -31,7 +31,7 @@ def test_bars_wait_for_the_store_and_arrive_complete(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, KAFKA_TOPIC=f"{topic_prefix}-trades",
         KAFKA_DLQ_TOPIC=f"{topic_prefix}-dlq", CLICKHOUSE_URL=empty_store.dsn, STOP_AT_END=True,
     )  # fmt: skip
-    ensure_topics(broker.bootstrap_servers, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
+    ensure_topics(broker.connection, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
     trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)][:5000]
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
     for trade in trades:
@@ -42,7 +42,7 @@ def test_bars_wait_for_the_store_and_arrive_complete(
     stats = FlowStats()
     caplog.set_level(logging.WARNING, logger="binance_metrics.store.sink")
     flow = threading.Thread(
-        target=run_main, args=(build_flow(settings, broker.bootstrap_servers, stats=stats),)
+        target=run_main, args=(build_flow(settings, broker.connection, stats=stats),)
     )
     flow.start()
     try:

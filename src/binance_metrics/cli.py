@@ -200,8 +200,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.ingest.app import serve
     from binance_metrics.kafka.broker import kafka_for
 
-    with kafka_for(settings) as bootstrap:
-        serve(settings, bootstrap)
+    with kafka_for(settings) as kafka:
+        serve(settings, kafka)
     return 0
 
 

@@ -34,6 +34,7 @@ from prometheus_client import Counter
 from binance_metrics.bar_book import BarBook, WindowBar
 from binance_metrics.bars import Bar, BarUpdate, merge
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.settings import Settings
 from binance_metrics.store.sink import ClickHouseBarSink
@@ -218,7 +219,7 @@ def _dead_letter(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes]:
 
 def build_flow(
     settings: Settings,
-    bootstrap_servers: str,
+    kafka: KafkaConnection,
     *,
     stats: FlowStats | None = None,
     source: Source[Any] | None = None,
@@ -231,7 +232,7 @@ def build_flow(
     flow = Dataflow("binance_ohlcv")
     if source is None:
         source = RawKafkaSource(
-            bootstrap_servers,
+            kafka,
             settings.KAFKA_TOPIC,
             tail=not settings.STOP_AT_END,
             batch_size=settings.KAFKA_BATCH_SIZE,
@@ -248,7 +249,9 @@ def build_flow(
     op.inspect(
         "log_rejected", rejected, lambda _step, item: log.warning("dead-lettered: %s", item.error)
     )
-    dlq_sink = KafkaSink([bootstrap_servers], settings.KAFKA_DLQ_TOPIC)
+    dlq_sink = KafkaSink(
+        [kafka.bootstrap_servers], settings.KAFKA_DLQ_TOPIC, add_config=dict(kafka.security)
+    )
     op.output("dead_letters", op.map("dead_letter", rejected, _dead_letter), dlq_sink)
 
     bars_sink = ClickHouseBarSink(

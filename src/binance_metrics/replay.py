@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException, Producer
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BrokerError
 from binance_metrics.kafka.broker import kafka_for
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import SAFE_CONFIG
 from binance_metrics.recordings import read_recording
 from binance_metrics.settings import Settings
@@ -54,27 +55,24 @@ class ReplaySummary:
         ]
 
 
-def make_producer(bootstrap_servers: str) -> Producer:
+def make_producer(kafka: KafkaConnection) -> Producer:
     """The ingestor's delivery settings (idempotent, acks=all, retried until taken), batched."""
     return Producer(
-        {
-            **SAFE_CONFIG,
-            "bootstrap.servers": bootstrap_servers,
-            "linger.ms": 20,
-            "queue.buffering.max.messages": 500_000,
-        }
+        kafka.client_config(
+            **{**SAFE_CONFIG, "linger.ms": 20, "queue.buffering.max.messages": 500_000}
+        )
     )
 
 
 def produce_recordings(
     paths: Sequence[Path],
     settings: Settings,
-    bootstrap_servers: str,
+    kafka: KafkaConnection,
     symbol: str | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> tuple[int, int]:
     """Produce every record of ``paths``; return (trade messages, bad records)."""
-    producer = make_producer(bootstrap_servers)
+    producer = make_producer(kafka)
     failures: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:
@@ -128,8 +126,8 @@ def replay(
         update["KAFKA_TOPIC"] = f"{settings.KAFKA_TOPIC}-replay-{time.time_ns() // 1_000_000}"
     settings = settings.model_copy(update=update)
     progress(f"replaying into topic {settings.KAFKA_TOPIC}")
-    with kafka_for(settings) as bootstrap:
-        messages, bad = produce_recordings(paths, settings, bootstrap, symbol, progress)
+    with kafka_for(settings) as kafka:
+        messages, bad = produce_recordings(paths, settings, kafka, symbol, progress)
         progress("running the dataflow to the end of the topic")
         stats = FlowStats()
         done = threading.Event()
@@ -138,7 +136,7 @@ def replay(
         )
         reporter.start()
         try:
-            run_main(build_flow(settings, bootstrap, stats=stats))
+            run_main(build_flow(settings, kafka, stats=stats))
         except KafkaException as exc:
             raise BrokerError(f"Kafka failed during the dataflow: {exc}") from exc
         finally:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from binance_metrics.errors import ConfigError
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     KAFKA_TOPIC: str = Field(default="binance-trades", min_length=1)
     KAFKA_DLQ_TOPIC: str = Field(default="binance-trades-dlq", min_length=1)
     KAFKA_PARTITIONS: int = Field(default=3, ge=1, le=1000)
+    # How every Kafka client authenticates (a real Kafka only; the embedded broker has none).
+    KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    KAFKA_SASL_USERNAME: str | None = None
+    KAFKA_SASL_PASSWORD: SecretStr | None = None
+    KAFKA_SSL_CA_LOCATION: Path | None = None
 
     # Binance.
     SYMBOLS: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
@@ -104,6 +110,21 @@ class Settings(BaseSettings):
                 "MAX_RECONNECT_DELAY_S must be at least RECONNECT_DELAY_S "
                 f"({self.MAX_RECONNECT_DELAY_S} < {self.RECONNECT_DELAY_S})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        if self.KAFKA_SECURITY_PROTOCOL.startswith("SASL_"):
+            missing = [
+                name
+                for name in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.KAFKA_SECURITY_PROTOCOL} needs "
+                    + ", ".join(missing)
+                )
         return self
 
     @property

@@ -68,20 +68,18 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
                 update={"BINANCE_WS_URL": local.ws_url, "BINANCE_REST_URL": local.rest_url}
             )
             log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
-        bootstrap = stack.enter_context(kafka_for(settings))
+        kafka = stack.enter_context(kafka_for(settings))
         store = open_store(settings.clickhouse_dsn)
 
         stats = FlowStats()
         stop = threading.Event()
         source = RawKafkaSource(
-            bootstrap, settings.KAFKA_TOPIC, batch_size=settings.KAFKA_BATCH_SIZE, stop=stop
+            kafka, settings.KAFKA_TOPIC, batch_size=settings.KAFKA_BATCH_SIZE, stop=stop
         )
-        dataflow = _DataflowThread(
-            build_flow(settings, bootstrap, stats=stats, source=source), stop
-        )
+        dataflow = _DataflowThread(build_flow(settings, kafka, stats=stats, source=source), stop)
         dataflow.start()
 
-        app = create_app(settings, bootstrap)
+        app = create_app(settings, kafka)
         app.include_router(create_router(lambda: store, settings.SYMBOLS))
         # /metrics shows the ingestor's registry; add the default one, where the dataflow counts.
         app.state.ingestor.metrics.registry.register(_DefaultRegistry())

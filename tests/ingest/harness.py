@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from binance_metrics.ingest.app import create_app
 from binance_metrics.ingest.service import IngestOptions, Ingestor
 from binance_metrics.kafka.broker import ensure_topics, free_port
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
 from binance_metrics.trades import DeadLetter, TradeMessage
 
@@ -73,8 +74,9 @@ def running_ingestor(
     settings: Settings, bootstrap: str, options: IngestOptions = FAST
 ) -> Iterator[Running]:
     """The app under a real uvicorn on HEALTH_PORT, in a thread; stopped (and flushed) on exit."""
-    ensure_topics(bootstrap, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
-    app = create_app(settings, bootstrap, options=options)
+    kafka = KafkaConnection(bootstrap)
+    ensure_topics(kafka, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
+    app = create_app(settings, kafka, options=options)
     config = uvicorn.Config(
         app,
         host=settings.HEALTH_HOST,

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from binance_metrics.kafka.broker import ensure_topics
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 
 from .exchange import FakeExchange, load_capture, merge_by_event_time
@@ -66,11 +67,11 @@ def test_broker_outage_degrades_health_and_loses_nothing() -> None:
 def test_failed_deliveries_are_counted_and_produced_again() -> None:
     with proxied_broker() as (bootstrap, proxy):
         topic = f"t{uuid.uuid4().hex[:10]}"
-        ensure_topics(bootstrap, [topic], PARTITIONS)
+        ensure_topics(KafkaConnection(bootstrap), [topic], PARTITIONS)
         errors: list[str] = []
         # A short delivery timeout (production uses infinite) makes an outage fail deliveries.
         producer = KafkaProducer(
-            bootstrap,
+            KafkaConnection(bootstrap),
             on_error=lambda topic, err: errors.append(str(err)),
             config={"message.timeout.ms": 1000, "enable.idempotence": False},
         ).start()

@@ -14,6 +14,7 @@ import pytest
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.service import IngestOptions, Ingestor
 from binance_metrics.kafka.broker import EmbeddedBroker, free_port
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
 
 from .exchange import (
@@ -161,7 +162,9 @@ def test_the_first_live_trade_after_a_resume_is_judged_once() -> None:
     """Without a network: a gap within the cap is backfilled, above it given up, and a live
     stream far behind Kafka's last id (another stream's topic) starts afresh."""
     settings = Settings(SYMBOLS=("BTCUSDT",))
-    ingestor = Ingestor(settings, "unused:9092", dataclasses.replace(FAST, max_resume_gap=100))
+    ingestor = Ingestor(
+        settings, KafkaConnection("unused:9092"), dataclasses.replace(FAST, max_resume_gap=100)
+    )
     sequence = ingestor.sequences["BTCUSDT"]
     judge = ingestor._first_live_after_resume
 

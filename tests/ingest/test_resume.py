@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from binance_metrics.ingest.resume import read_last_trade_ids
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics, free_port
+from binance_metrics.kafka.config import KafkaConnection
 
 from .harness import PARTITIONS
 
@@ -57,7 +58,7 @@ def reported_high(bootstrap: str, topic: str, partition: int) -> int:
 @pytest.fixture
 def topic(broker: EmbeddedBroker, topic_prefix: str) -> str:
     name = f"{topic_prefix}-trades"
-    ensure_topics(broker.bootstrap_servers, [name], PARTITIONS)
+    ensure_topics(broker.connection, [name], PARTITIONS)
     return name
 
 
@@ -84,7 +85,9 @@ def test_highest_raw_id_per_symbol_with_aggregates_and_garbage(
     other: list[Record] = [(b"XRPUSDT", trade("XRPUSDT", 99_999), 2)]  # not subscribed
     produce(bootstrap, topic, btc + eth + other + garbage + late)
 
-    scan = read_last_trade_ids(bootstrap, topic, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], timeout_s=20)
+    scan = read_last_trade_ids(
+        KafkaConnection(bootstrap), topic, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], timeout_s=20
+    )
 
     assert scan.error is None
     assert scan.last_ids == {"BTCUSDT": 199, "ETHUSDT": 560}  # SOLUSDT: nothing to resume
@@ -102,7 +105,9 @@ def test_reads_to_the_end_past_tansus_reported_high_watermark(
     # The premise (design brief §1): Tansu reports the start of the last batch + 1.
     assert reported_high(bootstrap, topic, 0) < count - 10
 
-    scan = read_last_trade_ids(bootstrap, topic, ["BTCUSDT"], tail_records=10, timeout_s=20)
+    scan = read_last_trade_ids(
+        KafkaConnection(bootstrap), topic, ["BTCUSDT"], tail_records=10, timeout_s=20
+    )
 
     assert scan.error is None and scan.last_ids == {"BTCUSDT": count - 1}
 
@@ -114,7 +119,9 @@ def test_reads_only_the_last_records_of_each_partition(broker: EmbeddedBroker, t
     tail: list[Record] = [(b"BTCUSDT", trade("BTCUSDT", t), 0) for t in range(30)]
     produce(bootstrap, topic, early + tail, batch=False)  # one batch per record: exact marks
 
-    scan = read_last_trade_ids(bootstrap, topic, ["BTCUSDT"], tail_records=10, timeout_s=20)
+    scan = read_last_trade_ids(
+        KafkaConnection(bootstrap), topic, ["BTCUSDT"], tail_records=10, timeout_s=20
+    )
 
     assert scan.error is None and scan.last_ids == {"BTCUSDT": 29}
     assert scan.records == 10
@@ -123,12 +130,14 @@ def test_reads_only_the_last_records_of_each_partition(broker: EmbeddedBroker, t
 def test_a_new_empty_or_missing_topic_resumes_nothing(broker: EmbeddedBroker, topic: str) -> None:
     bootstrap = broker.bootstrap_servers
     for name in (topic, f"{topic}-missing"):
-        scan = read_last_trade_ids(bootstrap, name, ["BTCUSDT"], timeout_s=20)
+        scan = read_last_trade_ids(KafkaConnection(bootstrap), name, ["BTCUSDT"], timeout_s=20)
         assert scan.error is None and scan.last_ids == {} and scan.records == 0
 
 
 def test_an_unreachable_broker_gives_up_within_the_timeout() -> None:
     began = time.monotonic()
-    scan = read_last_trade_ids(f"127.0.0.1:{free_port()}", "x", ["BTCUSDT"], timeout_s=1.0)
+    scan = read_last_trade_ids(
+        KafkaConnection(f"127.0.0.1:{free_port()}"), "x", ["BTCUSDT"], timeout_s=1.0
+    )
     assert scan.error is not None and scan.last_ids == {}
     assert time.monotonic() - began < 5

@@ -17,7 +17,8 @@ from .harness import PARTITIONS, read_topic, settings_for, trades_of, wait_until
 
 SERVE = (
     "from binance_metrics.ingest.app import serve; from binance_metrics.settings import "
-    "load_settings; import sys; serve(load_settings(), sys.argv[1])"
+    "load_settings; import sys; from binance_metrics.kafka.config import KafkaConnection; "
+    "serve(load_settings(), KafkaConnection(sys.argv[1]))"
 )
 
 
@@ -25,7 +26,7 @@ def test_serve_runs_until_sigint_and_flushes(broker: EmbeddedBroker, topic_prefi
     trades = load_capture("BTCUSDT", 1000)
     with FakeExchange(trades) as exchange:
         settings = settings_for(exchange, topic_prefix, ("BTCUSDT",))
-        ensure_topics(broker.bootstrap_servers, [settings.KAFKA_TOPIC], PARTITIONS)
+        ensure_topics(broker.connection, [settings.KAFKA_TOPIC], PARTITIONS)
         env = {
             **os.environ,
             **{

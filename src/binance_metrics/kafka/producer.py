@@ -32,6 +32,8 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from binance_metrics.kafka.config import KafkaConnection
+
 log = logging.getLogger(__name__)
 
 #: Settings that make delivery exactly-once per session and ordered per key.
@@ -55,7 +57,7 @@ class KafkaProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         *,
         max_buffered_messages: int = 100_000,
         overflow_soft_limit: int = 10_000,
@@ -65,14 +67,16 @@ class KafkaProducer:
         on_error: ErrorCallback | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        self._config: dict[str, Any] = {
-            **SAFE_CONFIG,
-            "bootstrap.servers": bootstrap_servers,
-            "queue.buffering.max.messages": max_buffered_messages,
-            "on_delivery": self._on_delivery,
-            "error_cb": self._on_client_error,
-            **(config or {}),
-        }
+        """``config``: librdkafka settings over the safe defaults (the tests shorten timeouts)."""
+        self._config: dict[str, Any] = kafka.client_config(
+            **{
+                **SAFE_CONFIG,
+                "queue.buffering.max.messages": max_buffered_messages,
+                "on_delivery": self._on_delivery,
+                "error_cb": self._on_client_error,
+                **(config or {}),
+            }
+        )
         self._producer = Producer(self._config)
         self._overflow: deque[tuple[str, bytes, bytes | None, int]] = deque()
         # Serialises "overflow empty? then produce directly" against the drain, so order holds.
@@ -145,10 +149,6 @@ class KafkaProducer:
     def queued(self) -> int:
         """Messages produced but not yet acknowledged (librdkafka queue + overflow)."""
         return len(self._producer) + len(self._overflow)
-
-    @property
-    def overflowing(self) -> int:
-        return len(self._overflow)
 
     @property
     def problem(self) -> str | None:

@@ -20,6 +20,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
+from binance_metrics.kafka.config import KafkaConnection
+
 log = logging.getLogger(__name__)
 
 #: When a poll finds nothing, ask Bytewax to come back this much later instead of spinning.
@@ -89,7 +91,7 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         *,
         tail: bool = True,
@@ -98,7 +100,7 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
         stop: threading.Event | None = None,
     ) -> None:
         """``stop``, once set, ends every partition as if it had reached its end (clean exit)."""
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.topic = topic
         self.tail = tail
         self.batch_size = batch_size
@@ -107,7 +109,7 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
 
     @override
     def list_parts(self) -> list[str]:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        admin = AdminClient(self.kafka.client_config())
         metadata = admin.list_topics(self.topic, timeout=30)
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
@@ -116,18 +118,20 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RawPartition:
-        config: dict[str, object] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "group.id": "binance-metrics-unused",  # required by librdkafka; never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": not self.tail,
-            # The broker answers an empty fetch after this wait: it bounds how late the end of
-            # a partition is noticed. 1 ms makes fetches crawl on Tansu (design §1); 50 does not.
-            "fetch.wait.max.ms": 50,
-            # Keep fetching ahead until a million records (or the default 64 MB) wait locally:
-            # with the default 100 k the source stalls between fetches, at a quarter of the rate
-            # (benchmarks/dataflow_bench.py, docs/performance.md).
-            "queued.min.messages": 1_000_000,
-        }
+        config = self.kafka.client_config(
+            **{
+                "group.id": "binance-metrics-unused",  # required by librdkafka; never joined
+                "enable.auto.commit": False,
+                "enable.partition.eof": not self.tail,
+                # The broker answers an empty fetch after this wait: it bounds how late the end
+                # of a partition is noticed. 1 ms makes fetches crawl on Tansu (design §1); 50
+                # does not.
+                "fetch.wait.max.ms": 50,
+                # Keep fetching ahead until a million records (or the default 64 MB) wait
+                # locally: with the default 100 k the source stalls between fetches, at a
+                # quarter of the rate (benchmarks/dataflow_bench.py, docs/performance.md).
+                "queued.min.messages": 1_000_000,
+            }
+        )
         offset = self.starting_offset if resume_state is None else resume_state
         return _RawPartition(config, self.topic, int(for_part), offset, self.batch_size, self.stop)

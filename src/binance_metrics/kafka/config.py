@@ -1,0 +1,56 @@
+"""The one librdkafka configuration every Kafka client of binance-metrics starts from.
+
+The ingestor's producer, the resume consumer, the dataflow's source and dead-letter sink, the
+replay producer and the admin client that creates topics all take a :class:`KafkaConnection`:
+where the brokers are and how to authenticate (``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``,
+``KAFKA_SSL_CA_LOCATION``). It is a small frozen value, so Bytewax can pickle the dataflow's
+source and sinks that hold it; each client adds its own tuning on top with
+:meth:`KafkaConnection.client_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from binance_metrics.settings import Settings
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Bootstrap servers plus the security settings (``security.protocol``, ``sasl.*``, ...)."""
+
+    bootstrap_servers: str
+    security: Mapping[str, str] = field(default_factory=dict, repr=False)  # holds the password
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, bootstrap_servers: str | None = None
+    ) -> KafkaConnection:
+        """The configured Kafka; ``bootstrap_servers`` (the embedded broker) overrides it.
+
+        The embedded broker listens on loopback without authentication, so it gets no
+        security settings.
+        """
+        if bootstrap_servers is not None:
+            return cls(bootstrap_servers)
+        if settings.KAFKA_BOOTSTRAP_SERVERS is None:
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set and no broker was given")
+        security: dict[str, str] = {"security.protocol": settings.KAFKA_SECURITY_PROTOCOL}
+        if settings.KAFKA_SASL_MECHANISM is not None:
+            security["sasl.mechanism"] = settings.KAFKA_SASL_MECHANISM
+        if settings.KAFKA_SASL_USERNAME is not None:
+            security["sasl.username"] = settings.KAFKA_SASL_USERNAME
+        if settings.KAFKA_SASL_PASSWORD is not None:
+            security["sasl.password"] = settings.KAFKA_SASL_PASSWORD.get_secret_value()
+        if settings.KAFKA_SSL_CA_LOCATION is not None:
+            security["ssl.ca.location"] = str(settings.KAFKA_SSL_CA_LOCATION)
+        return cls(settings.KAFKA_BOOTSTRAP_SERVERS, security)
+
+    def client_config(self, **tuning: Any) -> dict[str, Any]:
+        """librdkafka settings for one client: connection and security, then ``tuning``.
+
+        Keys use librdkafka's dotted names; pass them as ``**{"linger.ms": 5}``.
+        """
+        return {"bootstrap.servers": self.bootstrap_servers, **self.security, **tuning}
