@@ -7,8 +7,10 @@ CREATE DATABASE IF NOT EXISTS binance
 
 -- One row per symbol and minute. The dataflow may write a bar more than once (a late trade
 -- corrects it, a replay or a recovery writes it again): ReplacingMergeTree keeps the row with
--- the most trades, and among equals the last written, so a re-emitted partial bar never
--- replaces the full one and writing the same input twice leaves the table as it was.
+-- the highest version, and among equals the last written. The version is the trade count, so a
+-- re-emitted partial bar never replaces the full one and writing the same input twice leaves the
+-- table as it was; a bar that counts more trades than its id span (a trade counted twice) has
+-- version 0, so any correct bar written later replaces it.
 -- Read it with FINAL (or through the views below).
 CREATE TABLE IF NOT EXISTS binance.ohlcv
 (
@@ -25,9 +27,11 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv
     taker_buy_quote_volume Decimal(38, 16),
     first_trade_id         Int64,
     last_trade_id          Int64,
-    written_at             DateTime64(3, 'UTC') DEFAULT now64(3)
+    written_at             DateTime64(3, 'UTC') DEFAULT now64(3),
+    version                UInt64 MATERIALIZED
+        if(trade_count <= toUInt64(greatest(last_trade_id - first_trade_id + 1, 0)), trade_count, 0)
 )
-ENGINE = ReplacingMergeTree(trade_count)
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (symbol, window_start)
 ;

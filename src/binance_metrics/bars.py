@@ -11,6 +11,7 @@ All amounts are integers: prices, quantities and volumes scaled by 10**8, quote 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, NamedTuple
@@ -85,6 +86,14 @@ class Bar:
             trade.buyer_is_maker,
         )
 
+    @property
+    def version(self) -> int:
+        """Which version of a minute's bar the store keeps: the most trades, except that a bar
+        counting more trades than its id span (a trade counted twice) loses to every other.
+        The table computes the same expression (``version`` column of ``binance.ohlcv``)."""
+        consistent = self.trade_count <= max(self.last_trade_id - self.first_trade_id + 1, 0)
+        return self.trade_count if consistent else 0
+
     @staticmethod
     def filler(previous_close: int) -> Bar:
         """Binance's bar for a minute without trades: O = H = L = C = previous close."""
@@ -113,6 +122,38 @@ class BarUpdate(NamedTuple):
     symbol: str
     window_start_ms: int
     bar: Bar
+
+
+def from_decimals(values: Mapping[str, Decimal | int]) -> Bar:
+    """Inverse of :meth:`Bar.decimals` (a stored bar read back, exactly)."""
+    return Bar(
+        open=_scaled(values["open"]),
+        high=_scaled(values["high"]),
+        low=_scaled(values["low"]),
+        close=_scaled(values["close"]),
+        volume=_scaled(values["volume"]),
+        quote_volume=_scaled(values["quote_volume"], QUOTE_SCALE_DIGITS),
+        trade_count=int(values["trade_count"]),
+        taker_buy_volume=_scaled(values["taker_buy_volume"]),
+        taker_buy_quote_volume=_scaled(values["taker_buy_quote_volume"], QUOTE_SCALE_DIGITS),
+        first_trade_id=int(values["first_trade_id"]),
+        last_trade_id=int(values["last_trade_id"]),
+    )
+
+
+def _scaled(value: Decimal | int, digits: int = SCALE_DIGITS) -> int:
+    # From the digits, not by Decimal arithmetic, which rounds to the context's 28 digits.
+    sign, coefficient, exponent = Decimal(value).as_tuple()
+    assert isinstance(exponent, int), f"not a finite number: {value}"
+    number = int("".join(map(str, coefficient)) or "0")
+    shift = exponent + digits
+    if shift >= 0:
+        number *= 10**shift
+    else:
+        number, rest = divmod(number, 10**-shift)
+        if rest:
+            raise ValueError(f"{value} has more than {digits} decimals")
+    return int(-number if sign else number)
 
 
 def _dec(value: int, digits: int = SCALE_DIGITS) -> Decimal:

@@ -3,26 +3,30 @@
 ::
 
     Kafka (binance-trades) -> pre-aggregate each input batch per (symbol, window)
-        |-> undecodable records ------------------------------------------> DLQ topic
-        '-> key by symbol -> EventClock(trade time) + TumblingWindower -> fold_window (merge)
-              |-> closed windows ----.
-              '-> late fragments ----+-> bar book (corrections, zero-trade fill) -> ClickHouse
+        |-> undecodable records --------------------------------------------------> DLQ topic
+        '-> key by symbol -> seen trades (each trade id once)
+              |-> windows older than the history (stale) ---------------------.
+              '-> EventClock(trade time) + TumblingWindower -> fold_window    |
+                    |-> closed windows ----.                                   |
+                    '-> late fragments ----+-> bar book (corrections, fill) ---+-> ClickHouse
 
 Pre-aggregation is exact because the bar is a monoid (:mod:`binance_metrics.bars`), and it takes
 the per-trade cost out of the windowing operator, which is the bottleneck of a naive flow
-(design §4). Late data is never dropped: fold_window's ``late`` stream and the partial bars that
-Bytewax re-emits once a key's windows have closed both go through the bar book, which merges them
-into the full bar before anything reaches the store.
+(docs/performance.md). Nothing is counted twice: the seen-trades step drops trade ids its window
+already holds (:mod:`binance_metrics.seen_trades`). Late data is never dropped: fold_window's
+``late`` stream and the partial bars that Bytewax re-emits once a key's windows have closed both
+go through the bar book, which merges them into the full bar before anything reaches the store;
+trades older than the book's history are merged by the sink into the stored bar.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeGuard, cast
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
@@ -33,12 +37,13 @@ from prometheus_client import Counter
 
 from binance_metrics.bar_book import BarBook, WindowBar
 from binance_metrics.bars import Bar, BarUpdate, merge
-from binance_metrics.errors import InvalidTradeError
+from binance_metrics.fragments import Fragment, preaggregate
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.seen_trades import SeenTrades, StaleFragment
 from binance_metrics.settings import Settings
-from binance_metrics.store.sink import ClickHouseBarSink
-from binance_metrics.trades import Rejected, decode_priced_trade
+from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
+from binance_metrics.trades import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +53,22 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 WAKE_MARGIN: Final = timedelta(milliseconds=200)
 
 
-@dataclass(slots=True)
-class Fragment:
-    """The trades of one input batch that fall in one symbol's window, already folded."""
-
-    symbol: str
-    window: int  # window index: the window starts at window * window length
-    bar: Bar
-    max_trade_time_ms: int
-
-
 #: The same counts for Prometheus, in the default registry: Bytewax serves it on :3030/metrics
 #: when BYTEWAX_DATAFLOW_API_ENABLED=1, and ``binance-metrics up`` on /metrics.
 PROMETHEUS_COUNTERS: Final = {
-    "trades": Counter("binance_metrics_dataflow_trades_total", "Raw trades folded into bars"),
+    "trades": Counter("binance_metrics_dataflow_trades_total", "Valid raw trades read"),
+    "duplicate_trades": Counter(
+        "binance_metrics_dataflow_duplicate_trades_total",
+        "Trades whose id was already counted in their bar, dropped",
+    ),
+    "undecided_trades": Counter(
+        "binance_metrics_dataflow_undecided_trades_total",
+        "Trades older than the history that overlap a stored bar with holes, not written",
+    ),
+    "conflicting_trades": Counter(
+        "binance_metrics_dataflow_conflicting_trades_total",
+        "Aggregates that overlap counted trades in part, left out of the bar",
+    ),
     "rejected": Counter(
         "binance_metrics_dataflow_dead_letters_total", "Records sent to the dead-letter topic"
     ),
@@ -80,6 +87,9 @@ class FlowStats:
     """Counters of one dataflow run, shared by its workers (threads of one process)."""
 
     trades: int = 0
+    duplicate_trades: int = 0
+    conflicting_trades: int = 0
+    undecided_trades: int = 0
     rejected: int = 0
     late_trades: int = 0
     bars_written: int = 0
@@ -95,46 +105,13 @@ class FlowStats:
         with self._lock:
             return {
                 "trades": self.trades,
+                "duplicate_trades": self.duplicate_trades,
+                "conflicting_trades": self.conflicting_trades,
+                "undecided_trades": self.undecided_trades,
                 "rejected": self.rejected,
                 "late_trades": self.late_trades,
                 "bars_written": self.bars_written,
             }
-
-
-def preaggregate(batch: Iterable[bytes], window_ms: int, stats: FlowStats) -> list[Any]:
-    """Decode one input batch and fold its trades per (symbol, window).
-
-    Returns :class:`Fragment` items, and a :class:`Rejected` for each record that is not a valid
-    trade.
-    """
-    groups: dict[tuple[str, int], Fragment] = {}
-    out: list[Any] = []
-    trades = 0
-    for payload in batch:
-        try:
-            trade, price, qty = decode_priced_trade(payload)
-            if trade.trade_type is not None and trade.trade_type != "MARKET":
-                # Futures insurance-fund and ADL trades are not market trades; keep them visible.
-                raise InvalidTradeError(
-                    f"not a market trade (X={trade.trade_type}); klines exclude it"
-                )
-        except InvalidTradeError as exc:
-            out.append(Rejected(payload, str(exc)))
-            continue
-        window = trade.trade_time_ms // window_ms
-        fragment = groups.get((trade.symbol, window))
-        if fragment is None:
-            fragment = groups[(trade.symbol, window)] = Fragment(
-                trade.symbol, window, Bar(), trade.trade_time_ms
-            )
-        elif trade.trade_time_ms > fragment.max_trade_time_ms:
-            fragment.max_trade_time_ms = trade.trade_time_ms
-        last_id = trade.last_trade_id
-        fragment.bar.add(price, qty, trade.trade_id, last_id, trade.buyer_is_maker)
-        trades += last_id - trade.trade_id + 1
-    stats.add(trades=trades, rejected=len(out))
-    out.extend(groups.values())
-    return out
 
 
 @dataclass(frozen=True)
@@ -145,6 +122,10 @@ class _WakeAfter:
 
     def __call__(self, timestamp: datetime) -> datetime:
         return timestamp + self.delay
+
+
+def _is_fragment(item: Fragment | Rejected) -> TypeGuard[Fragment]:
+    return isinstance(item, Fragment)
 
 
 def _trade_time(fragment: Fragment) -> datetime:
@@ -163,22 +144,52 @@ def build_bars(
     history_windows: int = 1440,
     stats: FlowStats | None = None,
     now_getter: Callable[[], datetime] | None = None,
-) -> tuple[Stream[BarUpdate], Stream[Rejected]]:
+) -> tuple[Stream[BarUpdate | StaleFragment], Stream[Rejected]]:
     """The bar logic, independent of Kafka and ClickHouse: payloads in, bar updates out.
 
     Returns ``(bars, rejected)``: every :class:`BarUpdate` in ``bars`` is a complete version of
-    its bar (corrections included); ``rejected`` holds the records that are not valid trades.
+    its bar (corrections included), and a :class:`StaleFragment` holds trades of a window older
+    than the history, for the sink to merge into the stored bar; ``rejected`` holds the records
+    that are not valid trades.
     """
     stats = stats or FlowStats()
     window_ms = int(window.total_seconds() * 1000)
 
+    def _count(trades: int, rejected: int) -> None:
+        stats.add(trades=trades, rejected=rejected)
+
     items = op.flat_map_batch(
-        "preaggregate", payloads, lambda batch: preaggregate(batch, window_ms, stats)
+        "preaggregate", payloads, lambda batch: preaggregate(batch, window_ms, _count)
     )
-    fragments_or_rejected = op.branch("valid", items, lambda item: isinstance(item, Fragment))
-    fragments: Stream[Fragment] = fragments_or_rejected.trues
-    rejected: Stream[Rejected] = fragments_or_rejected.falses
-    keyed = op.key_on("by_symbol", fragments, lambda fragment: fragment.symbol)
+    fragments_or_rejected = op.branch("valid", items, _is_fragment)
+    fragments = fragments_or_rejected.trues
+    # The rest is what preaggregate did not fold: rejected records only.
+    rejected = cast(Stream[Rejected], fragments_or_rejected.falses)
+    by_symbol = op.key_on("by_symbol", fragments, lambda fragment: fragment.symbol)
+
+    def _admit(
+        state: SeenTrades | None, fragment: Fragment
+    ) -> tuple[SeenTrades, list[tuple[bool, Fragment]]]:
+        seen = state or SeenTrades(history=history_windows)
+        admitted = seen.admit(fragment)
+        if admitted.duplicates or admitted.conflicts:
+            stats.add(duplicate_trades=admitted.duplicates, conflicting_trades=admitted.conflicts)
+        if admitted.stale is not None:
+            return seen, [(True, admitted.stale)]
+        return seen, [] if admitted.fresh is None else [(False, admitted.fresh)]
+
+    admitted = op.stateful_flat_map("seen_trades", by_symbol, _admit)
+    stale_or_fresh = op.branch("stale", admitted, lambda item: item[1][0])
+    keyed = op.map_value("fresh", stale_or_fresh.falses, lambda item: item[1])
+
+    def _stale(item: tuple[str, tuple[bool, Fragment]]) -> StaleFragment:
+        fragment = item[1][1]
+        stats.add(late_trades=fragment.bar.trade_count)
+        return StaleFragment(
+            fragment.symbol, fragment.window * window_ms, fragment.bar, fragment.ids()
+        )
+
+    stale = op.map("stale_fragment", stale_or_fresh.trues, _stale)
 
     clock_kwargs: dict[str, Any] = {"to_system_utc": _WakeAfter(wait + WAKE_MARGIN)}
     if now_getter is not None:
@@ -210,7 +221,10 @@ def build_bars(
         symbol, (window_index, bar) = item
         return BarUpdate(symbol, window_index * window_ms, bar)
 
-    return op.map("bar_update", updates, _bar_update), rejected
+    bars: Stream[BarUpdate | StaleFragment] = op.merge(
+        "bars_and_stale", op.map("bar_update", updates, _bar_update), stale
+    )
+    return bars, rejected
 
 
 def _dead_letter(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes]:
@@ -223,10 +237,15 @@ def build_flow(
     *,
     stats: FlowStats | None = None,
     source: Source[Any] | None = None,
+    stop: threading.Event | None = None,
+    store_health: StoreHealth | None = None,
+    give_up_after_s: float | None = None,
 ) -> Dataflow:
     """The production dataflow: Kafka trades topic in, ClickHouse bars and Kafka DLQ out.
 
     ``source`` replaces the Kafka input (``up`` passes one it can stop; tests one that fails).
+    ``stop``, ``store_health`` and ``give_up_after_s`` go to the bar sink
+    (:class:`~binance_metrics.store.sink.ClickHouseBarSink`).
     """
     stats = stats or FlowStats()
     flow = Dataflow("binance_ohlcv")
@@ -255,7 +274,11 @@ def build_flow(
     op.output("dead_letters", op.map("dead_letter", rejected, _dead_letter), dlq_sink)
 
     bars_sink = ClickHouseBarSink(
-        settings.clickhouse_dsn, on_written=lambda n: stats.add(bars_written=n)
+        settings.clickhouse_dsn,
+        stats.add,
+        health=store_health,
+        stop=stop,
+        give_up_after_s=give_up_after_s,
     )
     op.output("bars", bars, bars_sink)
     return flow

@@ -87,6 +87,40 @@ class Store:
                 log.warning("could not create %s (%s); an administrator can run %s", name,
                             exc, path)  # fmt: skip
 
+    def upgrade_bars_table(self, path: Path = SCHEMA_PATH) -> None:
+        """Bring a bars table made by an older release to the current engine, keeping its bars.
+
+        Before the ``version`` column the table kept the bar with the most trades, so a trade
+        counted twice could never be repaired by a correct rerun. The embedded store is rebuilt
+        in place (copy, swap, drop); a server's table is left to its administrator, who gets the
+        statements (docs/operations.md, "Upgrading the bars table").
+        """
+        engine = self.query(
+            "SELECT engine_full FROM system.tables WHERE database = 'binance' AND name = 'ohlcv'"
+        )
+        if not engine or "ReplacingMergeTree(version)" in engine[0][0]:
+            return
+        if not self.embedded:
+            log.warning(
+                "%s predates the version column: doubled bars are not repaired by a rerun until "
+                "an administrator upgrades it (docs/operations.md, Upgrading the bars table)",
+                BARS_TABLE,
+            )
+            return
+        (create,) = [
+            s
+            for s in split_sql(path.read_text("utf-8"))
+            if f"TABLE IF NOT EXISTS {BARS_TABLE}\n" in s
+        ]
+        staging = f"{BARS_TABLE}_upgrading"
+        columns = ", ".join((*BAR_COLUMNS, "written_at"))
+        log.info("upgrading %s to the versioned engine (bars are kept)", BARS_TABLE)
+        self.command(f"DROP TABLE IF EXISTS {staging}")
+        self.command(create.replace(BARS_TABLE, staging, 1))
+        self.command(f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {BARS_TABLE} FINAL")
+        self.command(f"EXCHANGE TABLES {BARS_TABLE} AND {staging}")
+        self.command(f"DROP TABLE {staging}")
+
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         with self._lock:
             return self._client.command(sql, parameters=parameters)
@@ -97,15 +131,55 @@ class Store:
         return [tuple(row) for row in result.result_rows]
 
     def insert_bars(self, rows: Sequence[BarUpdate]) -> int:
-        """Insert bars; within one call the last row for a (symbol, window) wins."""
-        latest: dict[tuple[str, int], Bar] = {}
+        """Insert bars; return how many rows were written.
+
+        Within one call the same rule as the table's holds (:attr:`Bar.version`: most trades,
+        a doubled bar last, the later among equals), so a filler or a partial version in the
+        same batch never wins over the real bar. A bar whose values do not fit the columns is
+        left out and logged (it must not block every other symbol's bars). One insert touches
+        at most ``MAX_MONTHS_PER_INSERT`` monthly partitions (ClickHouse refuses more than 100).
+        """
+        best: dict[tuple[str, int], Bar] = {}
         for symbol, start_ms, bar in rows:
-            latest[(symbol, start_ms)] = bar
-        data = [_row(symbol, start_ms, bar) for (symbol, start_ms), bar in latest.items()]
-        if data:
+            held = best.get((symbol, start_ms))
+            if held is None or bar.version >= held.version:
+                best[(symbol, start_ms)] = bar
+        data: dict[int, list[list[Any]]] = {}
+        for (symbol, start_ms), bar in best.items():
+            problem = out_of_range(bar)
+            if problem is not None:
+                log.error("%s %d: bar not stored, %s: %s", symbol, start_ms, problem, bar)
+                continue
+            data.setdefault(_month(start_ms), []).append(_row(symbol, start_ms, bar))
+        months = sorted(data)
+        for i in range(0, len(months), MAX_MONTHS_PER_INSERT):
+            chunk = [row for month in months[i : i + MAX_MONTHS_PER_INSERT] for row in data[month]]
             with self._lock:
-                self._client.insert(BARS_TABLE, data, column_names=BAR_COLUMNS)
-        return len(data)
+                self._client.insert(BARS_TABLE, chunk, column_names=BAR_COLUMNS)
+        return sum(len(rows) for rows in data.values())
+
+
+#: The largest scaled value a Decimal(38, 8) column (or, with its 10**16 scale, a quote volume's
+#: Decimal(38, 16)) holds: 38 digits.
+_MAX_SCALED: Final = 10**38 - 1
+MAX_MONTHS_PER_INSERT: Final = 90
+_AMOUNTS: Final = (
+    "open", "high", "low", "close", "volume", "quote_volume",
+    "taker_buy_volume", "taker_buy_quote_volume",
+)  # fmt: skip
+
+
+def out_of_range(bar: Bar) -> str | None:
+    """Why ``bar`` cannot be stored as it is, or None."""
+    for name in _AMOUNTS:
+        if not 0 <= getattr(bar, name) <= _MAX_SCALED:
+            return f"{name} does not fit its Decimal column"
+    return None
+
+
+def _month(start_ms: int) -> int:
+    moment = datetime.fromtimestamp(start_ms / 1000, tz=UTC)
+    return moment.year * 12 + moment.month
 
 
 def _row(symbol: str, start_ms: int, bar: Bar) -> list[Any]:
@@ -141,6 +215,7 @@ def open_store(dsn: str, *, apply_schema: bool = True) -> Store:
             store = Store(dsn)
             if apply_schema:
                 store.apply_schema()
+                store.upgrade_bars_table()
             _stores[dsn] = store
         return store
 

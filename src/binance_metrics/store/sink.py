@@ -2,69 +2,153 @@
 
 Writes are idempotent by design of the table (ReplacingMergeTree keyed by symbol and window,
 versioned by trade count): Bytewax output is at-least-once, and writing a bar again is harmless.
-When ClickHouse is unreachable the batch is retried with capped backoff until it is stored — the
-dataflow stalls (and Kafka holds the backlog) instead of dropping bars.
+Trades older than the dataflow's history arrive as :class:`StaleFragment` and are merged into
+the stored bar first (:mod:`binance_metrics.store.stale`).
+
+When a write fails, the batch is retried with capped backoff until it is stored: the dataflow
+stalls (and Kafka holds the backlog) instead of dropping bars, and :class:`StoreHealth` says why
+(``/health`` shows it). Two things end the waiting with a :class:`StoreError` instead: a stop
+request (``stop``: the run is ending, and a failing store would otherwise hold it forever), and
+``give_up_after_s`` of failures in a row (``replay`` sets it: a batch job must fail, not hang).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
 from binance_metrics.bars import BarUpdate
+from binance_metrics.errors import StoreError
+from binance_metrics.seen_trades import StaleFragment
 from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.stale import merge_stale
 
 log = logging.getLogger(__name__)
 
+SinkItem = BarUpdate | StaleFragment
+#: ``count(bars_written=..., duplicate_trades=..., undecided_trades=...)`` after each batch.
+Counter = Callable[..., None]
 
-class _BarsPartition(StatelessSinkPartition[BarUpdate]):
-    def __init__(
-        self,
-        dsn: str,
-        on_written: Callable[[int], None],
-        max_backoff_s: float,
-    ) -> None:
-        self._store = open_store(dsn)
-        self._on_written = on_written
-        self._max_backoff_s = max_backoff_s
+
+@dataclass
+class StoreHealth:
+    """Whether writes to the store succeed; shared by the sink's workers, read by /health."""
+
+    failing_since: float | None = None  # time.monotonic() of the first failure in a row
+    last_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def failed(self, error: str) -> float:
+        """Record a failure; return for how long writes have been failing."""
+        with self._lock:
+            now = time.monotonic()
+            if self.failing_since is None:
+                self.failing_since = now
+            self.last_error = error
+            return now - self.failing_since
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failing_since = None
+            self.last_error = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store looks unhealthy, or None."""
+        with self._lock:
+            if self.failing_since is None:
+                return None
+            failing = time.monotonic() - self.failing_since
+            return f"writes failing for {failing:.0f} s: {self.last_error}"
+
+
+class _BarsPartition(StatelessSinkPartition[SinkItem]):
+    def __init__(self, sink: ClickHouseBarSink) -> None:
+        self._store = open_store(sink.dsn)
+        self._sink = sink
 
     @override
-    def write_batch(self, items: list[BarUpdate]) -> None:
+    def write_batch(self, items: list[SinkItem]) -> None:
+        sink = self._sink
         delay = 0.5
         while True:
             try:
-                written = self._store.insert_bars(items)
-            except Exception as exc:  # noqa: BLE001 - any failure: keep the bars, try again
+                counts = self._write(items)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                failing_for = sink.health.failed(error)
+                if sink.stop is not None and sink.stop.is_set():
+                    raise StoreError(
+                        f"stopping with {len(items)} bar updates not written: the store fails "
+                        f"({error})"
+                    ) from exc
+                if sink.give_up_after_s is not None and failing_for >= sink.give_up_after_s:
+                    raise StoreError(
+                        f"the store has failed for {failing_for:.0f} s, giving up with "
+                        f"{len(items)} bar updates not written ({error})"
+                    ) from exc
                 log.warning(
                     "ClickHouse write of %d bars failed (%s); retrying in %.1f s",
                     len(items),
-                    exc,
+                    error,
                     delay,
                 )
-                time.sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
+                # A stop request ends the wait at once (then the next failure raises).
+                if sink.stop is not None:
+                    sink.stop.wait(delay)
+                else:
+                    time.sleep(delay)
+                delay = min(delay * 2, sink.max_backoff_s)
                 continue
-            self._on_written(written)
+            sink.health.succeeded()
+            sink.count(**counts)
             return
 
+    def _write(self, items: list[SinkItem]) -> dict[str, int]:
+        updates: list[BarUpdate] = []
+        duplicates = undecided = 0
+        for item in items:
+            if isinstance(item, StaleFragment):
+                outcome = merge_stale(self._store, item)
+                updates += outcome.updates
+                duplicates += outcome.duplicates
+                undecided += outcome.undecided
+            else:
+                updates.append(item)
+        written = self._store.insert_bars(updates)
+        return {
+            "bars_written": written,
+            "duplicate_trades": duplicates,
+            "undecided_trades": undecided,
+        }
 
-class ClickHouseBarSink(DynamicSink[BarUpdate]):
-    """Write :class:`~binance_metrics.bars.BarUpdate` items to ``binance.ohlcv``."""
+
+class ClickHouseBarSink(DynamicSink[SinkItem]):
+    """Write bar updates (and merge stale fragments) into ``binance.ohlcv``."""
 
     def __init__(
         self,
         dsn: str,
-        on_written: Callable[[int], None] = lambda n: None,
+        count: Counter = lambda **counts: None,
+        *,
+        health: StoreHealth | None = None,
+        stop: threading.Event | None = None,
+        give_up_after_s: float | None = None,
         max_backoff_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
-        self.on_written = on_written
+        self.count = count
+        self.health = health or StoreHealth()
+        self.stop = stop
+        self.give_up_after_s = give_up_after_s
         self.max_backoff_s = max_backoff_s
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _BarsPartition:
-        return _BarsPartition(self.dsn, self.on_written, self.max_backoff_s)
+        return _BarsPartition(self)

@@ -1,0 +1,128 @@
+"""Fragments: the trades of one input batch that fall in one symbol's window, already folded.
+
+Decoding and folding a whole batch at once (:func:`preaggregate`) takes the per-trade cost out of
+Bytewax's windowing operator, which then merges a few fragments per batch instead of thousands of
+trades; this is exact because the bar is a monoid (:mod:`binance_metrics.bars`). A fragment keeps
+its trades' ids and amounts next to the folded bar, so that the step that counts every trade once
+(:mod:`binance_metrics.seen_trades`) can take the duplicates out of a fragment that repeats some
+trades — the rare case; the common one uses the folded bar as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from binance_metrics.bars import Bar
+from binance_metrics.errors import InvalidTradeError
+from binance_metrics.trade_ids import IdRuns
+from binance_metrics.trades import Rejected, decode_priced_trade
+
+
+class FoldedTrade(NamedTuple):
+    """What the bar needs of one trade (or aggregate of ``last_id - first_id + 1`` trades)."""
+
+    first_id: int
+    last_id: int
+    price: int  # scaled by 10**8
+    quantity: int  # scaled by 10**8
+    buyer_is_maker: bool
+
+
+@dataclass(slots=True)
+class Fragment:
+    """Trades of one symbol's window (index ``window``: it starts at ``window * length``)."""
+
+    symbol: str
+    window: int
+    bar: Bar
+    max_trade_time_ms: int
+    trades: list[FoldedTrade] = field(default_factory=list)
+    #: True while the trades came in as one run of consecutive ids, each once (the live case):
+    #: then the ids are exactly ``bar.first_trade_id..bar.last_trade_id``.
+    consecutive: bool = True
+
+    def ids(self) -> IdRuns:
+        """The trade ids of the fragment (every id of every aggregate)."""
+        if self.consecutive:
+            return IdRuns([(self.bar.first_trade_id, self.bar.last_trade_id)])
+        ids = IdRuns()
+        for trade in self.trades:
+            ids.add(trade.first_id, trade.last_id)
+        return ids
+
+    def without(self, seen: IdRuns) -> tuple[Fragment | None, int, list[FoldedTrade]]:
+        """This fragment minus the trades in ``seen`` and its own repeats.
+
+        Returns ``(fragment or None when nothing is left, trades dropped as duplicates,
+        aggregates that overlap ``seen`` only in part)``. Such an aggregate cannot be split
+        (its quantity is a sum), so it is neither counted nor dropped silently: the caller
+        reports it.
+        """
+        kept: list[FoldedTrade] = []
+        duplicates = 0
+        conflicts: list[FoldedTrade] = []
+        taken = IdRuns(list(seen.runs))
+        for trade in sorted(self.trades):
+            if taken.covers(trade.first_id, trade.last_id):
+                duplicates += trade.last_id - trade.first_id + 1
+            elif taken.overlaps(trade.first_id, trade.last_id):
+                conflicts.append(trade)
+            else:
+                taken.add(trade.first_id, trade.last_id)
+                kept.append(trade)
+        if not kept:
+            return None, duplicates, conflicts
+        bar = Bar()
+        for first_id, last_id, price, quantity, buyer_is_maker in kept:
+            bar.add(price, quantity, first_id, last_id, buyer_is_maker)
+        # ``kept`` is sorted and free of overlaps, but may have holes: not ``consecutive``.
+        fragment = Fragment(self.symbol, self.window, bar, self.max_trade_time_ms, kept, False)
+        return fragment, duplicates, conflicts
+
+
+def preaggregate(
+    batch: Iterable[bytes], window_ms: int, count: Callable[[int, int], None]
+) -> list[Fragment | Rejected]:
+    """Decode one input batch and fold its trades per (symbol, window).
+
+    Returns a :class:`Fragment` per (symbol, window) and a :class:`Rejected` per record that is
+    not a valid trade; ``count(trades, rejected)`` is told how many of each.
+    """
+    groups: dict[tuple[str, int], Fragment] = {}
+    out: list[Fragment | Rejected] = []
+    trades = 0
+    for payload in batch:
+        try:
+            trade, price, qty = decode_priced_trade(payload)
+            if trade.trade_type is not None and trade.trade_type != "MARKET":
+                # Futures insurance-fund and ADL trades are not market trades; keep them visible.
+                raise InvalidTradeError(
+                    f"not a market trade (X={trade.trade_type}); klines exclude it"
+                )
+        except InvalidTradeError as exc:
+            out.append(Rejected(payload, str(exc)))
+            continue
+        window = trade.trade_time_ms // window_ms
+        fragment = groups.get((trade.symbol, window))
+        if fragment is None:
+            fragment = groups[(trade.symbol, window)] = Fragment(
+                trade.symbol, window, Bar(), trade.trade_time_ms
+            )
+        else:
+            if trade.trade_time_ms > fragment.max_trade_time_ms:
+                fragment.max_trade_time_ms = trade.trade_time_ms
+            if trade.trade_id != fragment.bar.last_trade_id + 1:
+                fragment.consecutive = False
+        first_id, last_id, buyer_is_maker = (
+            trade.trade_id,
+            trade.last_trade_id,
+            trade.buyer_is_maker,
+        )
+        fragment.bar.add(price, qty, first_id, last_id, buyer_is_maker)
+        fragment.trades.append(FoldedTrade(first_id, last_id, price, qty, buyer_is_maker))
+        trades += last_id - first_id + 1
+    count(trades, len(out))
+    out.extend(groups.values())
+    return out
