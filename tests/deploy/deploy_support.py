@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
 DOCKERFILE = REPO / "containers" / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
-INIT_SQL = REPO / "clickhouse" / "init.sql"
+#: The schema: package data that the store reads, and the file compose mounts into the server.
+INIT_SQL = REPO / "src" / "binance_metrics" / "store" / "schema" / "init.sql"
 USERS_XML = REPO / "clickhouse" / "users.d" / "binance-users.xml"
 GRAFANA = REPO / "grafana" / "provisioning"
 DASHBOARD = GRAFANA / "dashboards" / "binance-ohlcv.json"

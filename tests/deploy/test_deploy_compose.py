@@ -18,6 +18,7 @@ import pytest
 from deploy_support import (
     APP_SERVICES,
     COMPOSE_FILE,
+    INIT_SQL,
     REPO,
     USERS_XML,
     InterpolationError,
@@ -248,7 +249,7 @@ def test_mounted_host_paths_exist(services: dict[str, Any], stack: dict[str, Any
             else:
                 assert source in named, f"{name}: named volume {source} is not declared"
     mounts = {v.split(":")[1]: v.split(":")[0] for v in services["clickhouse"]["volumes"]}
-    assert mounts["/docker-entrypoint-initdb.d/init.sql"] == "./clickhouse/init.sql"
+    assert (REPO / mounts["/docker-entrypoint-initdb.d/init.sql"]).resolve() == INIT_SQL
 
 
 def test_depends_on_targets_exist_and_are_checkable(services: dict[str, Any]) -> None:

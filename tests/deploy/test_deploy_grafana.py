@@ -3,7 +3,7 @@
 Each panel query is expanded the way Grafana and the ClickHouse plugin expand it (template
 variables first, in the browser; then the plugin's macros, in its Go backend, pkg/macros:
 ``$__timeFilter(c)`` -> ``c >= toDateTime(<from s>) AND c <= toDateTime(<to s>)``,
-``$__fromTime`` -> ``toDateTime(<from s>)``...) and run on chDB against clickhouse/init.sql with
+``$__fromTime`` -> ``toDateTime(<from s>)``...) and run on chDB against the schema (init.sql) with
 a few bars in the table, for every value of the interval variable.
 """
 

@@ -12,7 +12,7 @@ import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from deploy_support import DOCKERFILE, REPO
+from deploy_support import DOCKERFILE, INIT_SQL, REPO
 
 ENTRYPOINT = REPO / "containers" / "dataflow-entrypoint.sh"
 
@@ -114,11 +114,12 @@ def test_build_context_leaves_out_secrets_and_local_state() -> None:
 
 
 def test_image_keeps_the_layout_the_code_expects() -> None:
-    """The store finds init.sql relative to its own file; the image must keep that layout."""
+    """The schema is package data under src/ (the image copies src/ whole), and the dataflow
+    module is imported from the working directory."""
     from binance_metrics.store.clickhouse import SCHEMA_PATH
 
-    relative = SCHEMA_PATH.resolve().relative_to(REPO)
-    assert relative == Path("clickhouse/init.sql")
+    assert Path(str(SCHEMA_PATH)).resolve() == INIT_SQL
+    assert INIT_SQL.is_relative_to(REPO / "src")
     workdir = _last("base", "WORKDIR")
     copies = {}
     for ins, args in _instructions():
@@ -127,9 +128,8 @@ def test_image_keeps_the_layout_the_code_expects() -> None:
             for source in words[:-1]:
                 copies[source.rstrip("/")] = words[-1].rstrip("/")
     assert copies["src"] == "src" and copies["dataflows"] == "dataflows"
-    assert copies[str(relative)] == str(relative)
     assert workdir == "/app"
-    # Editable: the package stays at /app/src, next to /app/clickhouse (design note in the file).
+    # Editable: the package, with its schema, stays at /app/src, where COPY put it.
     runs = " ".join(args for ins, args in _stage_chain("base") if ins == "RUN")
     assert "pip install --no-deps -e ." in runs
 

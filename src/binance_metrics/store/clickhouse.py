@@ -11,6 +11,8 @@ import re
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,7 +24,9 @@ from binance_metrics.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "clickhouse" / "init.sql"
+#: The schema, shipped inside the package (package data) so that any install finds it; compose
+#: mounts the same file into the ClickHouse server's /docker-entrypoint-initdb.d/.
+SCHEMA_PATH: Final[Traversable] = files("binance_metrics.store") / "schema" / "init.sql"
 BARS_TABLE: Final = "binance.ohlcv"
 _CREATE: Final = re.compile(r"CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ([\w.]+)")
 BAR_COLUMNS: Final = (
@@ -63,7 +67,7 @@ class Store:
             raise StoreError(f"cannot open the store {_redact(dsn)}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def apply_schema(self, path: Path = SCHEMA_PATH) -> None:
+    def apply_schema(self, path: Traversable = SCHEMA_PATH) -> None:
         """Create what is missing of ``init.sql`` (its statements are ``CREATE ... IF NOT EXISTS``).
 
         Existence is checked first because ClickHouse checks the CREATE privilege before ``IF NOT
