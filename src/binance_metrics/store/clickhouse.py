@@ -91,7 +91,7 @@ class Store:
                 log.warning("could not create %s (%s); an administrator can run %s", name,
                             exc, path)  # fmt: skip
 
-    def upgrade_bars_table(self, path: Path = SCHEMA_PATH) -> None:
+    def upgrade_bars_table(self, path: Traversable = SCHEMA_PATH) -> None:
         """Bring a bars table made by an older release to the current engine, keeping its bars.
 
         Before the ``version`` column the table kept the bar with the most trades, so a trade
