@@ -89,7 +89,6 @@ class RestCall:
     from_id: int
     limit: int
     status: int
-    returned: int
 
 
 @dataclass(eq=False)  # identity equality: sessions live in a set
@@ -98,7 +97,6 @@ class Session:
 
     ws: ServerConnection
     streams: frozenset[str]
-    opened: float  # monotonic
     silent: bool = False
     pongs: int = 0
     ping_timeouts: int = 0
@@ -112,7 +110,6 @@ class ExchangeLog:
     sessions: list[Session] = field(default_factory=list)
     rest_calls: list[RestCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
-    garbage_sent: int = 0
     shutdowns_sent: int = 0
 
 
@@ -131,11 +128,11 @@ class LocalExchange:
         ping_interval_s: float = 0.05,
         ping_timeout_s: float = 2.0,
         rest_errors: Iterable[tuple[int, float]] = (),
-        rest_delay_s: float = 0.0,
         rest_serves_all: bool = False,
         start_gate: threading.Event | None = None,
     ) -> None:
-        """``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
+        """``ping_*``: the exchange's own pings (often by default, so a test sees pongs).
+        ``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
         ``rest_serves_all``: REST serves trades before they happen (REST without a client)."""
         if not trades:
             raise ValueError("nothing to trade")
@@ -151,7 +148,6 @@ class LocalExchange:
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
         self._rest_errors = list(rest_errors)
-        self.rest_delay_s = rest_delay_s
         self.rest_serves_all = rest_serves_all
         self.start_gate = start_gate
         self.log = ExchangeLog()
@@ -175,7 +171,7 @@ class LocalExchange:
     def replaying(cls, trades: Sequence[TradeMessage], speed: float = 1.0) -> LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes,
         at ``speed`` times their pace, from the first listener on, trading on while nobody
-        listens (REST fills what a reconnect missed). Binance's ping timing."""
+        listens (REST fills what a reconnect missed); a ping every 20 s."""
         return cls(
             shifted_to_now(trades),
             pace=RealTime(speed),
@@ -251,8 +247,6 @@ class LocalExchange:
     async def _historical_trades(
         self, conn: ServerConnection, query: dict[str, list[str]]
     ) -> Response:
-        if self.rest_delay_s:
-            await asyncio.sleep(self.rest_delay_s)
         try:
             symbol = query["symbol"][0].upper()
             from_id = int(query.get("fromId", ["0"])[0])
@@ -263,7 +257,7 @@ class LocalExchange:
             status, retry_after = self._rest_errors.pop(0)
             response = conn.respond(status, json.dumps({"code": -1003, "msg": "Too many"}))
             response.headers["Retry-After"] = f"{retry_after:g}"
-            self._record_rest(symbol, from_id, limit, status, 0)
+            self._record_rest(symbol, from_id, limit, status)
             return response
         happened = self._by_symbol.get(symbol, [])
         if not self.rest_serves_all:
@@ -271,14 +265,12 @@ class LocalExchange:
         rows = [t.historical() for t in happened if t.id >= from_id][:limit]
         response = conn.respond(http.HTTPStatus.OK, json.dumps(rows))
         response.headers["Content-Type"] = "application/json"
-        self._record_rest(symbol, from_id, limit, 200, len(rows))
+        self._record_rest(symbol, from_id, limit, 200)
         return response
 
-    def _record_rest(self, symbol: str, from_id: int, limit: int, status: int, n: int) -> None:
+    def _record_rest(self, symbol: str, from_id: int, limit: int, status: int) -> None:
         with self.lock:
-            self.log.rest_calls.append(
-                RestCall(time.monotonic(), symbol, from_id, limit, status, n)
-            )
+            self.log.rest_calls.append(RestCall(time.monotonic(), symbol, from_id, limit, status))
 
     # -- WebSocket -------------------------------------------------------------------------
 
@@ -286,7 +278,7 @@ class LocalExchange:
         assert ws.request is not None
         query = parse_qs(urlsplit(ws.request.path).query)
         streams = frozenset(query.get("streams", [""])[0].split("/"))
-        session = Session(ws, streams, time.monotonic())
+        session = Session(ws, streams)
         with self.lock:
             self.log.sessions.append(session)
         self._sessions.add(session)
@@ -416,8 +408,6 @@ class LocalExchange:
                     for session in sessions:
                         with contextlib.suppress(ConnectionClosed):
                             await session.ws.send(_as_binance_sends(raw))
-                with self.lock:
-                    self.log.garbage_sent += len(frames)
         return 0
 
     def _close_later(self, ws: ServerConnection) -> None:

@@ -49,7 +49,7 @@ class MarketTrade:
         return cls(data["s"], frame["stream"], data["t"], data["E"], data["T"], raw, data)
 
     @classmethod
-    def from_message(cls, trade: TradeMessage, shift_ms: int = 0) -> MarketTrade:
+    def from_message(cls, trade: TradeMessage, shift_ms: int) -> MarketTrade:
         """The frame Binance would have sent for ``trade``, its times moved by ``shift_ms``."""
         data: dict[str, Any] = {
             "e": "trade",
