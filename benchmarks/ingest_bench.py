@@ -2,8 +2,9 @@
 
     python benchmarks/ingest_bench.py [--frames 10000] [--repeat 1]
 
-Both contenders read the same real captured frames from the local fake exchange (in its own
-process, so its CPU is not counted) over a real WebSocket and produce them to a real embedded
+Both contenders read the same real captured frames (``tests/data``) from the local exchange
+(:class:`binance_metrics.testing.exchange.LocalExchange`, in its own process, so its CPU is not
+counted) over a real WebSocket and produce them to a real embedded
 Kafka (Tansu), and the clock stops when Kafka has acknowledged every message:
 
 * ``baseline``: ``json.loads`` each frame, ``json.dumps`` its ``data``, ``Producer.produce``
@@ -21,38 +22,37 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the fake exchange lives with the tests
+from confluent_kafka import Producer
+from websockets.asyncio.client import connect
 
-from confluent_kafka import Producer  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
-
-from binance_metrics.ingest.service import IngestOptions, Ingestor  # noqa: E402
-from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics  # noqa: E402
-from binance_metrics.kafka.config import KafkaConnection  # noqa: E402
-from binance_metrics.settings import Settings  # noqa: E402
+from binance_metrics.ingest.service import Ingestor
+from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.settings import Settings
+from binance_metrics.testing.exchange import Bursts, LocalExchange
+from binance_metrics.testing.market import load_capture, merge_by_event_time
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+#: The real captures (the tests' data), read as input files.
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+CAPTURE = "{}-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
 #: Both producers get this long to connect (an idempotent one waits ~0.5 s for its producer id
 #: on Tansu) before the market starts; the clock starts with the market.
 WARM_UP_S = 1.0
 
 
 def _exchange_process(frames: int, pipe: Connection) -> None:
-    import threading
-
-    from tests.ingest.exchange import FakeExchange, load_capture, merge_by_event_time
-
-    trades = merge_by_event_time(*(load_capture(s) for s in SYMBOLS))[:frames]
+    captures = (load_capture(DATA / CAPTURE.format(s)) for s in SYMBOLS)
+    trades = merge_by_event_time(*captures)[:frames]
     go = threading.Event()
     # No pacing: once told to go, the market sends as fast as the client reads.
-    with FakeExchange(
-        trades, frames_per_tick=1000, tick_s=0.0, ping_interval_s=5.0, start_gate=go
+    with LocalExchange(
+        trades, pace=Bursts(frames=1000, pause_s=0.0), ping_interval_s=5.0, start_gate=go
     ) as exchange:
         pipe.send(exchange.port)
         pipe.recv()
@@ -61,7 +61,7 @@ def _exchange_process(frames: int, pipe: Connection) -> None:
 
 
 class ExchangeProcess:
-    """The fake exchange in its own process; :meth:`go` starts its market."""
+    """The local exchange in its own process; :meth:`go` starts its market."""
 
     def __init__(self, frames: int) -> None:
         self._pipe, child = mp.Pipe()
@@ -73,7 +73,7 @@ class ExchangeProcess:
     def __enter__(self) -> ExchangeProcess:
         self._process.start()
         if not self._pipe.poll(30):
-            raise RuntimeError("fake exchange did not start")
+            raise RuntimeError("the local exchange did not start")
         self.port = int(self._pipe.recv())
         return self
 
@@ -130,8 +130,9 @@ async def run_ingestor(
         KAFKA_DLQ_TOPIC=f"{topic}-dlq",
         BINANCE_WS_URL=f"ws://127.0.0.1:{exchange.port}/stream",
         BINANCE_REST_URL=f"http://127.0.0.1:{exchange.port}",
+        INGEST={"ping_interval_s": 0},  # the exchange pings; no keepalive of our own
     )
-    ingestor = Ingestor(settings, KafkaConnection(bootstrap), IngestOptions(ping_interval_s=None))
+    ingestor = Ingestor(settings, KafkaConnection(bootstrap))
     await ingestor.start()
     await asyncio.sleep(WARM_UP_S)
     start = _clock()

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from binance_metrics.errors import ConfigError
+from binance_metrics.ingest.tuning import IngestTuning
 
 _SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
 
@@ -23,7 +24,11 @@ class Settings(BaseSettings):
     """All configuration of binance-metrics; field names are the environment variables."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        env_nested_delimiter="__",  # INGEST__SILENCE_TIMEOUT_S sets INGEST.silence_timeout_s
     )
 
     # Kafka. Unset bootstrap servers means: start the embedded Tansu broker.
@@ -44,6 +49,8 @@ class Settings(BaseSettings):
     BINANCE_REST_URL: str = "https://data-api.binance.vision"
     RECONNECT_DELAY_S: float = Field(default=5.0, gt=0)
     MAX_RECONNECT_DELAY_S: float = Field(default=60.0, gt=0)
+    # The ingestor's tuning, one variable per field: INGEST__<FIELD>.
+    INGEST: IngestTuning = IngestTuning()
 
     # HTTP (ingestor and web page).
     HEALTH_HOST: str = "127.0.0.1"
@@ -149,6 +156,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            # As the variable is spelt: ("INGEST", "silence_timeout_s") is INGEST__SILENCE_...
+            name = "__".join(str(part) for part in error["loc"]).upper() or "settings"
             lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -7,8 +7,9 @@
     chDB under DATA_DIR, or CLICKHOUSE_URL)  ->  candle page at /
 
 One process, because chDB serves its data directory to one process: the dataflow writes and the
-candle page reads through the same client (design §1). Ctrl-C stops the ingestor first (its
-producer flushes), then the dataflow (its open windows are written), then the broker.
+candle page reads through the same client (docs/architecture.md, ClickHouse). Ctrl-C stops the
+ingestor first (its producer flushes), then the dataflow (its open windows are written), then the
+broker.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from binance_metrics.ingest.app import create_app
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
-from binance_metrics.local_exchange import LocalExchange, load_trades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
+from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.market import load_trades
 from binance_metrics.web import create_router
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
     paths = replay_paths(exchange)
     with ExitStack() as stack:
         if paths is not None:
-            local = stack.enter_context(LocalExchange(load_trades(paths), speed))
+            local = stack.enter_context(LocalExchange.replaying(load_trades(paths), speed))
             settings = settings.model_copy(
                 update={"BINANCE_WS_URL": local.ws_url, "BINANCE_REST_URL": local.rest_url}
             )

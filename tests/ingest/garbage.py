@@ -96,5 +96,6 @@ def oversized_frames(limit: int) -> st.SearchStrategy[bytes]:
     return st.integers(min_value=limit, max_value=limit + 10_000).map(pad)
 
 
-def garbage(limit: int = 64 * 1024) -> st.SearchStrategy[bytes]:
+def garbage(limit: int) -> st.SearchStrategy[bytes]:
+    """Frames of every kind above; ``limit`` is the parser's ``max_frame_bytes``."""
     return st.one_of(mutated_frames(), random_payloads(), oversized_frames(limit))

@@ -1,4 +1,4 @@
-"""Run the real ingestor app under uvicorn against the fake exchange, and read Kafka back."""
+"""Run the real ingestor app under uvicorn against the local exchange, and read Kafka back."""
 
 from __future__ import annotations
 
@@ -15,29 +15,32 @@ import uvicorn
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from binance_metrics.ingest.app import create_app
-from binance_metrics.ingest.service import IngestOptions, Ingestor
+from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import ensure_topics, free_port
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
+from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.market import MarketTrade
 from binance_metrics.trades import DeadLetter, TradeMessage
-
-from .exchange import CapturedTrade, FakeExchange
 
 PARTITIONS = 3
 
-#: Short delays so faults resolve in a fraction of a second.
-FAST = IngestOptions(
-    silence_timeout_s=0.4,
-    switch_timeout_s=1.0,
-    healthy_after_s=0.5,
-    backfill_grace_s=0.05,
-    backfill_retry_base_s=0.05,
-    kafka_stall_s=0.5,
-    ping_interval_s=None,  # the fake exchange pings us; our own keepalive is not under test
-)
+#: Tuning (``INGEST``) with short delays, so faults resolve in a fraction of a second.
+FAST: dict[str, object] = {
+    "silence_timeout_s": 0.4,
+    "switch_timeout_s": 1.0,
+    "healthy_after_s": 0.5,
+    "backfill_grace_s": 0.05,
+    "backfill_retry_base_s": 0.05,
+    "kafka_stall_s": 0.5,
+    "ping_interval_s": 0,  # the exchange pings us; our own keepalive is not under test
+}
 
 
-def settings_for(exchange: FakeExchange, prefix: str, symbols: tuple[str, ...]) -> Settings:
+def settings_for(
+    exchange: LocalExchange, prefix: str, symbols: tuple[str, ...], **tuning: object
+) -> Settings:
+    """Settings on ``exchange`` with topics of their own, FAST tuning with ``tuning`` over it."""
     return Settings(
         KAFKA_TOPIC=f"{prefix}-trades",
         KAFKA_DLQ_TOPIC=f"{prefix}-dlq",
@@ -50,6 +53,7 @@ def settings_for(exchange: FakeExchange, prefix: str, symbols: tuple[str, ...]) 
         HEALTH_HOST="127.0.0.1",
         HEALTH_PORT=free_port(),
         LOG_LEVEL="WARNING",
+        INGEST={**FAST, **tuning},
     )
 
 
@@ -70,13 +74,11 @@ class Running:
 
 
 @contextmanager
-def running_ingestor(
-    settings: Settings, bootstrap: str, options: IngestOptions = FAST
-) -> Iterator[Running]:
+def running_ingestor(settings: Settings, bootstrap: str) -> Iterator[Running]:
     """The app under a real uvicorn on HEALTH_PORT, in a thread; stopped (and flushed) on exit."""
     kafka = KafkaConnection(bootstrap)
     ensure_topics(kafka, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
-    app = create_app(settings, kafka, options=options)
+    app = create_app(settings, kafka)
     config = uvicorn.Config(
         app,
         host=settings.HEALTH_HOST,
@@ -161,7 +163,7 @@ def dead_letters_of(records: list[tuple[int, bytes | None, bytes]]) -> list[Dead
     return [msgspec.json.decode(value, type=DeadLetter) for _, _, value in records]
 
 
-def assert_exactly_once_in_order(trades: list[TradeMessage], expected: list[CapturedTrade]) -> None:
+def assert_exactly_once_in_order(trades: list[TradeMessage], expected: list[MarketTrade]) -> None:
     """Every expected trade once, nothing else, each symbol in trade-id order, fields intact."""
     by_symbol: dict[str, list[int]] = {}
     for trade in trades:

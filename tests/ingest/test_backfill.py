@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import pytest
 
 from binance_metrics.ingest.backfill import BackfillError, RestBackfill, next_call_at
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.settings import Settings
+from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.faults import Cut, Drop, Fault
+from binance_metrics.testing.market import merge_by_event_time
 
-from .exchange import Cut, Drop, FakeExchange, Fault, load_capture, merge_by_event_time
+from .captures import real_trades
 from .harness import (
-    FAST,
     assert_exactly_once_in_order,
     read_topic,
     running_ingestor,
@@ -21,12 +23,17 @@ from .harness import (
     trades_of,
 )
 
-BTC = load_capture("BTCUSDT", 2500)
+BTC = real_trades("BTCUSDT", 2500)
 
 
-def fetch(exchange: FakeExchange, from_id: int, limit: int, **kwargs: float) -> list:
+def fetch(exchange: LocalExchange, from_id: int, limit: int, **tuning: object) -> list:
+    """One ``trades`` call of the client the ingestor builds, with ``INGEST`` ``tuning``."""
+    settings = Settings(
+        BINANCE_REST_URL=exchange.rest_url, INGEST={"backfill_retry_base_s": 0.01, **tuning}
+    )
+
     async def go() -> list:
-        rest = RestBackfill(exchange.rest_url, retry_base_s=0.01, **kwargs)  # type: ignore[arg-type]
+        rest = RestBackfill.from_settings(settings)
         try:
             return await rest.trades("BTCUSDT", from_id, limit)
         finally:
@@ -36,7 +43,7 @@ def fetch(exchange: FakeExchange, from_id: int, limit: int, **kwargs: float) -> 
 
 
 def test_historical_trades_become_backfilled_trade_messages() -> None:
-    with FakeExchange(BTC, rest_serves_all=True) as exchange:
+    with LocalExchange(BTC, rest_serves_all=True) as exchange:
         start = BTC[100].id
         got = fetch(exchange, start, 5000)
     assert len(got) == 1000, "one call returns at most 1000 trades"
@@ -61,7 +68,7 @@ def test_historical_trades_become_backfilled_trade_messages() -> None:
 
 
 def test_retry_after_is_honoured() -> None:
-    with FakeExchange(BTC, rest_serves_all=True, rest_errors=[(429, 0.3), (418, 0.2)]) as ex:
+    with LocalExchange(BTC, rest_serves_all=True, rest_errors=[(429, 0.3), (418, 0.2)]) as ex:
         began = time.monotonic()
         got = fetch(ex, BTC[0].id, 10)
         took = time.monotonic() - began
@@ -76,9 +83,9 @@ def test_weight_budget_defers_the_next_call_to_the_next_minute() -> None:
 
 
 def test_persistent_errors_raise_after_the_attempt_budget() -> None:
-    with FakeExchange(BTC, rest_serves_all=True, rest_errors=[(500, 0)] * 10) as ex:
+    with LocalExchange(BTC, rest_serves_all=True, rest_errors=[(500, 0)] * 10) as ex:
         with pytest.raises(BackfillError):
-            fetch(ex, BTC[0].id, 10, max_attempts=3)
+            fetch(ex, BTC[0].id, 10, backfill_max_attempts=3)
         assert len(ex.log.rest_calls) == 3
 
 
@@ -87,10 +94,9 @@ def test_gap_rest_cannot_fill_is_counted_and_does_not_block_later_trades(
 ) -> None:
     trades = BTC[:1500]
     faults = [Fault(500, Drop(100)), Fault(600, Cut())]
-    options = dataclasses.replace(FAST, backfill_max_attempts=2)
-    with FakeExchange(trades, faults, rest_errors=[(500, 0)] * 1000) as exchange:
-        settings = settings_for(exchange, topic_prefix, ("BTCUSDT",))
-        with running_ingestor(settings, broker.bootstrap_servers, options) as app:
+    with LocalExchange(trades, faults, rest_errors=[(500, 0)] * 1000) as exchange:
+        settings = settings_for(exchange, topic_prefix, ("BTCUSDT",), backfill_max_attempts=2)
+        with running_ingestor(settings, broker.bootstrap_servers) as app:
             exchange.wait_done(30)
             records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, 1400)
             _, health = app.health()
@@ -103,12 +109,11 @@ def test_gap_rest_cannot_fill_is_counted_and_does_not_block_later_trades(
 
 def test_one_connection_per_stream_group(broker: EmbeddedBroker, topic_prefix: str) -> None:
     symbols = ("BTCUSDT", "ETHUSDT")
-    trades = merge_by_event_time(*(load_capture(s, 1000) for s in symbols))
+    trades = merge_by_event_time(*(real_trades(s, 1000) for s in symbols))
     faults = [Fault(700, Drop(50)), Fault(750, Cut(close_frame=False))]
-    options = dataclasses.replace(FAST, streams_per_connection=1)
-    with FakeExchange(trades, faults) as exchange:
-        settings = settings_for(exchange, topic_prefix, symbols)
-        with running_ingestor(settings, broker.bootstrap_servers, options) as app:
+    with LocalExchange(trades, faults) as exchange:
+        settings = settings_for(exchange, topic_prefix, symbols, streams_per_connection=1)
+        with running_ingestor(settings, broker.bootstrap_servers) as app:
             exchange.wait_done(30)
             records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, len(trades))
             _, health = app.health()

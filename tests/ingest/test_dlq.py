@@ -9,9 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from binance_metrics.ingest.frames import OVERSIZED_KEEP_BYTES
+from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.faults import Fault, Garbage
+from binance_metrics.testing.market import merge_by_event_time
 
-from .exchange import FakeExchange, Fault, Garbage, load_capture, merge_by_event_time
+from .captures import real_trades
 from .garbage import garbage
 from .harness import (
     assert_exactly_once_in_order,
@@ -23,11 +27,12 @@ from .harness import (
 )
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-TRADES = merge_by_event_time(*(load_capture(s, 300) for s in SYMBOLS))
+TRADES = merge_by_event_time(*(real_trades(s, 300) for s in SYMBOLS))
+MAX_FRAME_BYTES = IngestTuning().max_frame_bytes
 
 
 def expected_payload(raw: bytes) -> str:
-    kept = raw[:OVERSIZED_KEEP_BYTES] if len(raw) > 64 * 1024 else raw
+    kept = raw[:OVERSIZED_KEEP_BYTES] if len(raw) > MAX_FRAME_BYTES else raw
     return kept.decode("utf-8", errors="backslashreplace")
 
 
@@ -37,7 +42,7 @@ def expected_payload(raw: bytes) -> str:
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(st.lists(garbage(), min_size=1, max_size=12))
+@given(st.lists(garbage(MAX_FRAME_BYTES), min_size=1, max_size=12))
 def test_garbage_goes_to_the_dlq_and_good_trades_still_arrive(
     broker: EmbeddedBroker, frames: list[bytes]
 ) -> None:
@@ -46,7 +51,7 @@ def test_garbage_goes_to_the_dlq_and_good_trades_still_arrive(
     thirds = [frames[i::3] for i in range(3)]
     points = zip((1, 250, 500), thirds, strict=True)
     faults = [Fault(at, Garbage(tuple(part))) for at, part in points if part]
-    with FakeExchange(TRADES, faults) as exchange:
+    with LocalExchange(TRADES, faults) as exchange:
         settings_ = settings_for(exchange, prefix, SYMBOLS)
         with running_ingestor(settings_, broker.bootstrap_servers) as app:
             exchange.wait_done(30)

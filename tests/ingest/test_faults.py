@@ -1,4 +1,4 @@
-"""End to end: fake exchange -> real ingestor under uvicorn -> real Kafka (Tansu).
+"""End to end: local exchange -> real ingestor under uvicorn -> real Kafka (Tansu).
 
 Every test replays real captured trades and checks that each one reaches Kafka exactly once, in
 per-symbol trade-id order, whatever the exchange does in between. No assertion is about speed;
@@ -13,24 +13,15 @@ import re
 import threading
 from typing import Any
 
-from binance_metrics.ingest.service import IngestOptions, Ingestor
+from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.testing.exchange import Bursts, LocalExchange
+from binance_metrics.testing.faults import Cut, Drop, Fault, Refuse, Shutdown, Silence
+from binance_metrics.testing.market import MarketTrade, merge_by_event_time
 from binance_metrics.trades import TradeMessage
 
-from .exchange import (
-    CapturedTrade,
-    Cut,
-    Drop,
-    FakeExchange,
-    Fault,
-    Refuse,
-    Shutdown,
-    Silence,
-    load_capture,
-    merge_by_event_time,
-)
+from .captures import real_trades
 from .harness import (
-    FAST,
     assert_exactly_once_in_order,
     read_topic,
     running_ingestor,
@@ -42,11 +33,11 @@ from .harness import (
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 N = 2000  # trades per symbol: enough for several faults, small enough to stay quick
 #: A slower market, for tests where trades keep happening while the client is away.
-PACED = {"frames_per_tick": 10, "tick_s": 0.005}
+PACED = Bursts(frames=10, pause_s=0.005)
 
 
-def capture(n: int | None = N) -> list[CapturedTrade]:
-    return merge_by_event_time(*(load_capture(s, n) for s in SYMBOLS))
+def capture(n: int | None = N) -> list[MarketTrade]:
+    return merge_by_event_time(*(real_trades(s, n) for s in SYMBOLS))
 
 
 @dataclasses.dataclass
@@ -57,11 +48,11 @@ class Outcome:
 
 
 def run(
-    broker: EmbeddedBroker, prefix: str, exchange: FakeExchange, options: IngestOptions = FAST
+    broker: EmbeddedBroker, prefix: str, exchange: LocalExchange, **tuning: object
 ) -> tuple[list[TradeMessage], Outcome]:
     """Replay the whole capture through a running ingestor; return what Kafka holds."""
-    settings = settings_for(exchange, prefix, SYMBOLS)
-    with running_ingestor(settings, broker.bootstrap_servers, options) as app:
+    settings = settings_for(exchange, prefix, SYMBOLS, **tuning)
+    with running_ingestor(settings, broker.bootstrap_servers) as app:
         exchange.wait_done(60)
         records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, len(exchange.trades))
         outcome = Outcome(app.ingestor, app.health(), app.metrics())
@@ -84,7 +75,7 @@ def test_cuts_with_and_without_close_frame_and_pings(broker: EmbeddedBroker, top
         Fault(20_000, Cut(close_frame=True)),
         Fault(28_000, Cut(close_frame=False)),
     ]
-    with FakeExchange(trades, faults) as exchange:
+    with LocalExchange(trades, faults) as exchange:
         got, app = run(broker, topic_prefix, exchange)
     assert_exactly_once_in_order(got, trades)
     sessions = exchange.log.sessions
@@ -107,7 +98,7 @@ def test_dropped_run_before_cut_is_backfilled_honouring_retry_after(
         Fault(3600, Cut()),
     ]
     # The first REST call is rate limited (429, Retry-After 1 s), the second banned (418).
-    with FakeExchange(trades, faults, rest_errors=[(429, 1.0), (418, 0.2)]) as exchange:
+    with LocalExchange(trades, faults, rest_errors=[(429, 1.0), (418, 0.2)]) as exchange:
         got, app = run(broker, topic_prefix, exchange)
     assert_exactly_once_in_order(got, trades)
     dropped = {(t.symbol, t.id) for t in exchange.log.dropped}
@@ -134,7 +125,7 @@ def test_silent_connection_is_replaced_and_missed_trades_backfilled(
 ):
     trades = capture()
     faults = [Fault(1000, Silence()), Fault(2500, Silence())]
-    with FakeExchange(trades, faults, advance_when_idle=True, **PACED) as exchange:
+    with LocalExchange(trades, faults, advance_when_idle=True, pace=PACED) as exchange:
         got, app = run(broker, topic_prefix, exchange)
     assert_exactly_once_in_order(got, trades)
     assert metric(app.final_metrics, "binance_ws_reconnects_total", reason="silent") >= 2
@@ -145,7 +136,7 @@ def test_silent_connection_is_replaced_and_missed_trades_backfilled(
 def test_server_shutdown_switches_make_before_break(broker: EmbeddedBroker, topic_prefix: str):
     trades = capture()
     faults = [Fault(800, Shutdown(grace_s=0.3)), Fault(2500, Shutdown(grace_s=0.3))]
-    with FakeExchange(trades, faults, advance_when_idle=True, **PACED) as exchange:
+    with LocalExchange(trades, faults, advance_when_idle=True, pace=PACED) as exchange:
         got, app = run(broker, topic_prefix, exchange)
     assert_exactly_once_in_order(got, trades)
     assert exchange.log.shutdowns_sent == 2
@@ -161,9 +152,8 @@ def test_server_shutdown_switches_make_before_break(broker: EmbeddedBroker, topi
 
 def test_connections_rotate_before_the_24h_cut(broker: EmbeddedBroker, topic_prefix: str):
     trades = capture()
-    options = dataclasses.replace(FAST, max_connection_age_s=0.3)
-    with FakeExchange(trades, advance_when_idle=True, **PACED) as exchange:
-        got, app = run(broker, topic_prefix, exchange, options)
+    with LocalExchange(trades, advance_when_idle=True, pace=PACED) as exchange:
+        got, app = run(broker, topic_prefix, exchange, max_connection_age_s=0.3)
     assert_exactly_once_in_order(got, trades)
     assert exchange.log.rest_calls == [], "rotation lost trades"
     assert metric(app.final_metrics, "binance_ws_reconnects_total", reason="rotate") >= 2
@@ -172,7 +162,7 @@ def test_connections_rotate_before_the_24h_cut(broker: EmbeddedBroker, topic_pre
 def test_refused_connections_back_off_exponentially(broker: EmbeddedBroker, topic_prefix: str):
     trades = capture(1000)
     faults = [Fault(500, Refuse(5)), Fault(500, Cut())]
-    with FakeExchange(trades, faults) as exchange:
+    with LocalExchange(trades, faults) as exchange:
         got, app = run(broker, topic_prefix, exchange)
     assert_exactly_once_in_order(got, trades)
     refused = [t for t, outcome in exchange.log.handshakes if outcome == "refused"]
@@ -194,7 +184,7 @@ def test_health_and_metrics_over_http(broker: EmbeddedBroker, topic_prefix: str)
     # Gap of 20 trades, then the exchange cuts and refuses 10 handshakes (about 3 s of backoff).
     faults = [Fault(300, Drop(20)), Fault(320, Refuse(10)), Fault(320, Cut())]
     market = threading.Event()
-    with FakeExchange(trades, faults, start_gate=market) as exchange:
+    with LocalExchange(trades, faults, start_gate=market) as exchange:
         settings = settings_for(exchange, topic_prefix, SYMBOLS)
         with running_ingestor(settings, broker.bootstrap_servers) as app:
             wait_until(lambda: app.health()[0] == 200, 20, "/health never became 200")

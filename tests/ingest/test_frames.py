@@ -9,17 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binance_metrics.ingest.frames import OVERSIZED_KEEP_BYTES, Control, FrameParser
+from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.trades import Rejected, TradeMessage
 
-from .exchange import load_capture
+from .captures import real_trades
 from .garbage import garbage, mutated_frames, oversized_frames, random_payloads
 
-PARSER = FrameParser(("BTCUSDT", "ETHUSDT"), max_frame_bytes=64 * 1024)
+LIMIT = IngestTuning().max_frame_bytes
+PARSER = FrameParser(("BTCUSDT", "ETHUSDT"), LIMIT)
 
 
 def test_every_captured_frame_is_a_trade() -> None:
     for symbol in ("BTCUSDT", "ETHUSDT"):
-        for captured in load_capture(symbol):
+        for captured in real_trades(symbol):
             trade = PARSER.parse(captured.raw.encode())
             assert isinstance(trade, TradeMessage), (captured.raw, trade)
             data = captured.data
@@ -73,21 +75,21 @@ def test_random_payloads_never_raise(raw: bytes) -> None:
 
 
 @settings(max_examples=20)
-@given(oversized_frames(64 * 1024))
+@given(oversized_frames(LIMIT))
 def test_oversized_frames_keep_a_prefix(raw: bytes) -> None:
     result = PARSER.parse(raw)
     assert isinstance(result, Rejected) and result.kind == "oversized"
     assert result.payload == raw[:OVERSIZED_KEEP_BYTES]
 
 
-@given(st.lists(garbage(), max_size=5))
+@given(st.lists(garbage(LIMIT), max_size=5))
 def test_garbage_is_never_a_trade(frames: list[bytes]) -> None:
     for raw in frames:
         assert not isinstance(PARSER.parse(raw), TradeMessage | Control)
 
 
 def test_trade_for_an_unsubscribed_symbol_is_rejected() -> None:
-    frame = json.loads(load_capture("BTCUSDT", 1)[0].raw)
-    only_eth = FrameParser(("ETHUSDT",))
+    frame = json.loads(real_trades("BTCUSDT", 1)[0].raw)
+    only_eth = FrameParser(("ETHUSDT",), LIMIT)
     result = only_eth.parse(json.dumps(frame).encode())
     assert isinstance(result, Rejected) and result.kind == "unsubscribed"

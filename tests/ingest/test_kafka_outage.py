@@ -3,17 +3,17 @@ loses nothing; and the producer counts and retries failed deliveries."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 
 from binance_metrics.kafka.broker import ensure_topics
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
+from binance_metrics.testing.exchange import Bursts, LocalExchange
+from binance_metrics.testing.market import merge_by_event_time
 
-from .exchange import FakeExchange, load_capture, merge_by_event_time
+from .captures import real_trades
 from .harness import (
-    FAST,
     PARTITIONS,
     assert_exactly_once_in_order,
     read_topic,
@@ -28,21 +28,23 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
 def test_broker_outage_degrades_health_and_loses_nothing() -> None:
-    trades = merge_by_event_time(*(load_capture(s, 2000) for s in SYMBOLS))
-    # Small bounds so the outage fills librdkafka's queue and our overflow, and pauses reading.
-    options = dataclasses.replace(
-        FAST,
-        max_buffered_messages=200,
-        overflow_soft_limit=300,
-        kafka_stall_s=0.3,
-        silence_timeout_s=5.0,
-    )
+    trades = merge_by_event_time(*(real_trades(s, 2000) for s in SYMBOLS))
     with (
         proxied_broker() as (bootstrap, proxy),
-        FakeExchange(trades, frames_per_tick=10, tick_s=0.005) as exchange,
+        LocalExchange(trades, pace=Bursts(frames=10, pause_s=0.005)) as exchange,
     ):
-        settings = settings_for(exchange, f"t{uuid.uuid4().hex[:10]}", SYMBOLS)
-        with running_ingestor(settings, bootstrap, options) as app:
+        settings = settings_for(
+            exchange,
+            f"t{uuid.uuid4().hex[:10]}",
+            SYMBOLS,
+            # Small bounds so the outage fills librdkafka's queue and our overflow, and pauses
+            # reading.
+            max_buffered_messages=200,
+            overflow_soft_limit=300,
+            kafka_stall_s=0.3,
+            silence_timeout_s=5.0,
+        )
+        with running_ingestor(settings, bootstrap) as app:
             wait_until(lambda: app.health()[0] == 200, 20, "/health not 200 before the outage")
             wait_until(lambda: app.health()[1]["produced"] > 300, 20, "nothing acked at start")
             proxy.pause()
@@ -72,6 +74,10 @@ def test_failed_deliveries_are_counted_and_produced_again() -> None:
         # A short delivery timeout (production uses infinite) makes an outage fail deliveries.
         producer = KafkaProducer(
             KafkaConnection(bootstrap),
+            max_buffered_messages=1000,
+            overflow_soft_limit=1000,
+            max_redeliveries=3,
+            stall_after_s=10.0,
             on_error=lambda topic, err: errors.append(str(err)),
             config={"message.timeout.ms": 1000, "enable.idempotence": False},
         ).start()

@@ -3,7 +3,6 @@ backfills what the exchange traded while nobody listened; a resume gap too large
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -11,23 +10,16 @@ from typing import Any
 
 import pytest
 
+from binance_metrics.ingest.resume import Resume, TailScan
 from binance_metrics.ingest.sequence import SymbolSequence
-from binance_metrics.ingest.service import IngestOptions, Ingestor
-from binance_metrics.kafka.broker import EmbeddedBroker, free_port
-from binance_metrics.kafka.config import KafkaConnection
-from binance_metrics.settings import Settings
+from binance_metrics.ingest.tuning import IngestTuning
+from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.testing.exchange import LocalExchange, RestCall
+from binance_metrics.testing.faults import Fault, Hold
+from binance_metrics.testing.market import MarketTrade, merge_by_event_time
 
-from .exchange import (
-    CapturedTrade,
-    FakeExchange,
-    Fault,
-    Hold,
-    RestCall,
-    load_capture,
-    merge_by_event_time,
-)
+from .captures import real_trades
 from .harness import (
-    FAST,
     assert_exactly_once_in_order,
     read_topic,
     running_ingestor,
@@ -38,16 +30,16 @@ from .harness import (
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 #: The first 3000 trades of both captures on one timeline (both symbols trade to the end).
-TRADES = merge_by_event_time(*(load_capture(s) for s in SYMBOLS))[:3000]
+TRADES = merge_by_event_time(*(real_trades(s) for s in SYMBOLS))[:3000]
 #: The first ingestor sees the trades before this index, then stops.
 STOP_AT = 1000
-TAIL_GUARD = 50  # the exchange waits for a listener before its last 50 trades (see exchange.py)
+TAIL_GUARD = 50  # the exchange waits for a listener before its last 50 trades (LocalExchange)
 SEEN_BEFORE = TRADES[:STOP_AT]
 UNSEEN = TRADES[STOP_AT : len(TRADES) - TAIL_GUARD]  # traded while no ingestor ran
 SEEN_AFTER = TRADES[len(TRADES) - TAIL_GUARD :]
 
 
-def by_symbol(trades: list[CapturedTrade]) -> dict[str, list[int]]:
+def by_symbol(trades: list[MarketTrade]) -> dict[str, list[int]]:
     ids: dict[str, list[int]] = {s: [] for s in SYMBOLS}
     for trade in trades:
         ids[trade.symbol].append(trade.id)
@@ -67,16 +59,17 @@ class Restarted:
 
 
 def run_with_restart(
-    broker: EmbeddedBroker, prefix: str, second: IngestOptions, expected: int = len(TRADES)
+    broker: EmbeddedBroker, prefix: str, second: dict[str, object], expected: int = len(TRADES)
 ) -> Restarted:
     """Ingest TRADES[:STOP_AT], stop; the market trades UNSEEN; a new ingestor takes over.
 
-    The topic is read until ``expected`` records are in (and a moment more, for extras).
+    ``second`` is the new ingestor's tuning (over FAST). The topic is read until ``expected``
+    records are in (and a moment more, for extras).
     """
     release = threading.Event()
     hold = Hold(release)
     bootstrap = broker.bootstrap_servers
-    with FakeExchange(
+    with LocalExchange(
         TRADES, [Fault(STOP_AT, hold)], advance_when_idle=True, tail_guard=TAIL_GUARD
     ) as exchange:
         settings = settings_for(exchange, prefix, SYMBOLS)
@@ -92,9 +85,8 @@ def run_with_restart(
             20,
             "the market did not trade on while nobody listened",
         )
-        with running_ingestor(
-            settings.model_copy(update={"HEALTH_PORT": free_port()}), bootstrap, second
-        ) as app:
+        # The same topics, a port of its own.
+        with running_ingestor(settings_for(exchange, prefix, SYMBOLS, **second), bootstrap) as app:
             exchange.wait_done(30)
             records = read_topic(bootstrap, settings.KAFKA_TOPIC, expected)
 
@@ -113,8 +105,7 @@ def test_restart_resumes_where_kafka_ends_and_loses_no_trade(
     broker: EmbeddedBroker, topic_prefix: str
 ) -> None:
     # A small tail bound: the resume starts at Tansu's (low) high watermark - 50, reads to EOF.
-    second = dataclasses.replace(FAST, resume_tail_records=50)
-    run = run_with_restart(broker, topic_prefix, second)
+    run = run_with_restart(broker, topic_prefix, {"resume_tail_records": 50})
 
     assert_exactly_once_in_order(trades_of(run.records), TRADES)
     before, unseen = by_symbol(SEEN_BEFORE), by_symbol(UNSEEN)
@@ -132,8 +123,7 @@ def test_restart_resumes_where_kafka_ends_and_loses_no_trade(
 def test_without_resume_the_downtime_is_lost(broker: EmbeddedBroker, topic_prefix: str) -> None:
     """The control: the scenario really loses trades when the resume is off."""
     kept = len(SEEN_BEFORE) + len(SEEN_AFTER)
-    off = dataclasses.replace(FAST, resume_from_kafka=False)
-    run = run_with_restart(broker, topic_prefix, off, expected=kept)
+    run = run_with_restart(broker, topic_prefix, {"resume_from_kafka": False}, expected=kept)
     got = {t.trade_id for t in trades_of(run.records)}
     assert got == {t.id for t in SEEN_BEFORE + SEEN_AFTER}
     assert not run.rest_calls
@@ -144,9 +134,9 @@ def test_a_resume_gap_above_the_cap_is_given_up_and_counted(
 ) -> None:
     unseen = by_symbol(UNSEEN)
     cap = min(len(ids) for ids in unseen.values()) - 1
-    second = dataclasses.replace(FAST, max_resume_gap=cap)
-    with caplog.at_level(logging.ERROR, logger="binance_metrics.ingest.service"):
-        run = run_with_restart(broker, topic_prefix, second, len(SEEN_BEFORE) + len(SEEN_AFTER))
+    expected = len(SEEN_BEFORE) + len(SEEN_AFTER)
+    with caplog.at_level(logging.ERROR, logger="binance_metrics.ingest"):
+        run = run_with_restart(broker, topic_prefix, {"max_resume_gap": cap}, expected)
 
     assert_exactly_once_in_order(trades_of(run.records), SEEN_BEFORE + SEEN_AFTER)
     assert not run.rest_calls, "a gap above max_resume_gap must not be fetched"
@@ -161,21 +151,28 @@ def test_a_resume_gap_above_the_cap_is_given_up_and_counted(
 def test_the_first_live_trade_after_a_resume_is_judged_once() -> None:
     """Without a network: a gap within the cap is backfilled, above it given up, and a live
     stream far behind Kafka's last id (another stream's topic) starts afresh."""
-    settings = Settings(SYMBOLS=("BTCUSDT",))
-    ingestor = Ingestor(
-        settings, KafkaConnection("unused:9092"), dataclasses.replace(FAST, max_resume_gap=100)
-    )
-    sequence = ingestor.sequences["BTCUSDT"]
-    judge = ingestor._first_live_after_resume
 
-    sequence.resume_after(1000)
-    assert judge(sequence, 1101) is None and sequence.resumed_at is None  # 100 missed: fetch
+    def resumed_after(last: int) -> tuple[Resume, SymbolSequence]:
+        resume = Resume("trades", IngestTuning(max_resume_gap=100))
+        sequence = SymbolSequence("BTCUSDT", lambda trade: None)
+        resume.apply(TailScan(last_ids={"BTCUSDT": last}), {"BTCUSDT": sequence})
+        assert resume.after == {"BTCUSDT": last} and resume.awaiting == {"BTCUSDT": last + 1}
+        assert sequence.next_id == last + 1
+        return resume, sequence
+
+    resume, sequence = resumed_after(1000)
+    assert resume.judge(sequence, 1101) is None  # 100 missed: fetch
+    assert resume.awaiting == {} and resume.after == {"BTCUSDT": 1000}  # judged once
+    resume, sequence = resumed_after(1000)
+    assert "max_resume_gap" in (resume.judge(sequence, 1102) or "")  # 101 missed: give up
+    resume, sequence = resumed_after(1000)
+    assert resume.judge(sequence, 950) is None and sequence.next_id == 1001  # duplicates, kept
+    resume, sequence = resumed_after(1000)
+    assert resume.judge(sequence, 899) is None and sequence.next_id is None  # far behind: afresh
+
+
+def test_a_failed_tail_read_resumes_nothing() -> None:
+    resume = Resume("trades", IngestTuning())
     sequence = SymbolSequence("BTCUSDT", lambda trade: None)
-    sequence.resume_after(1000)
-    assert "max_resume_gap" in (judge(sequence, 1102) or "")  # 101 missed: give up
-    sequence = SymbolSequence("BTCUSDT", lambda trade: None)
-    sequence.resume_after(1000)
-    assert judge(sequence, 950) is None and sequence.next_id == 1001  # duplicates, kept
-    sequence = SymbolSequence("BTCUSDT", lambda trade: None)
-    sequence.resume_after(1000)
-    assert judge(sequence, 899) is None and sequence.next_id is None  # far behind: afresh
+    resume.apply(TailScan(last_ids={"BTCUSDT": 5}, error="timed out"), {"BTCUSDT": sequence})
+    assert resume.after == {} and resume.awaiting == {} and sequence.next_id is None

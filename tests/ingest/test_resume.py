@@ -86,7 +86,11 @@ def test_highest_raw_id_per_symbol_with_aggregates_and_garbage(
     produce(bootstrap, topic, btc + eth + other + garbage + late)
 
     scan = read_last_trade_ids(
-        KafkaConnection(bootstrap), topic, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], timeout_s=20
+        KafkaConnection(bootstrap),
+        topic,
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        tail_records=10_000,
+        timeout_s=20,
     )
 
     assert scan.error is None
@@ -102,7 +106,7 @@ def test_reads_to_the_end_past_tansus_reported_high_watermark(
     bootstrap = broker.bootstrap_servers
     count = 3000
     produce(bootstrap, topic, [(b"BTCUSDT", trade("BTCUSDT", t), 0) for t in range(count)])
-    # The premise (design brief §1): Tansu reports the start of the last batch + 1.
+    # The premise (docs/architecture.md, Kafka): Tansu reports the start of the last batch + 1.
     assert reported_high(bootstrap, topic, 0) < count - 10
 
     scan = read_last_trade_ids(
@@ -130,14 +134,20 @@ def test_reads_only_the_last_records_of_each_partition(broker: EmbeddedBroker, t
 def test_a_new_empty_or_missing_topic_resumes_nothing(broker: EmbeddedBroker, topic: str) -> None:
     bootstrap = broker.bootstrap_servers
     for name in (topic, f"{topic}-missing"):
-        scan = read_last_trade_ids(KafkaConnection(bootstrap), name, ["BTCUSDT"], timeout_s=20)
+        scan = read_last_trade_ids(
+            KafkaConnection(bootstrap), name, ["BTCUSDT"], tail_records=10_000, timeout_s=20
+        )
         assert scan.error is None and scan.last_ids == {} and scan.records == 0
 
 
 def test_an_unreachable_broker_gives_up_within_the_timeout() -> None:
     began = time.monotonic()
     scan = read_last_trade_ids(
-        KafkaConnection(f"127.0.0.1:{free_port()}"), "x", ["BTCUSDT"], timeout_s=1.0
+        KafkaConnection(f"127.0.0.1:{free_port()}"),
+        "x",
+        ["BTCUSDT"],
+        tail_records=10_000,
+        timeout_s=1.0,
     )
     assert scan.error is not None and scan.last_ids == {}
     assert time.monotonic() - began < 5

@@ -84,7 +84,7 @@ def test_a_resumed_sequence_opens_a_gap_over_the_downtime() -> None:
     out: list[int] = []
     seq = SymbolSequence("BTCUSDT", lambda tr: out.append(tr.trade_id))
     seq.resume_after(99)  # the last id already in Kafka
-    assert seq.next_id == seq.resumed_at == 100
+    assert seq.next_id == 100
     assert seq.offer(trade(99)) is False and seq.duplicates == 1  # already in Kafka
     assert seq.offer(trade(105)) is True and seq.missing == (100, 104)
     assert seq.fill([trade(t, True) for t in range(100, 105)]) == 5
@@ -99,13 +99,18 @@ def test_a_resumed_sequence_continues_when_nothing_was_missed() -> None:
     assert out == [100] and seq.gaps == 0
 
 
-def test_resume_only_before_the_first_trade_and_can_be_forgotten() -> None:
+def test_resume_only_before_the_first_trade_and_can_start_afresh() -> None:
     seq = SymbolSequence("BTCUSDT", lambda tr: None)
     seq.offer(trade(1))
     with pytest.raises(RuntimeError):
         seq.resume_after(5)
     fresh = SymbolSequence("BTCUSDT", lambda tr: None)
     fresh.resume_after(1_000_000)
-    fresh.forget_resume()
-    assert fresh.next_id is None and fresh.resumed_at is None
+    fresh.start_afresh()
+    assert fresh.next_id is None
     assert fresh.offer(trade(7)) is False and fresh.next_id == 8
+    held = SymbolSequence("BTCUSDT", lambda tr: None)
+    held.resume_after(10)
+    held.offer(trade(20))  # held behind the gap 11..19
+    with pytest.raises(RuntimeError):
+        held.start_afresh()

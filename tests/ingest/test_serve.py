@@ -11,8 +11,9 @@ import sys
 import httpx
 
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.testing.exchange import LocalExchange
 
-from .exchange import FakeExchange, load_capture
+from .captures import real_trades
 from .harness import PARTITIONS, read_topic, settings_for, trades_of, wait_until
 
 SERVE = (
@@ -23,8 +24,8 @@ SERVE = (
 
 
 def test_serve_runs_until_sigint_and_flushes(broker: EmbeddedBroker, topic_prefix: str) -> None:
-    trades = load_capture("BTCUSDT", 1000)
-    with FakeExchange(trades) as exchange:
+    trades = real_trades("BTCUSDT", 1000)
+    with LocalExchange(trades) as exchange:
         settings = settings_for(exchange, topic_prefix, ("BTCUSDT",))
         ensure_topics(broker.connection, [settings.KAFKA_TOPIC], PARTITIONS)
         env = {

@@ -1,11 +1,7 @@
 """The ingestor's FastAPI app: its lifespan runs the :class:`Ingestor`; ``/health``, ``/metrics``.
 
-``GET /health`` answers 200 when every connection is open and Kafka acknowledges, 503 otherwise::
-
-    {"status": "ok", "problems": [], "produced": 19904, "dlq": 3, "wsConnected": true,
-     "reconnects": 2, "connections": [...], "kafka": {"queued": 0, ...},
-     "symbols": {"BTCUSDT": {"lastTradeAgeS": 0.41, "produced": 19904, "gaps": 1,
-                             "backfilled": 250, "unfilled": 0, "duplicates": 12, ...}}}
+``GET /health`` answers 200 when every connection is open and Kafka acknowledges, 503 otherwise
+(the body: :mod:`binance_metrics.ingest.health`). The ingestor's tuning is ``settings.INGEST``.
 
 Other routers (the candle page at ``/``) may be added with ``app.include_router``; the running
 :class:`Ingestor` is ``app.state.ingestor``.
@@ -22,18 +18,16 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from binance_metrics.http_server import serve_app
-from binance_metrics.ingest.service import IngestOptions, Ingestor
+from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(
-    settings: Settings, kafka: KafkaConnection, *, options: IngestOptions | None = None
-) -> FastAPI:
+def create_app(settings: Settings, kafka: KafkaConnection) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka."""
-    ingestor = Ingestor(settings, kafka, options)
+    ingestor = Ingestor(settings, kafka)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,9 +54,7 @@ def create_app(
     return app
 
 
-def serve(
-    settings: Settings, kafka: KafkaConnection, *, options: IngestOptions | None = None
-) -> None:
+def serve(settings: Settings, kafka: KafkaConnection) -> None:
     """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush)."""
-    app = create_app(settings, kafka, options=options)
+    app = create_app(settings, kafka)
     serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, settings.LOG_LEVEL.lower())

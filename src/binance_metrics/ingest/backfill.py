@@ -32,14 +32,14 @@ import msgspec
 
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import Backoff
+from binance_metrics.ingest.tuning import HISTORICAL_TRADES_WEIGHT
+from binance_metrics.settings import Settings
 from binance_metrics.trades import TradeMessage, now_ms
 
 log = logging.getLogger(__name__)
 
 HISTORICAL_TRADES: Final = "/api/v3/historicalTrades"
 MAX_LIMIT: Final = 1000
-#: Request weight of one historicalTrades call (Binance spot; see the design brief).
-CALL_WEIGHT: Final = 25
 USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
 
 
@@ -83,11 +83,11 @@ class RestBackfill:
         self,
         base_url: str,
         *,
-        retry_base_s: float = 1.0,
-        retry_cap_s: float = 30.0,
-        max_attempts: int = 8,
-        timeout_s: float = 10.0,
-        weight_budget: int = 5000,
+        retry_base_s: float,
+        retry_cap_s: float,
+        max_attempts: int,
+        timeout_s: float,
+        weight_budget: int,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
         self._lock = asyncio.Lock()
@@ -96,8 +96,19 @@ class RestBackfill:
         self._max_attempts = max_attempts
         self._weight_budget = weight_budget
         self._not_before = 0.0  # wall clock: no call before this (weight budget used up)
-        self.requests = 0
-        self.rate_limited = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RestBackfill:
+        """The client on ``BINANCE_REST_URL`` with the ``INGEST__BACKFILL_*`` tuning."""
+        tuning = settings.INGEST
+        return cls(
+            settings.BINANCE_REST_URL,
+            retry_base_s=tuning.backfill_retry_base_s,
+            retry_cap_s=tuning.backfill_retry_cap_s,
+            max_attempts=tuning.backfill_max_attempts,
+            timeout_s=tuning.backfill_timeout_s,
+            weight_budget=tuning.rest_weight_budget,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -112,7 +123,6 @@ class RestBackfill:
                     log.warning("REST weight budget used up: waiting %.1f s", wait)
                     await asyncio.sleep(wait)
                 try:
-                    self.requests += 1
                     response = await self._client.get(HISTORICAL_TRADES, params=params)
                 except httpx.HTTPError as exc:
                     delay, why = backoff.next_delay(), f"request failed: {exc!r}"
@@ -127,7 +137,6 @@ class RestBackfill:
                             now = now_ms()
                             return [row.to_message(symbol, now) for row in rows]
                     elif response.status_code in (418, 429):
-                        self.rate_limited += 1
                         delay = _retry_after(response) or backoff.next_delay()
                         why = f"HTTP {response.status_code}, Retry-After {delay:g} s"
                     else:
@@ -149,7 +158,7 @@ class RestBackfill:
 def next_call_at(used_weight: int, budget: int, now: float | None = None) -> float:
     """Wall-clock time of the next allowed call: now, or the next minute if over budget."""
     now = time.time() if now is None else now
-    if used_weight + CALL_WEIGHT <= budget:
+    if used_weight + HISTORICAL_TRADES_WEIGHT <= budget:
         return now
     return now - now % 60 + 60  # Binance's weight window is the calendar minute
 

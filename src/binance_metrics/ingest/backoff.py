@@ -1,8 +1,9 @@
 """Reconnect pacing: exponential backoff with jitter, and Binance's connection-attempt budget.
 
-Binance allows 300 connection attempts per 5 minutes per IP; exceeding it bans the IP. The
-backoff spreads retries out; the :class:`AttemptLimiter`, shared by every connection of the
-process, makes the budget a hard guarantee even with a tiny ``RECONNECT_DELAY_S``.
+Binance allows 300 connection attempts per 5 minutes per IP; exceeding it bans the IP
+(:data:`~binance_metrics.ingest.tuning.BINANCE_MAX_ATTEMPTS`). The backoff spreads retries out;
+the :class:`AttemptLimiter`, shared by every connection of the process, makes the budget a hard
+guarantee even with a tiny ``RECONNECT_DELAY_S``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ import asyncio
 import random
 import time
 from collections import deque
-
-#: Binance: 300 connection attempts per 5 minutes per IP.
-BINANCE_MAX_ATTEMPTS = 300
-BINANCE_ATTEMPT_WINDOW_S = 300.0
 
 
 class Backoff:
@@ -46,14 +43,11 @@ class Backoff:
 class AttemptLimiter:
     """At most ``max_attempts`` calls to :meth:`acquire` in any ``window_s`` seconds."""
 
-    def __init__(
-        self, max_attempts: int = BINANCE_MAX_ATTEMPTS, window_s: float = BINANCE_ATTEMPT_WINDOW_S
-    ) -> None:
+    def __init__(self, max_attempts: int, window_s: float) -> None:
         self.max_attempts = max_attempts
         self.window_s = window_s
         self._times: deque[float] = deque()
         self._lock = asyncio.Lock()
-        self.waited_s = 0.0
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -64,6 +58,4 @@ class AttemptLimiter:
                 if len(self._times) < self.max_attempts:
                     self._times.append(now)
                     return
-                wait = self._times[0] + self.window_s - now
-                self.waited_s += wait
-                await asyncio.sleep(wait)
+                await asyncio.sleep(self._times[0] + self.window_s - now)

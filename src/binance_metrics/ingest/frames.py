@@ -29,8 +29,6 @@ import msgspec
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.trades import Rejected, TradeMessage, validate_trade
 
-#: Binance trade frames are about 200 bytes; anything this large is not a trade.
-DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024
 #: How much of an oversized frame the dead letter keeps (Kafka messages are bounded too).
 OVERSIZED_KEEP_BYTES: Final = 4096
 
@@ -53,9 +51,13 @@ _any_decoder: Final = msgspec.json.Decoder()
 
 
 class FrameParser:
-    """Turns raw frames into trades for the subscribed symbols (``stream`` -> symbol)."""
+    """Turns raw frames into trades for the subscribed symbols (``stream`` -> symbol).
 
-    def __init__(self, symbols: tuple[str, ...], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+    A frame above ``max_frame_bytes`` is not a trade (those are about 200 bytes) and is rejected
+    without being decoded.
+    """
+
+    def __init__(self, symbols: tuple[str, ...], max_frame_bytes: int) -> None:
         self._streams: dict[str, str] = {f"{s.lower()}@trade": s for s in symbols}
         self._max = max_frame_bytes
 

@@ -1,24 +1,28 @@
-"""Where Kafka ends: the highest raw trade id per symbol already in the trades topic.
+"""Resuming after a restart: where Kafka ends, and what to make of the first live trade.
 
-At start the ingestor reads the tail of ``KAFKA_TOPIC`` so that each symbol's sequence expects
-the id after the last one in Kafka (:meth:`SymbolSequence.resume_after`); the first live trade
-then opens a gap that the REST backfill fills, and a restart loses no trade.
+:class:`Resume` is the one owner of the resume state. At start it reads the highest raw trade id
+per symbol already in ``KAFKA_TOPIC`` (:func:`read_last_trade_ids`) and seeds each symbol's
+sequence to expect the next id (:meth:`SymbolSequence.resume_after`); the first live trade then
+opens a gap over the trades made while the ingestor was down, which the REST backfill fills, and
+a restart loses no trade. :meth:`Resume.judge` looks at that first live trade once per symbol:
+a gap above ``max_resume_gap`` is given up rather than fetched, and a live stream far behind the
+topic (another stream's topic) starts afresh.
 
 How the tail is read (one ``Consumer`` with ``assign``, no consumer group, no commits):
 
 * every partition of the topic is read (records are keyed by symbol, so a symbol lives in one
   partition, but which one is the producer's business), from ``max(low, high - tail_records)``
   **to partition EOF**. The high watermark only chooses where to start: Tansu reports the start
-  of the last record batch + 1 rather than the true end (design brief §1), so stopping there
-  would miss the newest records, exactly the ones that matter. Starting earlier than the true
-  ``end - tail_records`` on Tansu only means reading a little more;
+  of the last record batch + 1 rather than the true end (``docs/architecture.md``, Kafka), so
+  stopping there would miss the newest records, exactly the ones that matter. Starting earlier
+  than the true ``end - tail_records`` on Tansu only means reading a little more;
 * a record counts when :func:`~binance_metrics.trades.decode_trade` accepts it and its symbol is
   subscribed; its last raw id is ``l`` for an aggregate, else ``t``. The maximum is taken, not
   the last record, so a record produced out of order cannot move the resume point back;
 * everything is bounded by ``timeout_s``. If any partition did not reach EOF in time, nothing
   is resumed: a partial tail can be older than the end, and resuming from it would fetch, and
   produce a second time, trades that are already in Kafka. Losing the downtime's trades (as
-  without a resume) is the lesser evil, and the caller logs it as an error.
+  without a resume) is the lesser evil, and it is logged as an error.
 
 A symbol whose last trade lies further back than ``tail_records`` of its partition (a very quiet
 symbol sharing a partition with busy ones) is not found and starts at its first live trade.
@@ -26,18 +30,129 @@ symbol sharing a partition with busy ones) is not found and starts at its first 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.ingest.sequence import SymbolSequence
+from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.trades import decode_trade
 
 log = logging.getLogger(__name__)
+
+
+class Resume:
+    """The resume policy of one ingestor: seeds the sequences, judges each first live trade."""
+
+    def __init__(self, topic: str, tuning: IngestTuning) -> None:
+        self.topic = topic
+        self._tuning = tuning
+        #: symbol -> the last trade id found in Kafka at start (its sequence resumed after it)
+        self.after: dict[str, int] = {}
+        #: symbol -> the id expected next, until the symbol's first live trade is judged
+        #: (emptied as trades come, never replaced: the hot path binds it once)
+        self.awaiting: dict[str, int] = {}
+
+    async def seed(self, kafka: KafkaConnection, sequences: Mapping[str, SymbolSequence]) -> None:
+        """Read the end of the topic (off the event loop; bounded, never raises) and seed."""
+        tuning = self._tuning
+        if not tuning.resume_from_kafka:
+            log.info("resume from Kafka disabled: every symbol starts at its first live trade")
+            return
+        scan = await asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                read_last_trade_ids,
+                kafka,
+                self.topic,
+                list(sequences),
+                tail_records=tuning.resume_tail_records,
+                timeout_s=tuning.resume_timeout_s,
+            ),
+        )
+        self.apply(scan, sequences)
+
+    def apply(self, scan: TailScan, sequences: Mapping[str, SymbolSequence]) -> None:
+        """Seed each symbol's sequence after its last id in ``scan``; nothing if it failed."""
+        if scan.error is not None:
+            log.error(
+                "could not read the end of %s (%s, %.1f s): not resuming; trades made while the "
+                "ingestor was down are not backfilled",
+                self.topic,
+                scan.error,
+                scan.seconds,
+            )
+            return
+        log.info(
+            "read the last %d records of %s (%d partitions, %d not trades) in %.2f s",
+            scan.records,
+            self.topic,
+            scan.partitions,
+            scan.skipped,
+            scan.seconds,
+        )
+        for symbol, sequence in sequences.items():
+            last = scan.last_ids.get(symbol)
+            if last is None:
+                log.info(
+                    "%s: no trade in the end of %s: starts at its first live trade",
+                    symbol,
+                    self.topic,
+                )
+                continue
+            sequence.resume_after(last)
+            self.after[symbol] = last
+            self.awaiting[symbol] = last + 1
+            log.info("%s: resuming after trade %d, the last one in %s", symbol, last, self.topic)
+
+    def judge(self, sequence: SymbolSequence, trade_id: int) -> str | None:
+        """Look at a resumed symbol's first live trade (once); return why to give its gap up.
+
+        Call it before the trade is offered to ``sequence``, only while the symbol is in
+        :attr:`awaiting`. A live stream far behind the topic makes the sequence start afresh.
+        """
+        symbol = sequence.symbol
+        expected = self.awaiting.pop(symbol)
+        missed, cap = trade_id - expected, self._tuning.max_resume_gap
+        if missed > cap:
+            return (
+                f"{missed} trades made while the ingestor was down ({expected}..{trade_id - 1}), "
+                f"more than max_resume_gap {cap}: not fetched over REST"
+            )
+        if missed > 0:
+            log.info(
+                "%s: backfilling the %d trades made while the ingestor was down (%d..%d)",
+                symbol,
+                missed,
+                expected,
+                trade_id - 1,
+            )
+        elif missed < -cap:
+            log.error(
+                "%s: the first live trade %d is far behind the last one in %s (%d): the topic "
+                "does not hold this stream's trades; not resuming",
+                symbol,
+                trade_id,
+                self.topic,
+                expected - 1,
+            )
+            sequence.start_afresh()
+        elif missed < 0:
+            log.warning(
+                "%s: the first live trade %d is already in %s (last %d): dropping duplicates",
+                symbol,
+                trade_id,
+                self.topic,
+                expected - 1,
+            )
+        return None
 
 
 @dataclass
@@ -58,8 +173,8 @@ def read_last_trade_ids(
     topic: str,
     symbols: Iterable[str],
     *,
-    tail_records: int = 10_000,
-    timeout_s: float = 30.0,
+    tail_records: int,
+    timeout_s: float,
 ) -> TailScan:
     """The highest raw trade id of each of ``symbols`` in the last records of ``topic``.
 
@@ -77,7 +192,7 @@ def read_last_trade_ids(
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",  # the start fell below the low mark meanwhile
-                "fetch.wait.max.ms": 50,  # not 1: fetches crawl on Tansu (design §1)
+                "fetch.wait.max.ms": 50,  # EOF seen within 50 ms; 1 ms makes fetches crawl on Tansu
             }
         )
     )

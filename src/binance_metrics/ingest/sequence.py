@@ -11,8 +11,9 @@ Binance trade ids are consecutive per symbol. The sequencer remembers the next i
   trades reach Kafka in trade-id order.
 
 Before the first trade there is no expectation: the stream starts wherever it starts, unless
-:meth:`SymbolSequence.resume_after` set one (the last id already in Kafka, read at start): then
-the first live trade opens a gap over the trades missed while the ingestor was down.
+:meth:`SymbolSequence.resume_after` set one; then a first trade above it opens a gap. Which id
+to resume after, and what to make of the first live trade, is the resume policy's business
+(:class:`binance_metrics.ingest.resume.Resume`), not the sequence's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ class SymbolSequence:
         "high",
         "next_id",
         "pending",
-        "resumed_at",
         "symbol",
         "unfilled",
     )
@@ -44,9 +44,6 @@ class SymbolSequence:
         self.symbol = symbol
         self.emit = emit
         self.next_id: int | None = None
-        #: The id expected after a resume, until the first live trade has been looked at
-        #: (the owner clears it); None when not resumed.
-        self.resumed_at: int | None = None
         self.pending: dict[int, TradeMessage] = {}
         self.high = 0  # highest id held in pending (meaningful only while pending is not empty)
         self.gaps = 0
@@ -62,13 +59,16 @@ class SymbolSequence:
         """
         if self.next_id is not None or self.pending:
             raise RuntimeError(f"{self.symbol}: resume_after once, before the first trade")
-        self.next_id = self.resumed_at = trade_id + 1
+        self.next_id = trade_id + 1
 
-    def forget_resume(self) -> None:
-        """Drop the expectation set by :meth:`resume_after` (before the first trade only)."""
+    def start_afresh(self) -> None:
+        """Drop the expectation set by :meth:`resume_after`: the next trade starts the sequence.
+
+        Only while no trade is held (a held trade waits on the expectation).
+        """
         if self.pending:
             raise RuntimeError(f"{self.symbol}: trades are held, the expectation is in use")
-        self.next_id = self.resumed_at = None
+        self.next_id = None
 
     def offer(self, trade: TradeMessage) -> bool:
         """Take a live trade; return True when it opened a new gap (a backfill is needed)."""

@@ -3,6 +3,10 @@
 One :class:`Shard` owns up to 1024 streams (Binance's per-connection limit) and always tries to
 have one open :class:`Connection` on ``<ws_url>?streams=btcusdt@trade/ethusdt@trade``:
 
+Each frame goes to the :class:`FrameConsumer` (the ingestor), which also tells the reader when
+to pause for Kafka (:attr:`FrameConsumer.backpressure`). The timings are
+:class:`~binance_metrics.ingest.tuning.IngestTuning` (``INGEST__*``).
+
 * **pings**: the server pings every 20 s and drops a client that does not pong within a minute.
   websockets answers every ping with a pong of the same payload inside its protocol layer
   (``websockets.protocol.Protocol.recv_frame``, opcode PING), independent of our reads, so there is
@@ -26,37 +30,31 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Protocol
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.metrics import IngestMetrics
+from binance_metrics.ingest.tuning import MAX_STREAMS_PER_CONNECTION, IngestTuning
 
 log = logging.getLogger(__name__)
 
-#: Binance's limit of streams on one connection.
-MAX_STREAMS_PER_CONNECTION = 1024
 
+class FrameConsumer(Protocol):
+    """What a connection hands its frames to (the ingestor), on the event loop."""
 
-@dataclass(frozen=True)
-class StreamOptions:
-    reconnect_delay_s: float = 5.0
-    max_reconnect_delay_s: float = 60.0
-    healthy_after_s: float = 60.0
-    silence_timeout_s: float = 60.0
-    max_connection_age_s: float = 23.5 * 3600  # Binance cuts at 24 h: switch well before
-    switch_timeout_s: float = 10.0
-    open_timeout_s: float = 10.0
-    close_timeout_s: float = 2.0
-    ping_interval_s: float | None = 20.0  # our own keepalive: detects a dead TCP path
-    ping_timeout_s: float | None = 20.0
-    max_size_bytes: int = 1 << 20  # above the parser's limit, so oversized frames reach the DLQ
+    def on_frame(self, raw: bytes, conn: Connection) -> None:
+        """Take one frame; must not raise (a raise is logged and the frame lost)."""
 
+    @property
+    def backpressure(self) -> bool:
+        """True when the reader should stop reading until :meth:`wait_for_room` returns."""
 
-FrameHandler = Callable[[bytes, "Connection"], None]
+    async def wait_for_room(self) -> None:
+        """Return once the consumer can take frames again."""
 
 
 def stream_url(ws_url: str, symbols: Sequence[str]) -> str:
@@ -72,14 +70,7 @@ def shard_symbols(symbols: Sequence[str], per_connection: int) -> list[tuple[str
 class Connection:
     """One open WebSocket and the task that reads it."""
 
-    def __init__(
-        self,
-        ws: ClientConnection,
-        name: str,
-        on_frame: FrameHandler,
-        backpressure: Callable[[], bool],
-        wait_for_room: Callable[[], Awaitable[None]],
-    ) -> None:
+    def __init__(self, ws: ClientConnection, name: str, consumer: FrameConsumer) -> None:
         self.ws = ws
         self.name = name
         self.opened_at = time.monotonic()
@@ -88,13 +79,12 @@ class Connection:
         self.shutdown_announced = asyncio.Event()
         # When the reader started waiting for the current frame; None while it is busy/paused.
         self.waiting_since: float | None = None
-        self._on_frame = on_frame
-        self._backpressure = backpressure
-        self._wait_for_room = wait_for_room
+        self._consumer = consumer
         self.task = asyncio.create_task(self._read(), name=f"ws-read-{name}")
 
     async def _read(self) -> None:
-        ws, on_frame, monotonic = self.ws, self._on_frame, time.monotonic
+        ws, consumer, monotonic = self.ws, self._consumer, time.monotonic
+        on_frame = consumer.on_frame
         try:
             while True:
                 self.waiting_since = monotonic()
@@ -108,8 +98,8 @@ class Connection:
                 except Exception:
                     # Input must never kill the reader; the handler is not expected to raise.
                     log.exception("%s: frame handler failed on %r", self.name, raw[:300])
-                if self._backpressure():
-                    await self._wait_for_room()
+                if consumer.backpressure:
+                    await consumer.wait_for_room()
         except websockets.ConnectionClosed as exc:
             log.info("%s closed: %s", self.name, exc)
         finally:
@@ -141,23 +131,22 @@ class Shard:
         index: int,
         ws_url: str,
         symbols: tuple[str, ...],
-        options: StreamOptions,
+        *,
+        tuning: IngestTuning,
+        backoff: Backoff,
         limiter: AttemptLimiter,
         metrics: IngestMetrics,
-        on_frame: FrameHandler,
-        backpressure: Callable[[], bool],
-        wait_for_room: Callable[[], Awaitable[None]],
+        consumer: FrameConsumer,
     ) -> None:
+        """``backoff`` is this shard's own; ``limiter`` is shared by every shard of a process."""
         self.index = index
         self.symbols = symbols
         self.url = stream_url(ws_url, symbols)
-        self.options = options
+        self.tuning = tuning
         self._limiter = limiter
         self._metrics = metrics
-        self._on_frame = on_frame
-        self._backpressure = backpressure
-        self._wait_for_room = wait_for_room
-        self.backoff = Backoff(options.reconnect_delay_s, options.max_reconnect_delay_s)
+        self._consumer = consumer
+        self.backoff = backoff
         self.current: Connection | None = None
         self._others: set[Connection] = set()  # the outgoing one during a switch
         self._opened = 0
@@ -181,7 +170,7 @@ class Shard:
                 lived = time.monotonic() - conn.opened_at
                 await conn.close()
                 self.current = None
-                if lived >= self.options.healthy_after_s:
+                if lived >= self.tuning.healthy_after_s:
                     self.backoff.reset()
                 await self._sleep_backoff()
                 conn = await self._connect(reason)
@@ -200,7 +189,7 @@ class Shard:
             first = asyncio.ensure_future(new.first_frame.wait())
             await asyncio.wait(
                 (first, old.task),
-                timeout=self.options.switch_timeout_s,
+                timeout=self.tuning.switch_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             first.cancel()
@@ -214,14 +203,15 @@ class Shard:
         while True:
             await self._limiter.acquire()
             name = f"ws{self.index}.{self._opened}"
+            tuning = self.tuning
             try:
                 ws = await connect(
                     self.url,
-                    open_timeout=self.options.open_timeout_s,
-                    close_timeout=self.options.close_timeout_s,
-                    ping_interval=self.options.ping_interval_s,
-                    ping_timeout=self.options.ping_timeout_s,
-                    max_size=self.options.max_size_bytes,
+                    open_timeout=tuning.open_timeout_s,
+                    close_timeout=tuning.close_timeout_s,
+                    ping_interval=tuning.ping_interval_s or None,  # 0: no keepalive
+                    ping_timeout=tuning.ping_timeout_s,
+                    max_size=tuning.max_message_bytes,
                     compression=None,  # Binance does not compress; skip the negotiation
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
@@ -235,7 +225,7 @@ class Shard:
                 self.reconnects += 1
                 self._metrics.reconnects.labels(reason).inc()
             log.info("connection %s open (%s, %d streams)", name, reason, len(self.symbols))
-            return Connection(ws, name, self._on_frame, self._backpressure, self._wait_for_room)
+            return Connection(ws, name, self._consumer)
 
     async def _sleep_backoff(self) -> None:
         delay = self.backoff.next_delay()
@@ -244,13 +234,13 @@ class Shard:
 
     async def _watch(self, conn: Connection) -> str:
         """Wait until the connection ends, goes silent, is announced shut or is due to rotate."""
-        options = self.options
-        tick = max(0.01, min(options.silence_timeout_s / 4, 1.0))
+        tuning = self.tuning
+        tick = max(0.01, min(tuning.silence_timeout_s / 4, 1.0))
         shutdown = asyncio.ensure_future(conn.shutdown_announced.wait())
         try:
             while True:
                 now = time.monotonic()
-                rotate_in = conn.opened_at + options.max_connection_age_s - now
+                rotate_in = conn.opened_at + tuning.max_connection_age_s - now
                 if rotate_in <= 0:
                     return "rotate"
                 done, _ = await asyncio.wait(
@@ -263,7 +253,7 @@ class Shard:
                 if conn.task in done:
                     return "closed"
                 silent = conn.silent_for(time.monotonic())
-                if silent > options.silence_timeout_s:
+                if silent > tuning.silence_timeout_s:
                     log.warning("%s silent for %.1f s: reconnecting", conn.name, silent)
                     return "silent"
         finally:

@@ -59,15 +59,18 @@ class KafkaProducer:
         self,
         kafka: KafkaConnection,
         *,
-        max_buffered_messages: int = 100_000,
-        overflow_soft_limit: int = 10_000,
-        max_redeliveries: int = 3,
-        stall_after_s: float = 10.0,
+        max_buffered_messages: int,
+        overflow_soft_limit: int,
+        max_redeliveries: int,
+        stall_after_s: float,
         on_ack: AckCallback | None = None,
         on_error: ErrorCallback | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``config``: librdkafka settings over the safe defaults (the tests shorten timeouts)."""
+        """The bounds are the ingestor's tuning (``INGEST__*``, docs/configuration.md).
+
+        ``config``: librdkafka settings over the safe defaults (the tests shorten timeouts).
+        """
         self._config: dict[str, Any] = kafka.client_config(
             **{
                 **SAFE_CONFIG,

@@ -1,0 +1,121 @@
+"""The ingestor's tuning: Binance's limits and every knob of the ingestor, each default once.
+
+:class:`IngestTuning` is the ``INGEST`` group of :class:`~binance_metrics.settings.Settings`, so
+each field is an environment variable, ``INGEST__`` plus its name in upper case::
+
+    INGEST__SILENCE_TIMEOUT_S=30 INGEST__MAX_RESUME_GAP=50000 binance-metrics ingest
+
+The defaults suit production Binance; the bounds keep a value from breaking Binance's limits
+(connection attempts, streams per connection, request weight) or the ingestor's own contracts.
+The components (:class:`~binance_metrics.ingest.stream.Shard`,
+:class:`~binance_metrics.ingest.backfill.RestBackfill`, the Kafka producer, ...) take their
+values from here and have no defaults of their own. ``docs/configuration.md`` lists the group.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Binance's limit of streams on one connection.
+MAX_STREAMS_PER_CONNECTION: Final = 1024
+#: Binance: 300 connection attempts per 5 minutes per IP; more bans the IP.
+BINANCE_MAX_ATTEMPTS: Final = 300
+BINANCE_ATTEMPT_WINDOW_S: Final = 300.0
+#: Binance's request weight per IP and minute (REST), and what one historicalTrades call costs.
+BINANCE_WEIGHT_PER_MINUTE: Final = 6000
+HISTORICAL_TRADES_WEIGHT: Final = 25
+#: librdkafka's upper bound of ``queue.buffering.max.messages``.
+_LIBRDKAFKA_MAX_QUEUE: Final = 2_147_483_647
+
+
+class IngestTuning(BaseModel):
+    """Tuning of the ingestor (``INGEST__*``); validated, frozen, unknown names refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    # -- connections ------------------------------------------------------------------------
+    streams_per_connection: int = Field(
+        default=MAX_STREAMS_PER_CONNECTION, ge=1, le=MAX_STREAMS_PER_CONNECTION
+    )
+    """Streams (symbols) per WebSocket connection; more symbols open more connections."""
+    silence_timeout_s: float = Field(default=60.0, gt=0)
+    """Watchdog: a connection that delivered no frame for this long is replaced."""
+    max_connection_age_s: float = Field(default=23.5 * 3600, gt=0, le=24 * 3600)
+    """Planned make-before-break switch, before Binance cuts every connection at 24 h."""
+    switch_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest overlap of a switch: the old connection closes when the new one delivers."""
+    healthy_after_s: float = Field(default=60.0, ge=0)
+    """A connection up this long resets the reconnect backoff."""
+    ping_interval_s: float = Field(default=20.0, ge=0)
+    """Our own keepalive ping (detects a dead TCP path); 0 sends none."""
+    ping_timeout_s: float = Field(default=20.0, gt=0)
+    """A keepalive ping unanswered for this long closes the connection."""
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest WebSocket opening handshake."""
+    close_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait for the server's close frame when we close."""
+    connection_attempts: int = Field(default=BINANCE_MAX_ATTEMPTS, ge=1, le=BINANCE_MAX_ATTEMPTS)
+    """Connection attempts of the whole process per window (Binance: 300 per 5 minutes)."""
+    connection_attempt_window_s: float = Field(default=BINANCE_ATTEMPT_WINDOW_S, ge=300.0)
+    """The window of ``connection_attempts``; never shorter than Binance's 5 minutes."""
+
+    # -- frames -----------------------------------------------------------------------------
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Larger frames are dead letters (a trade frame is about 200 bytes)."""
+    max_message_bytes: int = Field(default=1 << 20, ge=2048)
+    """websockets' limit: a larger message closes the connection (1009) before it is read.
+    Above ``max_frame_bytes``, so that oversized frames reach the dead-letter topic."""
+
+    # -- gaps -------------------------------------------------------------------------------
+    backfill_grace_s: float = Field(default=1.0, ge=0)
+    """Wait before calling REST: an overlapping connection may still deliver the missing ids."""
+    backfill_retry_base_s: float = Field(default=1.0, gt=0)
+    """First delay between REST retries (and between asks for an id REST does not have yet)."""
+    backfill_retry_cap_s: float = Field(default=30.0, gt=0)
+    """Longest delay between REST retries (exponential backoff with jitter)."""
+    backfill_max_attempts: int = Field(default=8, ge=1)
+    """REST calls for one range before its gap is given up."""
+    backfill_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one REST call."""
+    rest_weight_budget: int = Field(
+        default=5000, ge=HISTORICAL_TRADES_WEIGHT, le=BINANCE_WEIGHT_PER_MINUTE
+    )
+    """Request weight per minute the backfill may use; over it, it waits for the next minute."""
+    max_pending_per_symbol: int = Field(default=200_000, ge=1)
+    """Trades held behind one symbol's gap before the gap is given up (memory bound)."""
+
+    # -- Kafka ------------------------------------------------------------------------------
+    max_buffered_messages: int = Field(default=100_000, ge=1, le=_LIBRDKAFKA_MAX_QUEUE)
+    """librdkafka's queue of unacknowledged messages; beyond it, the producer's overflow."""
+    overflow_soft_limit: int = Field(default=10_000, ge=1)
+    """Overflow size at which the connections stop reading until Kafka catches up."""
+    kafka_stall_s: float = Field(default=10.0, gt=0)
+    """No acknowledgement for this long, with messages in flight, makes /health degraded."""
+    kafka_max_redeliveries: int = Field(default=3, ge=0)
+    """A delivery that failed for good is produced again this many times, then logged lost."""
+
+    # -- resume -----------------------------------------------------------------------------
+    resume_from_kafka: bool = True
+    """At start, continue each symbol after the last trade id in Kafka (backfilling the gap)."""
+    resume_tail_records: int = Field(default=10_000, ge=1)
+    """Records read from the end of each partition to find the last trade ids."""
+    resume_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest wait for that read; then nothing is resumed (logged as an error)."""
+    max_resume_gap: int = Field(default=1_000_000, ge=0)
+    """A resume gap larger than this many trades is given up (counted unfilled), not fetched."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestTuning:
+        if self.max_message_bytes <= self.max_frame_bytes:
+            raise ValueError(
+                f"max_message_bytes ({self.max_message_bytes}) must exceed max_frame_bytes "
+                f"({self.max_frame_bytes}), or oversized frames close the connection"
+            )
+        if self.backfill_retry_cap_s < self.backfill_retry_base_s:
+            raise ValueError(
+                f"backfill_retry_cap_s ({self.backfill_retry_cap_s}) must be at least "
+                f"backfill_retry_base_s ({self.backfill_retry_base_s})"
+            )
+        return self

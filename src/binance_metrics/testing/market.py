@@ -1,0 +1,126 @@
+"""What a :class:`~binance_metrics.testing.exchange.LocalExchange` trades: one timeline of trades,
+each with the combined-stream frame it sends and the row REST serves for it.
+
+Two sources:
+
+* raw captures (JSON lines of combined-stream ``@trade`` frames, such as
+  ``tests/data/*-spot-trade-stream-*.jsonl``): :func:`load_capture` keeps each frame exactly as
+  recorded, so a test can compare what reaches Kafka with the capture byte for byte;
+* any recording :func:`binance_metrics.recordings.read_recording` reads (CSV archives, REST
+  arrays, JSON lines): :func:`load_trades` and :func:`shifted_to_now`, whose frames are built
+  from the trades with their times moved forward by whole minutes, so a replay "happens now"
+  and every trade stays in its minute's bar.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from binance_metrics.recordings import read_recording
+from binance_metrics.trades import TradeMessage
+
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class MarketTrade:
+    """One trade of the market: its stream, ids and times, and the frame that carries it."""
+
+    symbol: str
+    stream: str  # btcusdt@trade
+    id: int
+    event_time: int  # E, ms
+    trade_time: int  # T, ms
+    raw: str  # the combined-stream frame sent for it
+    data: dict[str, Any]  # the frame's "data" object
+
+    @classmethod
+    def from_frame(cls, raw: str) -> MarketTrade:
+        """A combined-stream ``@trade`` frame, kept as it is."""
+        frame = json.loads(raw)
+        data = frame["data"]
+        return cls(data["s"], frame["stream"], data["t"], data["E"], data["T"], raw, data)
+
+    @classmethod
+    def from_message(cls, trade: TradeMessage, shift_ms: int) -> MarketTrade:
+        """The frame Binance would have sent for ``trade``, its times moved by ``shift_ms``."""
+        data: dict[str, Any] = {
+            "e": "trade",
+            "E": trade.event_time_ms + shift_ms,
+            "s": trade.symbol,
+            "t": trade.trade_id,
+            "p": trade.price,
+            "q": trade.quantity,
+            "T": trade.trade_time_ms + shift_ms,
+            "m": trade.buyer_is_maker,
+            "M": trade.best_match if trade.best_match is not None else True,
+        }
+        stream = f"{trade.symbol.lower()}@trade"
+        raw = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
+        return cls(trade.symbol, stream, trade.trade_id, data["E"], data["T"], raw, data)
+
+    def historical(self) -> dict[str, Any]:
+        """The trade as ``/api/v3/historicalTrades`` returns it."""
+        data = self.data
+        price, qty = str(data["p"]), str(data["q"])
+        return {
+            "id": self.id,
+            "price": price,
+            "qty": qty,
+            "quoteQty": f"{Decimal(price) * Decimal(qty):.8f}",
+            "time": data["T"],
+            "isBuyerMaker": data["m"],
+            "isBestMatch": data.get("M", True),
+        }
+
+
+def load_capture(path: Path, limit: int | None = None) -> list[MarketTrade]:
+    """The first ``limit`` frames of a raw capture (one combined-stream frame per line)."""
+    trades: list[MarketTrade] = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if limit is not None and len(trades) >= limit:
+                break
+            if line.strip():
+                trades.append(MarketTrade.from_frame(line.strip()))
+    return trades
+
+
+def merge_by_event_time(*captures: Sequence[MarketTrade]) -> list[MarketTrade]:
+    """One timeline; each symbol keeps its own (trade-id) order."""
+    return list(heapq.merge(*captures, key=lambda trade: trade.event_time))
+
+
+def load_trades(paths: Sequence[Path]) -> list[TradeMessage]:
+    """All raw trades of the recordings, merged into one timeline by trade time.
+
+    Raises ``ValueError`` for a file without a single ``@trade`` trade (aggregates cannot be
+    replayed as raw trades).
+    """
+    per_file = []
+    for path in paths:
+        trades = [
+            r
+            for r in read_recording(path)
+            if isinstance(r, TradeMessage) and r.event_type == "trade"
+        ]
+        if not trades:
+            raise ValueError(f"{path}: no @trade frames to replay")
+        per_file.append(trades)
+    return list(heapq.merge(*per_file, key=lambda trade: trade.trade_time_ms))
+
+
+def shifted_to_now(trades: Sequence[TradeMessage]) -> list[MarketTrade]:
+    """``trades`` moved forward by the whole minutes that make the first one happen now."""
+    if not trades:
+        raise ValueError("nothing to replay")
+    now_ms = time.time_ns() // 1_000_000
+    shift = (now_ms - trades[0].trade_time_ms) // MINUTE_MS * MINUTE_MS
+    return [MarketTrade.from_message(trade, shift) for trade in trades]
