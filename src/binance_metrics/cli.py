@@ -132,6 +132,10 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level != "DEBUG":
+        # Their warnings say, less clearly and over several lines, what our one error line says.
+        for chatty in ("urllib3", "clickhouse_connect"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
