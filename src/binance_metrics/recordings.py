@@ -146,9 +146,9 @@ def check_raw_trades(path: Path) -> RecordingFormat:
         if isinstance(record, TradeMessage):
             if record.event_type == "trade":
                 return fmt
-            problem = f"{fmt.name} of aggregate trades, which cannot be streamed as @trade frames"
+            problem = f"holds aggregate trades ({fmt.name}), which cannot be sent as @trade frames"
             raise RecordingError(path, problem, RAW_TRADES)
-    raise RecordingError(path, f"{fmt.name} without a single valid trade", RAW_TRADES)
+    raise RecordingError(path, f"holds no valid trade ({fmt.name})", RAW_TRADES)
 
 
 # Recognising the format -------------------------------------------------------------------
@@ -222,8 +222,19 @@ def _need_symbol(symbol: str | None, path: Path) -> str:
 
 @contextlib.contextmanager
 def _open_text(path: Path) -> Iterator[TextIO]:
-    """The file's text, decoded as it is read; the one file inside a ``.zip``."""
-    with path.open("rb") as raw:
+    """The file's text, decoded as it is read; the one file inside a ``.zip``.
+
+    Only regular files: the format is recognised from a first read, and a pipe cannot be read
+    a second time.
+    """
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "no such file" if not path.exists() else None
+        raise RecordingError(path, what or "not a regular file (a pipe?): save it to a file first")
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise RecordingError(path, f"cannot be opened ({exc.strerror})") from None
+    with raw:
         magic = raw.read(4)
         raw.seek(0)
         if magic.startswith(b"\x1f\x8b"):

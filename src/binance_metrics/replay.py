@@ -124,7 +124,7 @@ def produce_recordings(
                 rate = (messages + bad) / max(time.monotonic() - started, 1e-9)
                 progress(f"produced {messages + bad:,} records ({rate:,.0f}/s)")
         progress(f"{path.name}: produced, {messages:,} trade messages so far, {bad} bad rows")
-        if messages == before[0] and bad > before[1]:
+        if len(paths) > 1 and messages == before[0] and bad > before[1]:
             log.warning("%s: every row (%d) was rejected", path, bad - before[1])
     remaining = producer.flush(60)
     if remaining or failures:
