@@ -92,7 +92,7 @@ Record = TradeMessage | Rejected
 _MICROSECONDS_FROM: Final = 10**14  # a trade time above this is in microseconds (year 5138 in ms)
 _SYMBOL_IN_NAME: Final = re.compile(r"^([A-Z0-9_]{2,30})-")
 _HEAD_CHARS: Final = 64 * 1024  # enough for a header and a few rows of any format read here
-_NOT_TEXT: Final = re.compile("[\x00\udc80-\udcff]")  # NUL, or bytes that are not UTF-8
+_NOT_TEXT: Final = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as decoded here
 _STREAM_COLUMNS: Final = (
     "EventType", "EventTime", "TransactionTime", "Symbol", "TradeId", "Price", "Quantity",
     "IsBuyerMarketMaker",
@@ -157,9 +157,10 @@ def check_raw_trades(path: Path) -> RecordingFormat:
 def _layout(path: Path) -> _Layout:
     with _open_text(path) as text:
         head = text.read(_HEAD_CHARS)
-    if _NOT_TEXT.search(head):
-        raise RecordingError(path, "not UTF-8 text (a binary file, or another encoding)")
     start = head.lstrip()
+    # A stray bad byte further down is one bad row; at the very start it is not a text file.
+    if "\x00" in head or _NOT_TEXT.search(start.split("\n", 1)[0]):
+        raise RecordingError(path, "not UTF-8 text (a binary file, or another encoding)")
     if not start:
         raise RecordingError(path, "empty file")
     if start[0] == "{":
