@@ -61,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="with --exchange replay: play the recording this many times faster",
     )
-    up.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS)")
-    up.add_argument("--port", type=port, help="HTTP port (default: HEALTH_PORT)")
+    up.add_argument("--symbols", help="comma-separated symbols (default: the SYMBOLS setting)")
+    up.add_argument("--port", type=port, help="HTTP port (default: the HEALTH_PORT setting)")
 
     commands.add_parser(
         "ingest",
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         "format is recognised from the first rows. Fails, before producing anything, on a file "
         "of another kind; fails if no row is a trade. Bad rows go to the dead-letter topic.",
     )
-    replay.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    replay.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="recorded files")
     replay.add_argument(
         "--symbol", help="symbol for files whose rows carry none (default: from the file name)"
     )
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print stored bars of one symbol, oldest first. Times are ISO dates or "
         "times (UTC unless they say otherwise) or epoch milliseconds, as open_time is printed.",
     )
-    bars.add_argument("--symbol", required=True)
+    bars.add_argument("--symbol", required=True, help="the symbol, e.g. BTCUSDT (any case)")
     bars.add_argument(
         "--start",
         type=time_value,
@@ -102,8 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         type=time_value,
         help="open times before this: ISO or epoch ms (default: no end)",
     )
-    bars.add_argument("--interval", choices=list(INTERVALS), default="1m")
-    bars.add_argument("--format", choices=["csv", "json", "table"], default="csv")
+    bars.add_argument(
+        "--interval", choices=list(INTERVALS), default="1m", help="bar length: 1m or a rollup"
+    )
+    bars.add_argument(
+        "--format",
+        choices=["csv", "json", "table"],
+        default="csv",
+        help="csv and json have Binance's kline columns, open_time in epoch ms",
+    )
     bars.add_argument(
         "--limit",
         type=positive_int,

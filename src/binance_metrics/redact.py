@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-#: ``scheme://user:password@`` -> ``scheme://user:***@`` (a URL without a password is kept).
-_USERINFO: Final = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
+#: ``scheme://user:password@`` -> ``scheme://user:***@`` (a URL without a password is kept). The
+#: password runs to the last ``@`` of the URL: an unencoded ``@`` or ``/`` in it is masked too.
+_USERINFO: Final = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):[^\s'\"]*@")
 #: ``?password=...`` and the like, as clickhouse-connect and others accept them.
 _QUERY_SECRET: Final = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|sasl\.password)=)[^&\s'\"]*", re.IGNORECASE
