@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from binance_metrics.errors import InvalidTradeError
-from binance_metrics.recordings import read_recording, symbol_from_name
+from binance_metrics.errors import ConfigError
+from binance_metrics.recordings import (
+    RecordingError,
+    SymbolMissingError,
+    check_raw_trades,
+    check_recording,
+    read_recording,
+    symbol_from_name,
+)
 from binance_metrics.trades import Rejected, TradeMessage
 from tests.conftest import DATA
 
 AGG_CSV = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
 AGG_JSON = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.api.json"
 CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+TRX_STREAM_CSV = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
+KLINES = DATA / "BTCUSDT-1m-2020-01-01.csv"
 KEY = (
     "event_type",
     "symbol",
@@ -121,22 +133,183 @@ def test_bare_frames_and_other_streams(tmp_path: Path) -> None:
     assert [key(t) for t in trades(path)] == [key(t) for t in trades(CAPTURE)[:20]]
 
 
-def test_bad_rows_are_kept_with_a_reason(tmp_path: Path) -> None:
+def test_bad_rows_are_kept_with_file_line_and_reason(tmp_path: Path) -> None:
     path = tmp_path / "XRPETH-aggTrades-2019-10-11.csv"
-    path.write_text(
-        "1,0.1,1.0,5,5,1570752011620,True,True\n"
-        "2,0.1,-1.0,6,6,1570752011620,True,True\n"
-        "3,0.1,1.0,7,7,1570752011620,maybe,True\n"
-        "4,0.1\n"
+    path.write_bytes(
+        b"1,0.1,1.0,5,5,1570752011620,True,True\n"
+        b"2,0.1,-1.0,6,6,1570752011620,True,True\n"
+        b"3,0.1,1.0,7,7,1570752011620,maybe,True\n"
+        b"4,0.1\n"
+        b"\n"
+        b"5,0.1,1.0,8,8,1570752011620,\xff,True\n"
     )
     records = list(read_recording(path))
     assert isinstance(records[0], TradeMessage)
-    assert [type(r) for r in records[1:]] == [Rejected] * 3
-    assert records[3] == Rejected(b"4,0.1", "bad row: list index out of range")
+    assert [type(r) for r in records[1:]] == [Rejected] * 4
+    name = path.name
+    assert records[1].error == f"{name}:2: not a decimal number: '-1.0'"
+    assert records[2].error == f"{name}:3: not a boolean: 'maybe'"
+    assert records[3] == Rejected(b"4,0.1", f"{name}:4: 2 columns, expected 7 or 8")
+    # bytes that are not UTF-8 reach the dead-letter topic as they were, the reason printable
+    assert records[4].payload == b"5,0.1,1.0,8,8,1570752011620,\xff,True"
+    assert records[4].error == rf"{name}:6: not a boolean: '\udcff'"
 
 
 def test_a_file_without_symbol_needs_one(tmp_path: Path) -> None:
     path = tmp_path / "trades.json"
     path.write_bytes(AGG_JSON.read_bytes())
-    with pytest.raises(InvalidTradeError, match="--symbol"):
-        list(read_recording(path))
+    with pytest.raises(SymbolMissingError, match="pass --symbol") as raised:
+        read_recording(path)
+    assert isinstance(raised.value, ConfigError), "a usage error: the command line lacks --symbol"
+    assert len(trades(path, "XRPETH")) == 10_063
+
+
+def stream_csv_trades(path: Path) -> list[tuple[object, ...]]:
+    """The trade-stream CSV read plainly, by its header: times in microseconds."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        (
+            "trade",
+            row["Symbol"],
+            int(row["TradeId"]),
+            None,
+            row["Price"],
+            row["Quantity"],
+            int(row["TransactionTime"]) // 1000,
+            row["IsBuyerMarketMaker"] == "1",
+        )
+        for row in rows
+    ]
+
+
+def test_the_flattened_trade_stream_csv_is_read_by_its_header() -> None:
+    read = trades(TRX_STREAM_CSV)
+    assert check_recording(TRX_STREAM_CSV).name == "a trade-stream CSV"
+    assert [key(t) for t in read] == stream_csv_trades(TRX_STREAM_CSV)
+    assert len(read) == 10_000
+    first = read[0]
+    assert (first.event_time_ms, first.best_match, first.trade_type) == (1741046401271, True, None)
+    assert check_raw_trades(TRX_STREAM_CSV) is not None, "the local exchange can stream it"
+
+
+def test_stream_csv_columns_may_come_in_any_order(tmp_path: Path) -> None:
+    with TRX_STREAM_CSV.open(newline="") as f:
+        rows = list(csv.reader(f))[:50]
+    order = list(reversed(range(len(rows[0]))))
+    path = tmp_path / "trx.csv"
+    path.write_text("".join(",".join(row[i] for i in order) + "\n" for row in rows))
+    assert [key(t) for t in trades(path)] == stream_csv_trades(TRX_STREAM_CSV)[:49]
+
+
+def not_trades(tmp_path: Path, name: str) -> Path:
+    """A file that is no recording of trades, written the way a user would come by it."""
+    path = tmp_path / name
+    if name == "binary.csv":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif name == "junk.zip":
+        path.write_text("this is no zip archive\n")
+    elif name == "two.zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("a.csv", AGG_CSV.read_text()[:1000])
+            zf.writestr("b.csv", AGG_CSV.read_text()[:1000])
+    elif name == "XRPETH-aggTrades.csv.gz":
+        path.write_bytes(gzip.compress(AGG_CSV.read_bytes()[:1000]))
+    elif name == "empty.jsonl":
+        path.write_text("\n\n")
+    elif name == "klines.json":
+        path.write_text('[[1499040000000,"0.01634790","0.80000000"]]')
+    elif name == "depth.csv":
+        path.write_text(
+            "TimestampOfReceive,Stream,EventType,EventTime,Symbol,FirstUpdateId,FinalUpdateId,"
+            "IsAsk,Price,Quantity\n1741046401272286,trxusdt@depth@100ms,depthUpdate,"
+            "1741046401271969,TRXUSDT,1,2,1,0.2312,100\n"
+        )
+    elif name == "notes.csv":
+        path.write_text("symbol,comment\nBTCUSDT,fine\n")
+    elif name == "BTCUSDT-9columns.csv":
+        path.write_text("1,2,3,4,5,6,7,8,9\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("binary.csv", "not UTF-8 text"),
+        ("junk.zip", "not a zip archive"),
+        ("two.zip", "a zip of 2 files (a.csv, b.csv)"),
+        ("XRPETH-aggTrades.csv.gz", "compressed with gzip: unpack it first"),
+        ("empty.jsonl", "empty file"),
+        ("klines.json", "a JSON array of arrays (REST klines?)"),
+        ("depth.csv", "an order book (depth) CSV, not a trade stream (no TransactionTime, "
+         "TradeId, IsBuyerMarketMaker column)"),
+        ("notes.csv", "it begins with 'symbol,comment', which is no trades file's header"),
+        ("BTCUSDT-9columns.csv", "a CSV of 9 columns (1,2,3,4,5,6,7,8,9), not trades (6 or 7)"),
+        ("missing.csv", "no such file"),
+        ("", "a directory"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_trades_is_refused_before_any_record(
+    tmp_path: Path, name: str, problem: str
+) -> None:
+    path = not_trades(tmp_path, name)
+    with pytest.raises(RecordingError) as raised:
+        read_recording(path)
+    assert raised.value.problem.startswith(problem)
+    assert str(raised.value).startswith(f"{path}: {problem}")
+    assert "replay reads data.binance.vision trades or aggTrades CSV" in str(raised.value)
+
+
+def test_klines_are_recognised_with_and_without_header(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError, match=r"this is a klines file \(12 columns\)"):
+        check_recording(KLINES)
+    header = "open_time,open,high,low,close,volume,close_time,quote_volume,count,x,y,ignore\n"
+    path = tmp_path / "BTCUSDT-1m-2025-01-01.csv"
+    path.write_text(header + KLINES.read_text())
+    with pytest.raises(RecordingError, match=r"this is a klines file \(open_time,open,high"):
+        check_recording(path)
+
+
+def test_seven_columns_are_told_apart_by_their_content(tmp_path: Path) -> None:
+    # trades with is_best_match, and aggTrades without it (futures) both have 7 columns
+    frames = trades(CAPTURE)[:5]
+    raw = tmp_path / "BTCUSDT-x.csv"
+    raw.write_text("".join(f"{t.trade_id},{t.price},{t.quantity},1.0,{t.trade_time_ms},"
+                           f"{t.buyer_is_maker},True\n" for t in frames))  # fmt: skip
+    agg = tmp_path / "XRPETH-y.csv"
+    agg.write_text("".join(",".join(line.split(",")[:7]) + "\n"
+                           for line in AGG_CSV.read_text().splitlines()[:5]))  # fmt: skip
+    assert [key(t) for t in trades(raw)] == [key(t) for t in frames]
+    assert [key(t) for t in trades(agg)] == [key(t) for t in trades(AGG_CSV)[:5]]
+
+
+def test_the_local_exchange_needs_raw_trades() -> None:
+    for path in (AGG_CSV, AGG_JSON):
+        with pytest.raises(RecordingError, match="holds aggregate trades") as raised:
+            check_raw_trades(path)
+        assert "--exchange replay: needs raw @trade recordings" in str(raised.value)
+    with pytest.raises(RecordingError, match="klines"):
+        check_raw_trades(KLINES)
+
+
+@pytest.mark.parametrize("kind", ["csv", "zip", "jsonl"])
+def test_reading_the_first_record_does_not_load_the_file(tmp_path: Path, kind: str) -> None:
+    source = CAPTURE if kind == "jsonl" else AGG_CSV
+    text = source.read_text()
+    path = tmp_path / f"XRPETH-aggTrades-big.{kind}"
+    with path.open("w") as f:
+        for _ in range(10):  # 7.5 MB of CSV, 6 MB of frames
+            f.write(text)
+    if kind == "zip":
+        big = path.with_suffix(".csv")
+        path.rename(big)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.write(big, big.name)
+    tracemalloc.start()
+    try:
+        records = read_recording(path)
+        assert isinstance(next(records), TradeMessage)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000 < 10 * len(text), f"{peak:,} bytes to read one record"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from binance_metrics.errors import ConfigError
+from binance_metrics.redact import redact
 from binance_metrics.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no ./.env
-    for name in ("SYMBOLS", "HEALTH_PORT", "CLICKHOUSE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+    for name in ("SYMBOLS", "HEALTH_PORT", "CLICKHOUSE_URL", "KAFKA_BOOTSTRAP_SERVERS",
+                 "KAFKA_SASL_PASSWORD", "KAFKA_SECURITY_PROTOCOL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
@@ -67,3 +70,70 @@ def test_the_cli_stops_at_start_with_the_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "HEALTH_PORT='http'" in result.stderr
     assert not (tmp_path / "data").exists(), "nothing may start before the check"
+
+
+def test_a_url_password_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLICKHOUSE_URL", "tcp://grafana:s3cret@host")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "invalid configuration: CLICKHOUSE_URL='tcp://grafana:***@host': must start with "
+        "http://, https:// or chdb:// (see docs/configuration.md)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "needs KAFKA_SASL_MECHANISM, KAFKA_SASL_US"),
+        ({"RECONNECT_DELAY_S": "30", "MAX_RECONNECT_DELAY_S": "10"}, "MAX_RECONNECT_DELAY_S"),
+    ],
+)
+def test_a_check_across_variables_shows_no_value_at_all(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    # such a check's input is every setting, secrets included
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://binance_writer:s3cret@clickhouse:8123")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named) as raised:
+        load_settings()
+    assert "s3cret" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_clickhouse_url_is_a_secret_of_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "http://binance_writer:s3cret@clickhouse:8123"
+    monkeypatch.setenv("CLICKHOUSE_URL", url)
+    settings = load_settings()
+    assert settings.clickhouse_dsn == url
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("tcp://grafana:s3cret@host", "tcp://grafana:***@host"),
+        ("cannot reach http://u:p@ss:w/rd@h:8123/db", "cannot reach http://u:***@h:8123/db"),
+        ("URL='http://u:pw@h' or 'http://v:pw@k'", "URL='http://u:***@h' or 'http://v:***@k'"),
+        ("http://h:8123/?user=me&password=s3cret&x=1", "http://h:8123/?user=me&password=***&x=1"),
+        ("http://reader@host:8123 and chdb:///data/clickhouse", None),
+        ("KAFKA_BOOTSTRAP_SERVERS='kafka:9092'", None),
+    ],
+)
+def test_redact_masks_passwords_only(text: str, shown: str | None) -> None:
+    assert redact(text) == (text if shown is None else shown)
+
+
+def test_the_cli_never_prints_the_password(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "binance_metrics.cli", "bars", "--symbol", "BTCUSDT"],
+        env={"PATH": "/usr/bin:/bin", "CLICKHOUSE_URL": "tcp://grafana:s3cret@host",
+             "KAFKA_SASL_PASSWORD": "s3cret", "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "binance-metrics: invalid configuration: CLICKHOUSE_URL='tcp://grafana:***@host': must "
+        "start with http://, https:// or chdb:// (see docs/configuration.md)"
+    ]

@@ -9,15 +9,16 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 from binance_metrics import __version__
+from binance_metrics.arguments import Parser, port, positive_float, positive_int, time_value
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.settings import Settings, load_settings
 from binance_metrics.store.queries import INTERVALS, StoredBar
@@ -28,17 +29,8 @@ log = logging.getLogger("binance_metrics")
 CSV_HEADER = tuple(field.name for field in fields(StoredBar))
 
 
-def _iso_time(text: str) -> datetime:
-    """An ISO date or time; naive values are UTC."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="binance-metrics",
         description="Real-time OHLCV bars from Binance trade streams, exact to Binance's klines.",
         epilog="Configuration comes from environment variables (and ./.env); "
@@ -59,17 +51,18 @@ def _parser() -> argparse.ArgumentParser:
         "--exchange",
         metavar="SOURCE",
         default="binance",
-        help="'binance' (live, default) or 'replay:PATH[,PATH...]' to stream recorded "
-        "@trade frames from a local exchange in real time (works offline)",
+        help="'binance' (live) or 'replay:PATH[,PATH...]' to stream recorded raw trades "
+        "(@trade frames as JSON lines, or a trade-stream CSV) from a local exchange in real "
+        "time (works offline)",
     )
     up.add_argument(
         "--speed",
-        type=float,
+        type=positive_float,
         default=1.0,
-        help="with --exchange replay: play the recording this many times faster (default 1)",
+        help="with --exchange replay: play the recording this many times faster",
     )
-    up.add_argument("--symbols", help="comma-separated symbols (overrides SYMBOLS)")
-    up.add_argument("--port", type=int, help="HTTP port (overrides HEALTH_PORT)")
+    up.add_argument("--symbols", help="comma-separated symbols (default: the SYMBOLS setting)")
+    up.add_argument("--port", type=port, help="HTTP port (default: the HEALTH_PORT setting)")
 
     commands.add_parser(
         "ingest",
@@ -82,25 +75,47 @@ def _parser() -> argparse.ArgumentParser:
         help="replay recorded trades through Kafka and the dataflow into the store",
         description="Produce recorded trades to Kafka in the live message format, run the "
         "dataflow to the end of the topic, and print a summary. Reads data.binance.vision "
-        "trades/aggTrades CSV (.csv or .zip), JSON lines of WebSocket frames, and REST "
-        "aggTrades/historicalTrades JSON arrays.",
+        "trades/aggTrades CSV (.csv or .zip), trade-stream CSV (TimestampOfReceive,Stream,...), "
+        "JSON lines of WebSocket frames, and REST aggTrades/historicalTrades JSON arrays; the "
+        "format is recognised from the first rows. Fails, before producing anything, on a file "
+        "of another kind; fails if no row is a trade. Bad rows go to the dead-letter topic.",
     )
-    replay.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    replay.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="recorded files")
     replay.add_argument(
-        "--symbol", help="symbol for files that carry none (default: from the file name)"
+        "--symbol", help="symbol for files whose rows carry none (default: from the file name)"
     )
 
     bars = commands.add_parser(
         "bars",
         help="print stored bars",
-        description="Print stored bars of one symbol, oldest first.",
+        description="Print stored bars of one symbol, oldest first. Times are ISO dates or "
+        "times (UTC unless they say otherwise) or epoch milliseconds, as open_time is printed.",
     )
-    bars.add_argument("--symbol", required=True)
-    bars.add_argument("--start", type=_iso_time, help="first open time (ISO, UTC if naive)")
-    bars.add_argument("--end", type=_iso_time, help="open times before this (ISO)")
-    bars.add_argument("--interval", choices=list(INTERVALS), default="1m")
-    bars.add_argument("--format", choices=["csv", "json", "table"], default="csv")
-    bars.add_argument("--limit", type=int, help="at most this many (the most recent) bars")
+    bars.add_argument("--symbol", required=True, help="the symbol, e.g. BTCUSDT (any case)")
+    bars.add_argument(
+        "--start",
+        type=time_value,
+        help="first open time: ISO (2024-08-09T00:01) or epoch ms (default: the first bar)",
+    )
+    bars.add_argument(
+        "--end",
+        type=time_value,
+        help="open times before this: ISO or epoch ms (default: no end)",
+    )
+    bars.add_argument(
+        "--interval", choices=list(INTERVALS), default="1m", help="bar length: 1m or a rollup"
+    )
+    bars.add_argument(
+        "--format",
+        choices=["csv", "json", "table"],
+        default="csv",
+        help="csv and json have Binance's kline columns, open_time in epoch ms",
+    )
+    bars.add_argument(
+        "--limit",
+        type=positive_int,
+        help="at most this many bars, the most recent of the range (default: all, up to 100000)",
+    )
     return parser
 
 
@@ -132,11 +147,21 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level != "DEBUG":
+        # Their warnings say, less clearly and over several lines, what our one error line says.
+        for chatty in ("urllib3", "clickhouse_connect"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.replay import replay
 
+    folders = [str(path) for path in args.paths if path.is_dir()]
+    if folders:
+        raise ConfigError(
+            f"a directory, not a file: {', '.join(folders)}; pass the files in it "
+            f"(e.g. {Path(folders[0]) / '*.zip'})"
+        )
     missing = [str(path) for path in args.paths if not path.is_file()]
     if missing:
         raise ConfigError(f"no such file: {', '.join(missing)}")
@@ -149,6 +174,10 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.store.clickhouse import open_store
     from binance_metrics.store.queries import fetch_bars
 
+    if args.start and args.end and args.start >= args.end:
+        raise ConfigError(
+            f"--start ({args.start.isoformat()}) must be before --end ({args.end.isoformat()})"
+        )
     store = open_store(settings.clickhouse_dsn)
     bars = fetch_bars(
         store, args.symbol, interval=args.interval, start=args.start, end=args.end,
@@ -158,7 +187,14 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
         [str(bar.open_time_ms), *(_plain(getattr(bar, name)) for name in CSV_HEADER[1:])]
         for bar in bars
     ]
-    _write_rows(rows, args.format, sys.stdout)
+    try:
+        _write_rows(rows, args.format, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`bars | head`): that is fine. Point stdout at devnull, so
+        # that the interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if not rows:
         print(f"no bars stored for {args.symbol.upper()} in that range", file=sys.stderr)
     return 0
@@ -208,8 +244,6 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.up import run_up
 
-    if args.speed <= 0:
-        raise ConfigError("--speed must be positive")
     return run_up(settings, exchange=args.exchange, speed=args.speed)
 
 

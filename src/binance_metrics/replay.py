@@ -1,8 +1,11 @@
 """``binance-metrics replay``: recorded trades -> Kafka -> the dataflow, run to the end.
 
-The files are produced to the trades topic in the live message format (bad rows to the
-dead-letter topic), then the same dataflow as in production runs in stop-at-end mode: every
-partition is read to its end, all windows close, and the bars are in the store when it returns.
+Every file is checked first (its format, from its first rows) and the store opened, so that a
+file that is not trades, or a store held by another process, stops the replay before anything
+is produced. The files are then produced to the trades topic in the live message format (bad
+rows to the dead-letter topic), and the same dataflow as in production runs in stop-at-end mode:
+every partition is read to its end, all windows close, and the bars are in the store when it
+returns. A replay in which no row is a trade fails, with the first reasons.
 """
 
 from __future__ import annotations
@@ -18,18 +21,31 @@ from bytewax.testing import run_main
 from confluent_kafka import KafkaException, Producer
 
 from binance_metrics.dataflow import FlowStats, build_flow
-from binance_metrics.errors import BrokerError
+from binance_metrics.errors import BinanceMetricsError, BrokerError
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import SAFE_CONFIG
-from binance_metrics.recordings import read_recording
+from binance_metrics.recordings import check_recording, read_recording
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import open_store
 from binance_metrics.trades import Rejected, encode_trade
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 100_000  # records produced between progress lines
 PROGRESS_EVERY_S = 5.0  # seconds between progress lines while the dataflow runs
+FIRST_REASONS = 3  # reasons of rejected rows kept for the summary or the error
+
+
+class ReplayError(BinanceMetricsError):
+    """The files held no trade to replay; the message gives the count and the first reasons."""
+
+
+@dataclass(frozen=True)
+class Produced:
+    messages: int  # trade messages produced (an aggTrade is one message)
+    bad_records: int  # rows of the files sent to the dead-letter topic
+    first_reasons: tuple[str, ...]  # why the first few bad rows were rejected (``file:line: ...``)
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,7 @@ class ReplaySummary:
     late_trades: int
     bars_written: int
     seconds: float
+    first_reasons: tuple[str, ...] = ()  # of the bad rows
 
     def lines(self) -> list[str]:
         return [
@@ -50,7 +67,8 @@ class ReplaySummary:
             f"trades       {self.trades}",
             f"bars written {self.bars_written}",
             f"late trades  {self.late_trades}",
-            f"dead-letters {self.bad_records + self.rejected}",
+            f"dead-letters {self.bad_records + self.rejected}"
+            + (f" (first: {'; '.join(self.first_reasons)})" if self.first_reasons else ""),
             f"seconds      {self.seconds:.1f}",
         ]
 
@@ -70,8 +88,8 @@ def produce_recordings(
     kafka: KafkaConnection,
     symbol: str | None = None,
     progress: Callable[[str], None] = log.info,
-) -> tuple[int, int]:
-    """Produce every record of ``paths``; return (trade messages, bad records)."""
+) -> Produced:
+    """Produce every record of ``paths``: trades to the trades topic, bad rows to the DLQ."""
     producer = make_producer(kafka)
     failures: list[str] = []
 
@@ -88,12 +106,16 @@ def produce_recordings(
                 producer.poll(0.1)
 
     messages = bad = 0
+    reasons: list[str] = []
     started = time.monotonic()
     for path in paths:
+        before = (messages, bad)
         for record in read_recording(path, symbol):
             if isinstance(record, Rejected):
                 send(settings.KAFKA_DLQ_TOPIC, None, record.dead_letter())
                 bad += 1
+                if len(reasons) < FIRST_REASONS:
+                    reasons.append(record.error)
             else:
                 send(settings.KAFKA_TOPIC, record.symbol.encode(), encode_trade(record))
                 messages += 1
@@ -102,13 +124,15 @@ def produce_recordings(
                 rate = (messages + bad) / max(time.monotonic() - started, 1e-9)
                 progress(f"produced {messages + bad:,} records ({rate:,.0f}/s)")
         progress(f"{path.name}: produced, {messages:,} trade messages so far, {bad} bad rows")
+        if len(paths) > 1 and messages == before[0] and bad > before[1]:
+            log.warning("%s: every row (%d) was rejected", path, bad - before[1])
     remaining = producer.flush(60)
     if remaining or failures:
         raise BrokerError(
             f"{remaining} messages not delivered, {len(failures)} delivery errors"
             + (f" (first: {failures[0]})" if failures else "")
         )
-    return messages, bad
+    return Produced(messages, bad, tuple(reasons))
 
 
 def replay(
@@ -117,8 +141,18 @@ def replay(
     symbol: str | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> ReplaySummary:
-    """Produce the recordings, run the dataflow to the end of the topic, and summarise."""
+    """Produce the recordings, run the dataflow to the end of the topic, and summarise.
+
+    Raises :class:`~binance_metrics.recordings.RecordingError` for a file that is not trades
+    and :class:`~binance_metrics.errors.StoreError` for a store that cannot be opened, both
+    before anything is produced; :class:`ReplayError` if no row of the files is a trade.
+    """
     started = time.monotonic()
+    for path in paths:
+        check_recording(path, symbol)
+    # The dataflow's sink opens the store inside Bytewax, where a failure is a panic and a
+    # cascade of tracebacks: open it here first (the sink then shares this client).
+    open_store(settings.clickhouse_dsn)
     update: dict[str, object] = {"STOP_AT_END": True}
     if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
         # A shared Kafka: replay into a topic of its own, so that neither the live topic nor an
@@ -127,12 +161,16 @@ def replay(
     settings = settings.model_copy(update=update)
     progress(f"replaying into topic {settings.KAFKA_TOPIC}")
     with kafka_for(settings) as kafka:
-        messages, bad = produce_recordings(paths, settings, kafka, symbol, progress)
+        produced = produce_recordings(paths, settings, kafka, symbol, progress)
+        if produced.messages == 0:
+            raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
         progress("running the dataflow to the end of the topic")
         stats = FlowStats()
         done = threading.Event()
         reporter = threading.Thread(
-            target=_report_dataflow, args=(stats, messages, done, progress), daemon=True
+            target=_report_dataflow,
+            args=(stats, produced.messages, done, progress),
+            daemon=True,
         )
         reporter.start()
         try:
@@ -144,13 +182,25 @@ def replay(
     counts = stats.summary()
     return ReplaySummary(
         files=len(paths),
-        messages=messages,
+        messages=produced.messages,
         trades=counts["trades"],
-        bad_records=bad,
+        bad_records=produced.bad_records,
         rejected=counts["rejected"],
         late_trades=counts["late_trades"],
         bars_written=counts["bars_written"],
         seconds=time.monotonic() - started,
+        first_reasons=produced.first_reasons,
+    )
+
+
+def _nothing_to_replay(paths: Sequence[Path], produced: Produced, dlq_topic: str) -> str:
+    files = ", ".join(str(path) for path in paths) if len(paths) <= 3 else f"{len(paths)} files"
+    if not produced.bad_records:
+        return f"no trade to replay: no trade or aggTrade record in {files}"
+    return (
+        f"no trade to replay: all {produced.bad_records:,} rows of {files} were rejected "
+        f"(they are in the dead-letter topic {dlq_topic}); first: "
+        + "; ".join(produced.first_reasons)
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from binance_metrics.errors import ConfigError
 from binance_metrics.ingest.tuning import IngestTuning
+from binance_metrics.redact import redact
 
 _SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
 
@@ -56,8 +57,8 @@ class Settings(BaseSettings):
     HEALTH_HOST: str = "127.0.0.1"
     HEALTH_PORT: int = Field(default=8080, ge=1, le=65535)
 
-    # ClickHouse. Unset URL means: embedded chDB under DATA_DIR.
-    CLICKHOUSE_URL: str | None = None
+    # ClickHouse. Unset URL means: embedded chDB under DATA_DIR. A secret: it holds the password.
+    CLICKHOUSE_URL: SecretStr | None = None
     DATA_DIR: Path = Path("data")
 
     # Dataflow.
@@ -105,8 +106,10 @@ class Settings(BaseSettings):
 
     @field_validator("CLICKHOUSE_URL")
     @classmethod
-    def _clickhouse_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://", "chdb://")):
+    def _clickhouse_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("http://", "https://", "chdb://")
+        ):
             raise ValueError("must start with http://, https:// or chdb://")
         return value
 
@@ -142,21 +145,46 @@ class Settings(BaseSettings):
     def clickhouse_dsn(self) -> str:
         """``http(s)://`` for a server, otherwise ``chdb://`` on the local data directory."""
         if self.CLICKHOUSE_URL is not None:
-            return self.CLICKHOUSE_URL
+            return self.CLICKHOUSE_URL.get_secret_value()
         return f"chdb://{(self.DATA_DIR / 'clickhouse').resolve()}"
+
+
+#: Secret settings whose value is a URL: shown with the password masked. Other secrets never show.
+_SECRET_URLS: Final = frozenset({"CLICKHOUSE_URL"})
 
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (and ``.env``), turning errors into one clear message.
 
-    Keyword overrides (from command-line flags) take precedence over the environment.
+    Keyword overrides (from command-line flags) take precedence over the environment. An invalid
+    value raises :class:`ConfigError` with one line naming each bad variable, its value (URL
+    passwords masked; other secrets, such as ``KAFKA_SASL_PASSWORD``, never shown) and why.
     """
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            # As the variable is spelt: ("INGEST", "silence_timeout_s") is INGEST__SILENCE_...
-            name = "__".join(str(part) for part in error["loc"]).upper() or "settings"
-            lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+        problems = [
+            _problem(error["loc"], error.get("input"), error["msg"]) for error in exc.errors()
+        ]
+        raise ConfigError(
+            f"invalid configuration: {'; '.join(problems)} (see docs/configuration.md)"
+        ) from None
+
+
+def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    if not loc:
+        # A check across variables: its message names them, and its input is every value.
+        return message
+    # As the variable is spelt: ("INGEST", "silence_timeout_s") is INGEST__SILENCE_TIMEOUT_S.
+    name = "__".join(str(part) for part in loc).upper()
+    if _is_secret(str(loc[0])) and str(loc[0]) not in _SECRET_URLS:
+        return f"{name} (value hidden): {message}"
+    return f"{name}={redact(repr(value))}: {message}"
+
+
+def _is_secret(name: str) -> bool:
+    field = Settings.model_fields.get(name)
+    return field is not None and (
+        field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+    )

@@ -34,6 +34,7 @@ from binance_metrics.ingest.app import create_app
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.recordings import RecordingError, check_raw_trades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.testing.exchange import LocalExchange
@@ -46,7 +47,8 @@ PROGRESS_EVERY_S = 15.0
 
 
 def replay_paths(exchange: str) -> list[Path] | None:
-    """``replay:a.jsonl,b.jsonl`` -> paths; ``binance`` -> None."""
+    """``replay:a.jsonl,b.jsonl`` -> paths; ``binance`` -> None. Files that the local exchange
+    cannot stream (not raw trades) are a :class:`ConfigError` naming the file."""
     if exchange == "binance":
         return None
     kind, _, spec = exchange.partition(":")
@@ -58,6 +60,11 @@ def replay_paths(exchange: str) -> list[Path] | None:
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise ConfigError(f"--exchange replay: no such file: {', '.join(missing)}")
+    try:
+        for path in paths:
+            check_raw_trades(path)
+    except RecordingError as exc:
+        raise ConfigError(str(exc)) from None
     return paths
 
 

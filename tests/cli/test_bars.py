@@ -14,7 +14,9 @@ import pytest
 
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.cli import CSV_HEADER, main
+from binance_metrics.kafka.broker import free_port
 from binance_metrics.store.clickhouse import Store
+from tests.cli.support import CLI, cli_env, error_line, run_cli
 
 MINUTE = 60_000
 T0 = 1_723_161_600_000
@@ -83,6 +85,83 @@ def test_a_store_open_in_another_process_gives_a_clear_error(tmp_path: Path) -> 
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode == 1
-    assert "is open in another process" in result.stderr
-    assert "Traceback" not in result.stderr
+    line = error_line(result, 1)  # alone: chDB's own "Cannot lock file" line is held back
+    assert "is open in another process" in line
+
+
+def test_start_and_end_take_epoch_milliseconds_as_printed(
+    stored: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_iso = run(capsys, "--start", "2024-08-09T00:01:00Z", "--end", "2024-08-09T00:02")
+    by_ms = run(capsys, "--start", str(T0 + MINUTE), "--end", str(T0 + 2 * MINUTE))
+    assert by_ms == by_iso
+    assert [row.split(",")[0] for row in by_ms.splitlines()] == ["open_time", str(T0 + MINUTE)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-5"], "argument --limit: must be at least 1, not -5"),
+        (["--limit", "0"], "argument --limit: must be at least 1, not 0"),
+        (["--limit", "ten"], "argument --limit: not a whole number: 'ten'"),
+        (["--start", "1723161660"], "argument --start: 1723161660 is too small for epoch "
+         "milliseconds (before 1973); in seconds? then 1723161660000"),
+        (["--end", "yesterday"], "argument --end: 'yesterday' is neither an ISO date/time"),
+        (["--interval", "2m"], "argument --interval: invalid choice: '2m'"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_one_line_before_anything_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    line = error_line(run_cli(tmp_path, "bars", "--symbol", "BTCUSDT", *args), 2)
+    assert line.startswith(f"binance-metrics bars: error: {message}")
+    assert line.endswith("(see binance-metrics bars --help)")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_start_after_the_end_is_refused(tmp_path: Path) -> None:
+    args = ["--start", "2024-08-09T00:02", "--end", str(T0 + MINUTE)]
+    assert error_line(run_cli(tmp_path, "bars", "--symbol", "BTCUSDT", *args), 2) == (
+        "binance-metrics: --start (2024-08-09T00:02:00+00:00) must be before --end "
+        "(2024-08-09T00:01:00+00:00)"
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: Path) -> None:
+    url = f"http://binance_reader:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
+    line = error_line(run_cli(tmp_path, "bars", "--symbol", "BTCUSDT", CLICKHOUSE_URL=url), 1)
+    assert line == (
+        f"binance-metrics: error: cannot reach ClickHouse at {url.replace('s3cret', '***')}: "
+        "connection refused (is the server running, on that port?); check CLICKHOUSE_URL"
+    )
+
+
+MANY_BARS = """
+import sys
+from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.store.clickhouse import open_store
+store = open_store(sys.argv[1])
+store.insert_bars([BarUpdate("BTCUSDT", {t0} + i * 60_000, Bar.filler(6_183_763_000_000))
+                   for i in range(20_000)])
+"""
+
+
+def test_a_reader_that_stops_early_ends_bars_quietly(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'data' / 'clickhouse'}"
+    env = cli_env(tmp_path / "data")
+    code = MANY_BARS.format(t0=T0)
+    subprocess.run([sys.executable, "-c", code, dsn], env=env, check=True, timeout=120)
+    # 20,000 rows are about 2 MB: far more than a pipe holds, so bars is still writing when the
+    # reader goes away, as with `bars | head -2`
+    bars = subprocess.Popen(
+        [*CLI, "bars", "--symbol", "BTCUSDT"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert bars.stdout is not None and bars.stderr is not None
+    assert bars.stdout.readline().startswith("open_time,")
+    assert bars.stdout.readline().startswith(f"{T0},")
+    bars.stdout.close()
+    stderr = bars.stderr.read()
+    assert bars.wait(120) == 0, stderr
+    assert stderr == ""

@@ -18,6 +18,7 @@ from binance_metrics.cli import _plain
 from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage
+from tests.cli.support import error_line, run_cli
 from tests.conftest import DATA
 from tests.oracle import FIELDS, MINUTE_MS, reference_klines
 
@@ -105,3 +106,24 @@ def test_a_dataflow_that_dies_stops_the_whole_process() -> None:
         [sys.executable, "-c", FAILING_DATAFLOW], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.split() == ["BytewaxRuntimeError", "True"], result.stderr[-2000:]
+
+
+def test_exchange_replay_of_aggregate_trades_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    agg = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
+    line = error_line(run_cli(tmp_path, "up", "--exchange", f"replay:{CAPTURE},{agg}"), 2)
+    assert line == (
+        f"binance-metrics: {agg}: holds aggregate trades (a data.binance.vision aggTrades CSV), "
+        "which cannot be sent as @trade frames; --exchange replay: needs raw @trade recordings: "
+        "JSON lines of @trade frames or a trade-stream CSV (TimestampOfReceive,Stream,...); a "
+        "data.binance.vision trades CSV works too"
+    )
+    assert not (tmp_path / "data").exists(), "neither the store nor the broker may start"
+
+
+def test_exchange_replay_of_a_klines_file_names_the_file(tmp_path: Path) -> None:
+    klines = DATA / "BTCUSDT-1m-2020-01-01.csv"
+    line = error_line(run_cli(tmp_path, "up", "--exchange", f"replay:{klines}"), 2)
+    assert line.startswith(f"binance-metrics: {klines}: this is a klines file (12 columns)")
+    assert "--exchange replay: needs raw @trade recordings" in line
