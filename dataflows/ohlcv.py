@@ -16,7 +16,7 @@ here, at import:
 - an error of binance-metrics that ends the run (a Kafka failure no retry cures) is printed as
   one line; Bytewax still prints its panic header before it.
 
-docs/troubleshooting.md ("Kafka") lists the messages.
+docs/troubleshooting.md ("Kafka errors") lists the messages.
 """
 
 from __future__ import annotations

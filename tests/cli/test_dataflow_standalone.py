@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bytewax.recovery import init_db_dir
 from confluent_kafka import Producer
 
 from binance_metrics.cli import _plain
@@ -33,6 +34,7 @@ def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, path)),
         CLICKHOUSE_URL=f"chdb://{tmp_path / 'clickhouse'}",
+        DATA_DIR=str(tmp_path),
         PYTHONUNBUFFERED="1",
         **settings,
     )
@@ -80,24 +82,20 @@ def test_missing_topics_are_named_not_created(
     assert len(done.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_ends_the_run_cleanly_with_the_open_windows_written(
-    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str, signum: signal.Signals
-) -> None:
-    topics = {"KAFKA_TOPIC": f"{topic_prefix}-trades", "KAFKA_DLQ_TOPIC": f"{topic_prefix}-dlq"}
-    ensure_topics(broker.connection, topics.values(), 3)
-    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+def produce(broker: EmbeddedBroker, topic: str, trades: list[TradeMessage]) -> None:
+    """The trades, then a record that is not one, last in the same partition: once the dataflow
+    has dead-lettered it, it has read every trade."""
     producer = Producer(broker.connection.client_config(**{"linger.ms": 20}))
     for trade in trades:
-        producer.produce(topics["KAFKA_TOPIC"], key=b"BTCUSDT", value=encode_trade(trade))
-    # Last in the same partition: once it is dead-lettered, every trade has been read.
-    producer.produce(topics["KAFKA_TOPIC"], key=b"BTCUSDT", value=b"not a trade")
+        producer.produce(topic, key=b"BTCUSDT", value=encode_trade(trade))
+    producer.produce(topic, key=b"BTCUSDT", value=b"not a trade")
     assert producer.flush(30) == 0
 
-    env = environment(tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, **topics)
-    log = tmp_path / "dataflow.log"
+
+def run_until_read_then_signal(env: dict[str, str], log: Path, signum: signal.Signals) -> str:
+    """Run the dataflow until it has read the topic, send ``signum``; return its stderr."""
     with log.open("w") as stderr:
-        dataflow = subprocess.Popen(DATAFLOW, env=env, cwd=tmp_path, stderr=stderr)
+        dataflow = subprocess.Popen(DATAFLOW, env=env, cwd=log.parent, stderr=stderr)
         try:
             deadline = time.monotonic() + 90
             while "dead-lettered" not in log.read_text():
@@ -112,12 +110,15 @@ def test_a_signal_ends_the_run_cleanly_with_the_open_windows_written(
     assert status == 0, output
     assert "panicked" not in output and "Traceback" not in output, output
     assert f"{signum.name}: stopping" in output
+    return output
 
-    # The last minute was still open when the signal came: it is written all the same.
+
+def assert_exact_bars(env: dict[str, str], trades: list[TradeMessage]) -> None:
     bars = subprocess.run(
         [sys.executable, "-m", "binance_metrics.cli", "bars", "--symbol", "BTCUSDT",
          "--format", "json"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60,
+        env=env, cwd=Path(env["DATA_DIR"]), capture_output=True, text=True, check=True,
+        timeout=60,
     )  # fmt: skip
     stored = json.loads(bars.stdout)
     expected = sorted(reference_klines(trades).items())
@@ -127,3 +128,63 @@ def test_a_signal_ends_the_run_cleanly_with_the_open_windows_written(
             name: value if name == "trade_count" else _plain(value)
             for name, value in fields.items()
         }, bar["open_time"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_run_cleanly_with_the_open_windows_written(
+    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str, signum: signal.Signals
+) -> None:
+    topics = {"KAFKA_TOPIC": f"{topic_prefix}-trades", "KAFKA_DLQ_TOPIC": f"{topic_prefix}-dlq"}
+    ensure_topics(broker.connection, topics.values(), 3)
+    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+    produce(broker, topics["KAFKA_TOPIC"], trades)
+    env = environment(tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, **topics)
+    run_until_read_then_signal(env, tmp_path / "dataflow.log", signum)
+    # The last minute was still open when the signal came: it is written all the same.
+    assert_exact_bars(env, trades)
+
+
+def test_a_stopped_run_with_recovery_continues_where_it_stopped(
+    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """``docker compose stop`` / ``start``: the minute open at the stop is completed by the
+    next run (its first part stays in the recovery state), and nothing is read twice."""
+    topics = {"KAFKA_TOPIC": f"{topic_prefix}-trades", "KAFKA_DLQ_TOPIC": f"{topic_prefix}-dlq"}
+    ensure_topics(broker.connection, topics.values(), 1)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    env = environment(
+        tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, **topics,
+        BYTEWAX_RECOVERY_DIRECTORY=str(recovery), BYTEWAX_SNAPSHOT_INTERVAL="1",
+        BYTEWAX_RECOVERY_BACKUP_INTERVAL="0",
+    )  # fmt: skip
+    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+    half = len(trades) // 2  # in the middle of a minute
+    assert trades[half - 1].trade_time_ms // 60_000 == trades[half].trade_time_ms // 60_000
+
+    produce(broker, topics["KAFKA_TOPIC"], trades[:half])
+    run_until_read_then_signal(env, tmp_path / "first.log", signal.SIGTERM)
+    produce(broker, topics["KAFKA_TOPIC"], trades[half:])
+    second = run_until_read_then_signal(env, tmp_path / "second.log", signal.SIGTERM)
+    assert second.count("dead-lettered") == 1, "the second run read the topic from its start"
+    assert_exact_bars(env, trades)
+
+
+def test_an_error_that_ends_the_run_is_one_line_not_a_traceback(
+    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    topics = {"KAFKA_TOPIC": f"{topic_prefix}-trades", "KAFKA_DLQ_TOPIC": f"{topic_prefix}-dlq"}
+    ensure_topics(broker.connection, topics.values(), 1)
+    store = f"http://127.0.0.1:{free_port()}"  # the store sink fails as the run starts
+    env = environment(tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, **topics)
+    env["CLICKHOUSE_URL"] = store
+    done = subprocess.run(
+        DATAFLOW, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    # Bytewax prints its own panic header first; the cause is the last line, and only once.
+    assert done.stderr.splitlines()[-1].startswith(
+        f"binance-metrics dataflow: error: cannot open the store {store}: "
+    )

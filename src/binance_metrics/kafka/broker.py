@@ -8,7 +8,7 @@ EOF, never by its high watermark.
 
 A configured Kafka is checked by :func:`check_broker` before anything starts, so that a wrong
 address or a broker that is down is one clear error within seconds (docs/troubleshooting.md,
-"Kafka"), not a stream of librdkafka retries.
+"Kafka errors"), not a stream of librdkafka retries.
 """
 
 from __future__ import annotations
