@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
+from typing import NoReturn
 
 from bytewax.dataflow import Dataflow
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-def _exit_with(error: BinanceMetricsError) -> None:
+def _exit_with(error: BinanceMetricsError) -> NoReturn:
     if isinstance(error, ConfigError):
         print(f"{PROG}: {error}", file=sys.stderr)
         raise SystemExit(2)

@@ -165,7 +165,8 @@ def check_broker(kafka: KafkaConnection, timeout_s: float = CHECK_TIMEOUT_S) -> 
 
 
 def _reason(error: KafkaError) -> str:
-    """librdkafka's text without the broker prefix and the timing suffix."""
+    """librdkafka's text without the bootstrap broker's name (the message names the setting)
+    and the timing suffix."""
     text = str(error.str()).removeprefix("Failed to create admin client: ")
     text = text.split("/bootstrap: ", 1)[-1]
     return text.split(" (after ", 1)[0]
