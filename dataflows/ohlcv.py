@@ -98,10 +98,14 @@ def _build() -> Dataflow:
     return build_flow(settings, kafka, source=source)
 
 
-try:
-    flow = _build()
-except BinanceMetricsError as exc:
-    _exit_with(exc)
+def _flow_or_exit() -> Dataflow:
+    try:
+        return _build()
+    except BinanceMetricsError as error:
+        _exit_with(error)
+
+
+flow = _flow_or_exit()
 
 signal.signal(signal.SIGINT, _on_signal)
 signal.signal(signal.SIGTERM, _on_signal)
