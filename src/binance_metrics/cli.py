@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from binance_metrics import __version__
 from binance_metrics.arguments import Parser, port, positive_float, positive_int, time_value
-from binance_metrics.errors import BinanceMetricsError, ConfigError
+from binance_metrics.errors import ConfigError, deliberate_cause
 from binance_metrics.settings import Settings, load_settings
 from binance_metrics.store.queries import INTERVALS, StoredBar
 
@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "ingest",
         help="run only the ingestor: Binance WebSocket -> Kafka, with /health and /metrics",
-        description="Run the ingestor alone (uvicorn on HEALTH_HOST:HEALTH_PORT).",
+        description="Run the ingestor alone (uvicorn on HEALTH_HOST:HEALTH_PORT), producing to "
+        "the Kafka at KAFKA_BOOTSTRAP_SERVERS, which it requires; `up` is the all-in-one.",
     )
 
     replay = commands.add_parser(
@@ -131,14 +132,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
         handler = {"up": _up, "ingest": _ingest, "replay": _replay, "bars": _bars}[args.command]
         return handler(args, settings)
-    except ConfigError as exc:
-        print(f"binance-metrics: {exc}", file=sys.stderr)
-        return 2
-    except BinanceMetricsError as exc:
-        print(f"binance-metrics: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # One line for the errors we raise on purpose, also when Bytewax wraps them.
+        error = deliberate_cause(exc)
+        if error is None:
+            raise  # a bug: its traceback is what a report needs
+        if isinstance(error, ConfigError):
+            print(f"binance-metrics: {error}", file=sys.stderr)
+            return 2
+        print(f"binance-metrics: error: {error}", file=sys.stderr)
+        return 1
 
 
 def _configure_logging(level: str) -> None:
@@ -236,6 +241,14 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.ingest.app import serve
     from binance_metrics.kafka.broker import kafka_for
 
+    if settings.KAFKA_BOOTSTRAP_SERVERS is None:
+        # An embedded broker here would be private to this process: nothing would read it, and
+        # every trade taken would be lost when it stops.
+        raise ConfigError(
+            "KAFKA_BOOTSTRAP_SERVERS is not set: the stand-alone ingestor needs a real Kafka "
+            "(the trades must outlive it); `binance-metrics up` is the all-in-one pipeline with "
+            "an embedded broker"
+        )
     with kafka_for(settings) as kafka:
         serve(settings, kafka)
     return 0

@@ -268,8 +268,9 @@ def build_flow(
     op.inspect(
         "log_rejected", rejected, lambda _step, item: log.warning("dead-lettered: %s", item.error)
     )
+    # The whole client config, so that the sink's librdkafka lines go to Python logging too.
     dlq_sink = KafkaSink(
-        [kafka.bootstrap_servers], settings.KAFKA_DLQ_TOPIC, add_config=dict(kafka.security)
+        [kafka.bootstrap_servers], settings.KAFKA_DLQ_TOPIC, add_config=kafka.client_config()
     )
     op.output("dead_letters", op.map("dead_letter", rejected, _dead_letter), dlq_sink)
 

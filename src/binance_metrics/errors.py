@@ -16,8 +16,26 @@ class InvalidTradeError(BinanceMetricsError, ValueError):
 
 
 class BrokerError(BinanceMetricsError):
-    """The embedded broker could not be started or reached."""
+    """Kafka could not be started (the embedded broker), reached, or used; the message names
+    the cause and, for a configured Kafka, ``KAFKA_BOOTSTRAP_SERVERS``."""
 
 
 class StoreError(BinanceMetricsError):
     """The bars store could not be opened."""
+
+
+def deliberate_cause(exc: BaseException) -> BinanceMetricsError | None:
+    """The innermost error of this package in ``exc`` and its causes, or None.
+
+    Bytewax wraps an error raised inside a step in ``BytewaxRuntimeError`` (and ``up`` wraps
+    that again); the innermost one of ours is the message that says what to fix.
+    """
+    found = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BinanceMetricsError):
+            found = current
+        current = current.__cause__
+    return found

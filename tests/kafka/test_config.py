@@ -6,6 +6,7 @@ import pytest
 
 from binance_metrics.errors import ConfigError
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.kafka.log import LIBRDKAFKA_LOG
 from binance_metrics.settings import load_settings
 
 
@@ -26,6 +27,7 @@ def test_security_settings_reach_the_client_config() -> None:
         "sasl.username": "ingestor",
         "sasl.password": "s3cret",
         "ssl.ca.location": "/etc/kafka/ca.pem",
+        "logger": LIBRDKAFKA_LOG,
         "linger.ms": 5,
     }
     assert "s3cret" not in repr(kafka) and "s3cret" not in repr(settings)
@@ -34,7 +36,10 @@ def test_security_settings_reach_the_client_config() -> None:
 def test_the_embedded_broker_gets_no_security_settings() -> None:
     settings = load_settings(KAFKA_SECURITY_PROTOCOL="SSL")
     kafka = KafkaConnection.from_settings(settings, "127.0.0.1:9092")
-    assert kafka.client_config() == {"bootstrap.servers": "127.0.0.1:9092"}
+    assert kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "logger": LIBRDKAFKA_LOG,
+    }
 
 
 def test_sasl_without_credentials_names_what_is_missing() -> None:

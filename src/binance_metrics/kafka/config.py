@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from binance_metrics.kafka.log import LIBRDKAFKA_LOG
 from binance_metrics.settings import Settings
 
 
@@ -49,8 +50,15 @@ class KafkaConnection:
         return cls(settings.KAFKA_BOOTSTRAP_SERVERS, security)
 
     def client_config(self, **tuning: Any) -> dict[str, Any]:
-        """librdkafka settings for one client: connection and security, then ``tuning``.
+        """librdkafka settings for one client: connection, security and the ``logger`` that
+        sends librdkafka's log lines to Python logging (:mod:`binance_metrics.kafka.log`, never
+        raw to stderr), then ``tuning``.
 
         Keys use librdkafka's dotted names; pass them as ``**{"linger.ms": 5}``.
         """
-        return {"bootstrap.servers": self.bootstrap_servers, **self.security, **tuning}
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            **self.security,
+            "logger": LIBRDKAFKA_LOG,
+            **tuning,
+        }

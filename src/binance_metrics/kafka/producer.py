@@ -33,8 +33,11 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, Message, Producer
 
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.kafka.log import RepeatFilter
 
 log = logging.getLogger(__name__)
+# While a broker is down, every reconnect attempt and every retried message logs the same line.
+log.addFilter(RepeatFilter())
 
 #: Settings that make delivery exactly-once per session and ordered per key.
 SAFE_CONFIG: Final[Mapping[str, Any]] = {
@@ -71,16 +74,17 @@ class KafkaProducer:
 
         ``config``: librdkafka settings over the safe defaults (the tests shorten timeouts).
         """
-        self._config: dict[str, Any] = kafka.client_config(
-            **{
-                **SAFE_CONFIG,
-                "queue.buffering.max.messages": max_buffered_messages,
-                "on_delivery": self._on_delivery,
-                "error_cb": self._on_client_error,
-                **(config or {}),
-            }
+        self._producer = Producer(
+            kafka.client_config(
+                **{
+                    **SAFE_CONFIG,
+                    "queue.buffering.max.messages": max_buffered_messages,
+                    "on_delivery": self._on_delivery,
+                    "error_cb": self._on_client_error,
+                    **(config or {}),
+                }
+            )
         )
-        self._producer = Producer(self._config)
         self._overflow: deque[tuple[str, bytes, bytes | None, int]] = deque()
         # Serialises "overflow empty? then produce directly" against the drain, so order holds.
         self._lock = threading.Lock()

@@ -1,11 +1,17 @@
 """A lean Bytewax Kafka input: each partition's records as raw value bytes, in batches.
 
 Bytewax's own ``KafkaSource`` wraps every record in a ``KafkaSourceMessage`` dataclass; at the
-rates Binance reaches that costs more than decoding the trade (design §4). This source hands the
-value bytes straight to the dataflow's batch step. Like ``KafkaSource`` it keeps offsets only in
-Bytewax's recovery state (never in a consumer group), so a resumed dataflow continues exactly where
-its last snapshot was; ``tail=False`` ends each partition at partition EOF, which is exact on Tansu
-too (its high watermark is not, design §1).
+rates Binance reaches that costs more than decoding the trade (docs/performance.md). This source
+hands the value bytes straight to the dataflow's batch step. Like ``KafkaSource`` it keeps
+offsets only in Bytewax's recovery state (never in a consumer group), so a resumed dataflow
+continues exactly where its last snapshot was; ``tail=False`` ends each partition at partition
+EOF, which is exact on Tansu too (its high watermark is not, docs/architecture.md).
+
+Kafka trouble while running: a broker that is down or moving is waited for (librdkafka retries;
+its errors are logged, each at most once per :data:`~binance_metrics.kafka.log.REPEAT_INTERVAL_S`
+per partition). An error that retrying cannot cure (a fatal one, or a lost authorisation) raises
+:class:`~binance_metrics.errors.BrokerError` naming the partition and the cause, and so ends the
+dataflow.
 """
 
 from __future__ import annotations
@@ -20,12 +26,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
+from binance_metrics.errors import BrokerError
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.kafka.log import RepeatFilter
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter())  # a broker that is down repeats the same error at every retry
 
 #: When a poll finds nothing, ask Bytewax to come back this much later instead of spinning.
 IDLE_BACKOFF: Final = timedelta(milliseconds=5)
+
+#: Consumer errors that no retry cures: the dataflow stops with a clear error instead of idling.
+_PERMANENT: Final = frozenset(
+    {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+)
 
 
 class _RawPartition(StatefulSourcePartition[bytes, int]):
@@ -60,8 +74,8 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._eof = True  # emit this batch; stop at the next call
                     break
-                if error.fatal():
-                    raise KafkaException(error)
+                if error.fatal() or error.code() in _PERMANENT:
+                    raise BrokerError(f"Kafka consumer of {self._where} failed: {error.str()}")
                 # Transient (broker down, rebalance of leaders): librdkafka retries by itself.
                 log.warning("Kafka consumer on %s: %s", self._where, error)
                 continue
@@ -96,7 +110,6 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
         *,
         tail: bool = True,
         batch_size: int = 5000,
-        starting_offset: int = OFFSET_BEGINNING,
         stop: threading.Event | None = None,
     ) -> None:
         """``stop``, once set, ends every partition as if it had reached its end (clean exit)."""
@@ -104,16 +117,26 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
         self.topic = topic
         self.tail = tail
         self.batch_size = batch_size
-        self.starting_offset = starting_offset
         self.stop = stop
 
     @override
     def list_parts(self) -> list[str]:
+        """The topic's partitions; :class:`BrokerError` if it cannot be listed or is missing."""
         admin = AdminClient(self.kafka.client_config())
-        metadata = admin.list_topics(self.topic, timeout=30)
+        try:
+            metadata = admin.list_topics(self.topic, timeout=30)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"cannot list the partitions of {self.topic!r} on KAFKA_BOOTSTRAP_SERVERS="
+                f"{self.kafka.bootstrap_servers}: {exc.args[0].str()}"
+            ) from None
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
-            raise KafkaException(f"topic {self.topic!r} is not available: {topic and topic.error}")
+            reason = topic.error.str() if topic is not None and topic.error else "not found"
+            raise BrokerError(
+                f"topic {self.topic!r} is not available on KAFKA_BOOTSTRAP_SERVERS="
+                f"{self.kafka.bootstrap_servers} ({reason}): check KAFKA_TOPIC"
+            )
         return [str(partition) for partition in sorted(topic.partitions)]
 
     @override
@@ -124,8 +147,8 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
                 "enable.auto.commit": False,
                 "enable.partition.eof": not self.tail,
                 # The broker answers an empty fetch after this wait: it bounds how late the end
-                # of a partition is noticed. 1 ms makes fetches crawl on Tansu (design §1); 50
-                # does not.
+                # of a partition is noticed. 1 ms makes fetches crawl on Tansu; 50 does not
+                # (docs/performance.md).
                 "fetch.wait.max.ms": 50,
                 # Keep fetching ahead until a million records (or the default 64 MB) wait
                 # locally: with the default 100 k the source stalls between fetches, at a
@@ -133,5 +156,5 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
                 "queued.min.messages": 1_000_000,
             }
         )
-        offset = self.starting_offset if resume_state is None else resume_state
+        offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _RawPartition(config, self.topic, int(for_part), offset, self.batch_size, self.stop)
