@@ -186,5 +186,5 @@ def test_an_error_that_ends_the_run_is_one_line_not_a_traceback(
     assert "Traceback" not in done.stderr, done.stderr
     # Bytewax prints its own panic header first; the cause is the last line, and only once.
     assert done.stderr.splitlines()[-1].startswith(
-        f"binance-metrics dataflow: error: cannot open the store {store}: "
+        f"binance-metrics dataflow: error: cannot reach ClickHouse at {store}: "
     )
