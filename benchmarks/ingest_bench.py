@@ -130,7 +130,8 @@ async def run_ingestor(
         KAFKA_DLQ_TOPIC=f"{topic}-dlq",
         BINANCE_WS_URL=f"ws://127.0.0.1:{exchange.port}/stream",
         BINANCE_REST_URL=f"http://127.0.0.1:{exchange.port}",
-        INGEST={"ping_interval_s": 0},  # the exchange pings; no keepalive of our own
+        # The exchange pings (no keepalive of our own) and sends the captures' 2024 times.
+        INGEST={"ping_interval_s": 0, "max_trade_time_skew_s": 0},
     )
     ingestor = Ingestor(settings, KafkaConnection(bootstrap))
     await ingestor.start()

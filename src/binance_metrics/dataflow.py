@@ -142,6 +142,7 @@ def build_bars(
     window: timedelta = timedelta(minutes=1),
     wait: timedelta = timedelta(seconds=2),
     history_windows: int = 1440,
+    max_ahead: timedelta = timedelta(minutes=5),
     stats: FlowStats | None = None,
     now_getter: Callable[[], datetime] | None = None,
 ) -> tuple[Stream[BarUpdate | StaleFragment], Stream[Rejected]]:
@@ -158,9 +159,16 @@ def build_bars(
     def _count(trades: int, rejected: int) -> None:
         stats.add(trades=trades, rejected=rejected)
 
-    items = op.flat_map_batch(
-        "preaggregate", payloads, lambda batch: preaggregate(batch, window_ms, _count)
-    )
+    clock_now = now_getter or (lambda: datetime.now(UTC))
+    max_ahead_ms = int(max_ahead.total_seconds() * 1000)
+
+    def _preaggregate(batch: list[bytes]) -> list[Fragment | Rejected]:
+        # A trade from the future (beyond a clock skew) is corrupt: it would open a window that
+        # fills every minute up to it with zero-trade bars.
+        latest_ms = int((clock_now() - EPOCH).total_seconds() * 1000) + max_ahead_ms
+        return preaggregate(batch, window_ms, _count, latest_ms)
+
+    items = op.flat_map_batch("preaggregate", payloads, _preaggregate)
     fragments_or_rejected = op.branch("valid", items, _is_fragment)
     fragments = fragments_or_rejected.trues
     # The rest is what preaggregate did not fold: rejected records only.
@@ -262,6 +270,7 @@ def build_flow(
         window=timedelta(seconds=settings.WINDOW_SECONDS),
         wait=timedelta(seconds=settings.WATERMARK_WAIT_S),
         history_windows=max(1, settings.BAR_HISTORY_MINUTES * 60 // settings.WINDOW_SECONDS),
+        max_ahead=timedelta(seconds=settings.MAX_TRADE_TIME_AHEAD_S),
         stats=stats,
     )
 

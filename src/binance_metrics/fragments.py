@@ -83,19 +83,23 @@ class Fragment:
 
 
 def preaggregate(
-    batch: Iterable[bytes], window_ms: int, count: Callable[[int, int], None]
+    batch: Iterable[bytes],
+    window_ms: int,
+    count: Callable[[int, int], None],
+    latest_ms: int | None = None,
 ) -> list[Fragment | Rejected]:
     """Decode one input batch and fold its trades per (symbol, window).
 
     Returns a :class:`Fragment` per (symbol, window) and a :class:`Rejected` per record that is
-    not a valid trade; ``count(trades, rejected)`` is told how many of each.
+    not a valid trade (trade times after ``latest_ms`` included); ``count(trades, rejected)`` is
+    told how many of each.
     """
     groups: dict[tuple[str, int], Fragment] = {}
     out: list[Fragment | Rejected] = []
     trades = 0
     for payload in batch:
         try:
-            trade, price, qty = decode_priced_trade(payload)
+            trade, price, qty = decode_priced_trade(payload, latest_ms)
             if trade.trade_type is not None and trade.trade_type != "MARKET":
                 # Futures insurance-fund and ADL trades are not market trades; keep them visible.
                 raise InvalidTradeError(

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     WINDOW_SECONDS: int = Field(default=60, ge=1, le=86_400)
     WATERMARK_WAIT_S: float = Field(default=2.0, ge=0, le=3600)
     BAR_HISTORY_MINUTES: int = Field(default=1440, ge=1)
+    #: A trade time later than now plus this is refused (dead-lettered) as corrupt.
+    MAX_TRADE_TIME_AHEAD_S: float = Field(default=300.0, ge=0, le=86_400)
     STOP_AT_END: bool = False
     KAFKA_BATCH_SIZE: int = Field(default=5000, ge=1)
 

@@ -29,6 +29,17 @@ from binance_metrics.errors import InvalidTradeError
 SCALE_DIGITS: Final = 8
 SCALE: Final = 10**SCALE_DIGITS
 
+# Bounds a trade must respect to be stored exactly; anything else is refused at the edge (to the
+# dead-letter topic) rather than overflowing a column or flooding the store with fillers.
+#: Binance opened in July 2017: an earlier trade time is a corrupt record.
+EARLIEST_TRADE_TIME_MS: Final = 1_498_867_200_000  # 2017-07-01T00:00:00Z
+#: Far above any real price or quantity (BTC ~1e5, SHIB-like quantities ~1e10), far below what
+#: Decimal(38, 8) holds (1e30), so a minute's sums cannot overflow either.
+MAX_PRICE: Final = 10**15 * SCALE
+MAX_QUANTITY: Final = 10**15 * SCALE
+#: price x quantity of one trade, scaled by 10**16; a minute's sum must fit Decimal(38, 16) (1e22).
+MAX_QUOTE: Final = 10**16 * SCALE * SCALE
+
 
 class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """One trade (or one aggregate trade) as produced to the trades topic.
@@ -135,13 +146,16 @@ def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
     return f"{sign}{whole}.{frac:0{digits}d}"
 
 
-def validate_trade(trade: TradeMessage) -> TradeMessage:
-    """Check the invariants the bar logic relies on; raise :class:`InvalidTradeError` if broken."""
-    price_and_quantity(trade)
+def validate_trade(trade: TradeMessage, latest_ms: int | None = None) -> TradeMessage:
+    """Check the invariants the bar logic relies on; raise :class:`InvalidTradeError` if broken.
+
+    ``latest_ms``: the latest trade time to accept (now plus the allowed clock skew).
+    """
+    price_and_quantity(trade, latest_ms)
     return trade
 
 
-def price_and_quantity(trade: TradeMessage) -> tuple[int, int]:
+def price_and_quantity(trade: TradeMessage, latest_ms: int | None = None) -> tuple[int, int]:
     """Validate ``trade`` and return its price and quantity, scaled by 10**8."""
     if trade.event_type not in ("trade", "aggTrade"):
         raise InvalidTradeError(f"unexpected event type {trade.event_type!r}")
@@ -154,23 +168,35 @@ def price_and_quantity(trade: TradeMessage) -> tuple[int, int]:
         raise InvalidTradeError(f"quantity must be positive, got {trade.quantity!r}")
     if trade.trade_id < 0 or trade.last_trade_id < trade.trade_id:
         raise InvalidTradeError(f"bad trade id range {trade.trade_id}..{trade.last_trade_id}")
-    if trade.trade_time_ms <= 0:
-        raise InvalidTradeError(f"trade time must be positive, got {trade.trade_time_ms}")
+    if price > MAX_PRICE or qty > MAX_QUANTITY or price * qty > MAX_QUOTE:
+        raise InvalidTradeError(
+            f"price {trade.price} x quantity {trade.quantity} is beyond any real trade "
+            "(and beyond what the bar columns hold)"
+        )
+    time_ms = trade.trade_time_ms
+    if time_ms < EARLIEST_TRADE_TIME_MS:
+        raise InvalidTradeError(f"trade time {time_ms} ms is before Binance existed (2017-07)")
+    if latest_ms is not None and time_ms > latest_ms:
+        raise InvalidTradeError(
+            f"trade time {time_ms} ms is {(time_ms - now_ms()) / 1000:.0f} s in the future"
+        )
     return price, qty
 
 
-def decode_trade(payload: bytes | str) -> TradeMessage:
+def decode_trade(payload: bytes | str, latest_ms: int | None = None) -> TradeMessage:
     """Decode and validate one trade message; any problem raises :class:`InvalidTradeError`."""
-    return decode_priced_trade(payload)[0]
+    return decode_priced_trade(payload, latest_ms)[0]
 
 
-def decode_priced_trade(payload: bytes | str) -> tuple[TradeMessage, int, int]:
+def decode_priced_trade(
+    payload: bytes | str, latest_ms: int | None = None
+) -> tuple[TradeMessage, int, int]:
     """Like :func:`decode_trade`, also returning the scaled price and quantity (parsed once)."""
     try:
         trade = _trade_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidTradeError(str(exc)) from None
-    return (trade, *price_and_quantity(trade))
+    return (trade, *price_and_quantity(trade, latest_ms))
 
 
 def encode_trade(trade: TradeMessage) -> bytes:

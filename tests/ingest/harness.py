@@ -34,6 +34,7 @@ FAST: dict[str, object] = {
     "backfill_retry_base_s": 0.05,
     "kafka_stall_s": 0.5,
     "ping_interval_s": 0,  # the exchange pings us; our own keepalive is not under test
+    "max_trade_time_skew_s": 0,  # the captures keep their 2024 times (tests/ingest/test_frames.py)
 }
 
 

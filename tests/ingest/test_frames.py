@@ -93,3 +93,14 @@ def test_trade_for_an_unsubscribed_symbol_is_rejected() -> None:
     only_eth = FrameParser(("ETHUSDT",), LIMIT)
     result = only_eth.parse(json.dumps(frame).encode())
     assert isinstance(result, Rejected) and result.kind == "unsubscribed"
+
+
+def test_a_live_trade_far_from_now_is_rejected_with_its_skew() -> None:
+    raw = real_trades("BTCUSDT", 1)[0].raw.encode()
+    trade_time = json.loads(raw)["data"]["T"]
+    checking = FrameParser(("BTCUSDT",), LIMIT, max_skew_ms=600_000)
+    assert isinstance(checking.parse(raw, now_ms=trade_time + 600_000), TradeMessage)
+    for now in (trade_time + 600_001, trade_time - 600_001):
+        result = checking.parse(raw, now_ms=now)
+        assert isinstance(result, Rejected) and result.kind == "time_skew", result
+        assert "INGEST__MAX_TRADE_TIME_SKEW_S=600" in result.error

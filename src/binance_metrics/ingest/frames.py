@@ -57,12 +57,19 @@ class FrameParser:
     without being decoded.
     """
 
-    def __init__(self, symbols: tuple[str, ...], max_frame_bytes: int) -> None:
+    def __init__(
+        self, symbols: tuple[str, ...], max_frame_bytes: int, max_skew_ms: int = 0
+    ) -> None:
         self._streams: dict[str, str] = {f"{s.lower()}@trade": s for s in symbols}
         self._max = max_frame_bytes
+        self._max_skew_ms = max_skew_ms
 
-    def parse(self, raw: bytes) -> TradeMessage | Control | Rejected:
-        """Never raises: every input becomes exactly one of the three results."""
+    def parse(self, raw: bytes, now_ms: int | None = None) -> TradeMessage | Control | Rejected:
+        """Never raises: every input becomes exactly one of the three results.
+
+        With ``now_ms`` (and a ``max_skew_ms``), a trade time further than that from now is
+        rejected.
+        """
         if len(raw) > self._max:
             return Rejected(
                 raw[:OVERSIZED_KEEP_BYTES],
@@ -85,9 +92,19 @@ class FrameParser:
         if trade.event_type != "trade":
             return Rejected(raw, f"unexpected event type {trade.event_type!r} on a trade stream")
         try:
-            return validate_trade(trade)
+            validate_trade(trade)
         except InvalidTradeError as exc:
             return Rejected(raw, str(exc))
+        if now_ms is not None and self._max_skew_ms:
+            skew = trade.trade_time_ms - now_ms
+            if abs(skew) > self._max_skew_ms:
+                return Rejected(
+                    raw,
+                    f"trade time {trade.trade_time_ms} ms is {skew / 1000:+.0f} s from now "
+                    f"(more than INGEST__MAX_TRADE_TIME_SKEW_S={self._max_skew_ms / 1000:g})",
+                    "time_skew",
+                )
+        return trade
 
     def _not_a_trade(self, raw: bytes, exc: Exception) -> Control | Rejected:
         try:

@@ -55,7 +55,9 @@ class Ingestor:
         self.symbols = settings.SYMBOLS
         self.metrics = IngestMetrics(self.symbols)
         self.metrics.add_state_collector(functools.partial(health.collect_state, self))
-        self._parser = FrameParser(self.symbols, tuning.max_frame_bytes)
+        self._parser = FrameParser(
+            self.symbols, tuning.max_frame_bytes, int(tuning.max_trade_time_skew_s * 1000)
+        )
         self._keys = {s: s.encode() for s in self.symbols}
         self._counters = self.metrics.by_symbol
         self.sequences = {s: SymbolSequence(s, self._emit) for s in self.symbols}
@@ -134,9 +136,9 @@ class Ingestor:
     # -- hot path (FrameConsumer) ----------------------------------------------------------
 
     def on_frame(self, raw: bytes, conn: Connection) -> None:
-        result = self._parser.parse(raw)
+        now = now_ms()
+        result = self._parser.parse(raw, now)
         if type(result) is TradeMessage:
-            now = now_ms()
             latency = now - result.event_time_ms
             trade = msgspec.structs.replace(result, ingestion_time_ms=now, latency_ms=latency)
             self._observe_latency(latency / 1000)

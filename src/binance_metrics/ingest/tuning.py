@@ -64,6 +64,10 @@ class IngestTuning(BaseModel):
     # -- frames -----------------------------------------------------------------------------
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """Larger frames are dead letters (a trade frame is about 200 bytes)."""
+    max_trade_time_skew_s: float = Field(default=600.0, ge=0)
+    """A live trade whose time is further than this from now (either way) is a dead letter:
+    a corrupt time must not open a window far away. 0 turns the check off (the tests replay
+    2024 captures with their recorded times)."""
     max_message_bytes: int = Field(default=1 << 20, ge=2048)
     """websockets' limit: a larger message closes the connection (1009) before it is read.
     Above ``max_frame_bytes``, so that oversized frames reach the dead-letter topic."""
