@@ -86,9 +86,9 @@ def test_header_zip_and_microseconds(tmp_path: Path) -> None:
         cells = line.split(",")
         cells[5] += "123"  # 2025+ archives: microseconds
         micro.append(",".join(cells[:7]))
-    path = tmp_path / "XRPETH-aggTrades-2025-01-01.csv"
+    path = tmp_path / "XRPETH-aggTrades-2019-10-11.csv"  # the rows are of 2019-10-11
     path.write_text(header + "\n" + "\n".join(micro) + "\n")
-    archive = tmp_path / "XRPETH-aggTrades-2025-01-01.zip"
+    archive = tmp_path / "XRPETH-aggTrades-2019-10-11.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(path, path.name)
     expected = [key(t) for t in trades(AGG_CSV)[:100]]
@@ -313,3 +313,18 @@ def test_reading_the_first_record_does_not_load_the_file(tmp_path: Path, kind: s
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000 < 10 * len(text), f"{peak:,} bytes to read one record"
+
+
+def test_a_row_outside_the_period_of_the_file_name_is_rejected(tmp_path: Path) -> None:
+    lines = AGG_CSV.read_text().splitlines()[:4]
+    year_back, nine_years_back = lines[1].split(","), lines[2].split(",")
+    year_back[5] = str(int(year_back[5]) - 365 * 86_400_000)
+    nine_years_back[5] = str(int(nine_years_back[5]) - 9 * 365 * 86_400_000)
+    path = tmp_path / "XRPETH-aggTrades-2019-10-11.csv"
+    rows = [lines[0], ",".join(year_back), ",".join(nine_years_back), lines[3]]
+    path.write_text("\n".join(rows) + "\n")
+    records = list(read_recording(path))
+    assert [type(r) for r in records] == [TradeMessage, Rejected, Rejected, TradeMessage]
+    assert isinstance(records[1], Rejected) and isinstance(records[2], Rejected)
+    assert "outside the period the file's name gives" in records[1].error
+    assert "before Binance existed" in records[2].error

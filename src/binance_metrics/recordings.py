@@ -38,6 +38,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, TextIO
 
@@ -110,6 +111,42 @@ def symbol_from_name(path: Path) -> str | None:
     """``XRPETH-aggTrades-2019-10-11.csv`` -> ``XRPETH``."""
     match = _SYMBOL_IN_NAME.match(path.name)
     return match.group(1) if match else None
+
+
+_PERIOD_IN_NAME: Final = re.compile(
+    r"-(?:trades|aggTrades)-(\d{4}-\d{2}(?:-\d{2})?)(?:_(\d{4}-\d{2}(?:-\d{2})?))?\.(?:csv|zip)$"
+)
+
+
+def period_from_name(path: Path) -> tuple[int, int] | None:
+    """The trade times a data.binance.vision archive can hold, ``[start, end)`` in ms, from its
+    name: ``BTCUSDT-trades-2024-08-09.zip`` is that day, ``...-2024-08.zip`` that month
+    (``XRPETH-aggTrades-2019-10-11_2019-10-12.csv``: both days). None for other names."""
+    match = _PERIOD_IN_NAME.search(path.name)
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2) or match.group(1)
+    try:
+        start = _period_start(first)
+        end = _period_start(last, after=True)
+    except ValueError:
+        return None
+    return start, end
+
+
+def _period_start(text: str, *, after: bool = False) -> int:
+    """Epoch ms at the start of the day or month ``text`` (of the next one with ``after``)."""
+    if len(text) == 10:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        moment = day + timedelta(days=1) if after else day
+    else:
+        month = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
+        moment = (
+            month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+            if after
+            else month
+        )
+    return int(moment.timestamp() * 1000)
 
 
 def check_recording(path: Path, symbol: str | None = None) -> RecordingFormat:
@@ -306,6 +343,7 @@ def _csv_rows(
         lo, hi, parse = 6, 7, _trade_row
     else:
         lo, hi, parse = 7, 8, _agg_row
+    period = None if layout.format is TRADE_STREAM_CSV else period_from_name(path)
     rows = csv.reader(text)
     if layout.header:
         next(rows, None)
@@ -316,7 +354,13 @@ def _csv_rows(
             if not lo <= len(row) <= hi:
                 expected = str(lo) if lo == hi else f"{lo} or {hi}"
                 raise InvalidTradeError(f"{len(row)} columns, expected {expected}")
-            yield validate_trade(parse(row, symbol, ingested))
+            trade = validate_trade(parse(row, symbol, ingested))
+            if period is not None and not period[0] <= trade.trade_time_ms < period[1]:
+                raise InvalidTradeError(
+                    f"trade time {trade.trade_time_ms} ms is outside the period the file's name "
+                    "gives"
+                )
+            yield trade
         except ValueError as exc:  # InvalidTradeError included
             payload = ",".join(row).encode("utf-8", errors="surrogateescape")
             yield Rejected(payload, f"{path.name}:{rows.line_num}: {_why(exc)}")
