@@ -12,10 +12,11 @@ All amounts are integers: prices, quantities and volumes scaled by 10**8, quote 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Final, NamedTuple
 
+from binance_metrics.trade_ids import IdRuns
 from binance_metrics.trades import SCALE_DIGITS, TradeMessage, parse_scaled
 
 QUOTE_SCALE_DIGITS: Final = 2 * SCALE_DIGITS
@@ -37,6 +38,10 @@ class Bar:
     taker_buy_quote_volume: int = 0
     first_trade_id: int = _NO_ID
     last_trade_id: int = _NO_ID
+    #: Exactly which trade ids the bar counts, once the dataflow has checked them (None: not
+    #: known, e.g. a bar folded straight from trades). Stored, so that a trade arriving after
+    #: the dataflow forgot the minute is merged exactly. Not part of the bar's value.
+    ids: IdRuns | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
     def empty() -> Bar:
@@ -165,9 +170,9 @@ def _dec(value: int, digits: int = SCALE_DIGITS) -> Decimal:
 def merge(a: Bar, b: Bar) -> Bar:
     """Combine two bars of disjoint trade sets into a new bar (associative and commutative)."""
     if a.trade_count == 0:
-        return Bar(*_fields(b))
+        return replace(b, ids=b.ids and b.ids.copy())
     if b.trade_count == 0:
-        return Bar(*_fields(a))
+        return replace(a, ids=a.ids and a.ids.copy())
     first = a if a.first_trade_id <= b.first_trade_id else b
     last = a if a.last_trade_id >= b.last_trade_id else b
     return Bar(
@@ -182,20 +187,5 @@ def merge(a: Bar, b: Bar) -> Bar:
         taker_buy_quote_volume=a.taker_buy_quote_volume + b.taker_buy_quote_volume,
         first_trade_id=first.first_trade_id,
         last_trade_id=last.last_trade_id,
-    )
-
-
-def _fields(bar: Bar) -> tuple[int, ...]:
-    return (
-        bar.open,
-        bar.high,
-        bar.low,
-        bar.close,
-        bar.volume,
-        bar.quote_volume,
-        bar.trade_count,
-        bar.taker_buy_volume,
-        bar.taker_buy_quote_volume,
-        bar.first_trade_id,
-        bar.last_trade_id,
+        ids=None if a.ids is None or b.ids is None else a.ids.union(b.ids),
     )

@@ -193,9 +193,7 @@ def build_bars(
     def _stale(item: tuple[str, tuple[bool, Fragment]]) -> StaleFragment:
         fragment = item[1][1]
         stats.add(late_trades=fragment.bar.trade_count)
-        return StaleFragment(
-            fragment.symbol, fragment.window * window_ms, fragment.bar, fragment.ids()
-        )
+        return StaleFragment(fragment.symbol, fragment.window * window_ms, fragment)
 
     stale = op.map("stale_fragment", stale_or_fresh.trues, _stale)
 

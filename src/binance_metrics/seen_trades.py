@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from binance_metrics.bars import Bar
 from binance_metrics.fragments import Fragment
 from binance_metrics.trade_ids import IdRuns
 
@@ -28,12 +27,11 @@ log = logging.getLogger(__name__)
 
 class StaleFragment(NamedTuple):
     """Trades of a window older than the dataflow's history, for the sink to merge into the
-    stored bar; ``ids`` are the trade ids it holds."""
+    stored bar (the fragment keeps its trades, so the sink can leave out those already there)."""
 
     symbol: str
     window_start_ms: int
-    bar: Bar
-    ids: IdRuns
+    fragment: Fragment
 
 
 @dataclass
@@ -67,6 +65,7 @@ class SeenTrades:
         bar = fragment.bar
         if fragment.consecutive and not seen.overlaps(bar.first_trade_id, bar.last_trade_id):
             seen.add(bar.first_trade_id, bar.last_trade_id)
+            bar.ids = IdRuns([(bar.first_trade_id, bar.last_trade_id)])
             return Admitted(fresh=fragment)
         rest, duplicates, conflicts = fragment.without(seen)
         for trade in conflicts:
@@ -78,8 +77,9 @@ class SeenTrades:
                 trade.last_id,
             )
         if rest is not None:
-            for trade in rest.trades:
-                seen.add(trade.first_id, trade.last_id)
+            rest.bar.ids = rest.ids()
+            for first, last in rest.bar.ids.runs:
+                seen.add(first, last)
         return Admitted(fresh=rest, duplicates=duplicates, conflicts=len(conflicts))
 
     def _forget_old(self) -> None:

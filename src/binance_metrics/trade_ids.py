@@ -33,6 +33,16 @@ class IdRuns:
         i = bisect.bisect_left(self.runs, first, key=_end)
         return i < len(self.runs) and self.runs[i][0] <= first and self.runs[i][1] >= last
 
+    def copy(self) -> IdRuns:
+        return IdRuns(list(self.runs))
+
+    def union(self, other: IdRuns) -> IdRuns:
+        small, large = sorted((self, other), key=lambda ids: len(ids.runs))
+        result = large.copy()
+        for first, last in small.runs:
+            result.add(first, last)
+        return result
+
     def add(self, first: int, last: int) -> None:
         """Add ``first..last``, merging it with the runs it overlaps or touches."""
         runs = self.runs

@@ -73,8 +73,15 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
     with ExitStack() as stack:
         if paths is not None:
             local = stack.enter_context(LocalExchange.replaying(load_trades(paths), speed))
+            # A sped-up recording runs ahead of the clock and is moved back to stay out of the
+            # future (testing.market.shifted_to_now): its trades are not "now", by design.
+            replay_tuning = settings.INGEST.model_copy(update={"max_trade_time_skew_s": 0})
             settings = settings.model_copy(
-                update={"BINANCE_WS_URL": local.ws_url, "BINANCE_REST_URL": local.rest_url}
+                update={
+                    "BINANCE_WS_URL": local.ws_url,
+                    "BINANCE_REST_URL": local.rest_url,
+                    "INGEST": replay_tuning,
+                }
             )
             log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
         kafka = stack.enter_context(kafka_for(settings))

@@ -48,6 +48,7 @@ BAR_COLUMNS: Final = (
     "taker_buy_quote_volume",
     "first_trade_id",
     "last_trade_id",
+    "trade_ids",
 )
 
 
@@ -88,17 +89,21 @@ class Store:
                             exc, path)  # fmt: skip
 
     def upgrade_bars_table(self, path: Traversable = SCHEMA_PATH) -> None:
-        """Bring a bars table made by an older release to the current engine, keeping its bars.
+        """Bring a bars table made by an older release to the current layout, keeping its bars.
 
         Before the ``version`` column the table kept the bar with the most trades, so a trade
-        counted twice could never be repaired by a correct rerun. The embedded store is rebuilt
+        counted twice could never be repaired by a correct rerun; before ``trade_ids`` a late
+        trade could not be checked against a stored bar. The embedded store is rebuilt
         in place (copy, swap, drop); a server's table is left to its administrator, who gets the
         statements (docs/operations.md, "Upgrading the bars table").
         """
         engine = self.query(
             "SELECT engine_full FROM system.tables WHERE database = 'binance' AND name = 'ohlcv'"
         )
-        if not engine or "ReplacingMergeTree(version)" in engine[0][0]:
+        if not engine:
+            return
+        old = {row[0] for row in self.query("DESCRIBE TABLE " + BARS_TABLE)}
+        if "ReplacingMergeTree(version)" in engine[0][0] and old.issuperset(BAR_COLUMNS):
             return
         if not self.embedded:
             log.warning(
@@ -113,7 +118,8 @@ class Store:
             if f"TABLE IF NOT EXISTS {BARS_TABLE}\n" in s
         ]
         staging = f"{BARS_TABLE}_upgrading"
-        columns = ", ".join((*BAR_COLUMNS, "written_at"))
+        # The columns both tables have: an older table may lack some (they get their defaults).
+        columns = ", ".join(c for c in (*BAR_COLUMNS, "written_at") if c in old)
         log.info("upgrading %s to the versioned engine (bars are kept)", BARS_TABLE)
         self.command(f"DROP TABLE IF EXISTS {staging}")
         self.command(create.replace(BARS_TABLE, staging, 1))
@@ -196,8 +202,19 @@ def _row(symbol: str, start_ms: int, bar: Bar) -> list[Any]:
     return [
         symbol,
         datetime.fromtimestamp(start_ms / 1000, tz=UTC),
-        *(values[column] for column in BAR_COLUMNS[2:]),
+        *(values[column] for column in BAR_COLUMNS[2:-1]),
+        stored_ids(bar),
     ]
+
+
+def stored_ids(bar: Bar) -> list[tuple[int, int]]:
+    """The ``trade_ids`` column of ``bar``: its id runs; for a bar built without them, the one
+    run a complete bar is, else nothing (unknown)."""
+    if bar.ids is not None:
+        return list(bar.ids.runs)
+    if bar.trade_count and bar.trade_count == bar.last_trade_id - bar.first_trade_id + 1:
+        return [(bar.first_trade_id, bar.last_trade_id)]
+    return []
 
 
 def split_sql(script: str) -> list[str]:

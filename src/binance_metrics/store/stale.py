@@ -3,14 +3,12 @@
 The dataflow remembers the bars (and trade ids) of its last ``BAR_HISTORY_MINUTES`` per symbol.
 A trade for an older minute (a row moved to the end of a file, a very late backfill) cannot be
 merged in the dataflow, and written alone it would replace the stored bar with a partial one. So
-the sink reads the stored bar back and merges it here:
+the sink reads the stored bar back, with the ids it counts (column ``trade_ids``), and merges the
+fragment's trades that are not among them; a fragment whose trades are all there is a duplicate.
 
-* no trade stored for that minute (nothing, or a zero-trade filler): the fragment is the bar;
-* the stored bar holds none of the fragment's trade ids: the two are merged;
-* the stored bar is complete (``trade_count == last - first + 1``) and holds every id of the
-  fragment: a duplicate, dropped;
-* anything else cannot be decided from a stored bar (which ids a bar with holes holds is not
-  stored): the fragment is not written, and logged with its id range.
+A bar stored by an older release has no ``trade_ids``. Then only two cases can be decided: the
+stored bar holds none of the fragment's ids (merged), or it is complete (``trade_count == last -
+first + 1``) and holds them all (a duplicate). Anything else is not written, and logged.
 
 When the merged bar's close differs from the stored one, the zero-trade fillers that follow it
 (up to the next bar with trades) carry the new close and are written again.
@@ -22,8 +20,10 @@ import logging
 from dataclasses import dataclass, field
 
 from binance_metrics.bars import Bar, BarUpdate, from_decimals, merge
+from binance_metrics.fragments import FoldedTrade, Fragment
 from binance_metrics.seen_trades import StaleFragment
 from binance_metrics.store.clickhouse import BAR_COLUMNS, BARS_TABLE, Store
+from binance_metrics.trade_ids import IdRuns
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +36,38 @@ class StaleOutcome:
 
     updates: list[BarUpdate] = field(default_factory=list)
     duplicates: int = 0  # trades dropped because the stored bar already counts them
-    undecided: int = 0  # trades not written: the stored bar may or may not hold them
+    undecided: int = 0  # trades not written: not known whether they are stored (logged)
 
 
 def merge_stale(store: Store, stale: StaleFragment) -> StaleOutcome:
     """The bar updates that merge ``stale`` into what ``store`` holds (see the module doc)."""
-    symbol, start_ms, fragment, ids = stale
+    symbol, start_ms, fragment = stale
     stored = _stored_bar(store, symbol, start_ms)
+    conflicts: list[FoldedTrade] = []
     if stored is None or stored.is_empty:
-        merged = merge(Bar(), fragment)
-    elif not ids.overlaps(stored.first_trade_id, stored.last_trade_id):
-        merged = merge(stored, fragment)
-    elif stored.trade_count == stored.last_trade_id - stored.first_trade_id + 1 and all(
-        stored.first_trade_id <= first and last <= stored.last_trade_id for first, last in ids.runs
-    ):
-        return StaleOutcome(duplicates=fragment.trade_count)
+        stored = None
+        rest, duplicates, conflicts = fragment.without(IdRuns())
+    elif stored.ids is not None:
+        rest, duplicates, conflicts = fragment.without(stored.ids)
     else:
+        rest, duplicates = _without_unknown(stored, fragment)
+        if rest is None and not duplicates:
+            return StaleOutcome(undecided=fragment.bar.trade_count)
+    for trade in conflicts:
         log.error(
-            "%s %d: trades %s of a minute older than the dataflow's history overlap the stored "
-            "bar (trades %d..%d, %d counted): not written; the ledger reports the minute",
+            "%s %d: aggregate of trades %d..%d overlaps the stored bar in part; it cannot be "
+            "split, so it is left out",
             symbol,
             start_ms,
-            ids.runs,
-            stored.first_trade_id,
-            stored.last_trade_id,
-            stored.trade_count,
+            trade.first_id,
+            trade.last_id,
         )
-        return StaleOutcome(undecided=fragment.trade_count)
-    outcome = StaleOutcome([BarUpdate(symbol, start_ms, merged)])
+    undecided = sum(trade.last_id - trade.first_id + 1 for trade in conflicts)
+    if rest is None:
+        return StaleOutcome(duplicates=duplicates, undecided=undecided)
+    rest.bar.ids = rest.ids()
+    merged = rest.bar if stored is None else merge(stored, rest.bar)
+    outcome = StaleOutcome([BarUpdate(symbol, start_ms, merged)], duplicates, undecided)
     if stored is None or stored.close != merged.close:
         outcome.updates += [
             BarUpdate(symbol, filler_start, Bar.filler(merged.close))
@@ -72,13 +76,42 @@ def merge_stale(store: Store, stale: StaleFragment) -> StaleOutcome:
     return outcome
 
 
+def _without_unknown(stored: Bar, fragment: Fragment) -> tuple[Fragment | None, int]:
+    """For a stored bar without ``trade_ids``: ``(what to merge, duplicates)``, or
+    ``(None, 0)`` when that cannot be decided."""
+    ids = fragment.ids()
+    first, last = stored.first_trade_id, stored.last_trade_id
+    if not ids.overlaps(first, last):
+        return fragment.without(IdRuns())[0], 0
+    if stored.trade_count == last - first + 1 and all(
+        first <= a and b <= last for a, b in ids.runs
+    ):
+        return None, fragment.bar.trade_count
+    log.error(
+        "%s: trades %s of a minute older than the dataflow's history overlap a stored bar "
+        "without trade ids (trades %d..%d, %d counted): not written",
+        fragment.symbol,
+        ids.runs,
+        first,
+        last,
+        stored.trade_count,
+    )
+    return None, 0
+
+
 def _stored_bar(store: Store, symbol: str, start_ms: int) -> Bar | None:
     rows = store.query(
         f"SELECT {', '.join(_BAR_FIELDS)} FROM {BARS_TABLE} FINAL "
         "WHERE symbol = {symbol:String} AND window_start = fromUnixTimestamp64Milli({start:Int64})",
         {"symbol": symbol, "start": start_ms},
     )
-    return from_decimals(dict(zip(_BAR_FIELDS, rows[0], strict=True))) if rows else None
+    if not rows:
+        return None
+    values = dict(zip(_BAR_FIELDS, rows[0], strict=True))
+    bar = from_decimals(values)
+    runs = [(int(first), int(last)) for first, last in values["trade_ids"]]
+    bar.ids = IdRuns(runs) if runs else None
+    return bar
 
 
 def _fillers_after(store: Store, symbol: str, start_ms: int) -> list[int]:

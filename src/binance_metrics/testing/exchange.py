@@ -169,11 +169,12 @@ class LocalExchange:
 
     @classmethod
     def replaying(cls, trades: Sequence[TradeMessage], speed: float = 1.0) -> LocalExchange:
-        """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes,
+        """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
+        (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
         listens (REST fills what a reconnect missed); a ping every 20 s."""
         return cls(
-            shifted_to_now(trades),
+            shifted_to_now(trades, speed),
             pace=RealTime(speed),
             advance_when_idle=True,
             tail_guard=0,

@@ -117,10 +117,15 @@ def load_trades(paths: Sequence[Path]) -> list[TradeMessage]:
     return list(heapq.merge(*per_file, key=lambda trade: trade.trade_time_ms))
 
 
-def shifted_to_now(trades: Sequence[TradeMessage]) -> list[MarketTrade]:
-    """``trades`` moved forward by the whole minutes that make the first one happen now."""
+def shifted_to_now(trades: Sequence[TradeMessage], speed: float = 1.0) -> list[MarketTrade]:
+    """``trades`` moved forward by whole minutes (so every bar keeps exactly its trades) to
+    happen about now when played at ``speed``: at 1 the first one happens now; faster, the
+    recording runs ahead of the clock, so it is moved less, so that no trade is ever dated
+    after the moment it is sent (a trade from the future is refused as corrupt)."""
     if not trades:
         raise ValueError("nothing to replay")
     now_ms = time.time_ns() // 1_000_000
-    shift = (now_ms - trades[0].trade_time_ms) // MINUTE_MS * MINUTE_MS
+    duration_ms = trades[-1].trade_time_ms - trades[0].trade_time_ms
+    ahead_ms = duration_ms - duration_ms / speed  # how far playback gets ahead of the clock
+    shift = int(now_ms - trades[0].trade_time_ms - ahead_ms) // MINUTE_MS * MINUTE_MS
     return [MarketTrade.from_message(trade, shift) for trade in trades]

@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv
     taker_buy_quote_volume Decimal(38, 16),
     first_trade_id         Int64,
     last_trade_id          Int64,
+    -- Exactly which trade ids the bar counts, as runs of consecutive ids (usually one run):
+    -- lets a trade that arrives after the dataflow forgot its minute be merged exactly.
+    trade_ids              Array(Tuple(Int64, Int64)),
     written_at             DateTime64(3, 'UTC') DEFAULT now64(3),
     version                UInt64 MATERIALIZED
         if(trade_count <= toUInt64(greatest(last_trade_id - first_trade_id + 1, 0)), trade_count, 0)
