@@ -10,8 +10,8 @@ from msgspec.structs import replace
 
 from binance_metrics.bars import Bar, merge
 from binance_metrics.trades import TradeMessage
-from tests.oracle import as_fields, reference_klines
-from tests.strategies import symbol_trades
+from tests.support.oracle import as_fields, reference_klines
+from tests.support.strategies import symbol_trades
 
 trade_lists = symbol_trades("BTCUSDT", max_trades=12)
 

@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from deploy_support import (
+
+from binance_metrics.settings import Settings
+from tests.deploy.deploy_support import (
     APP_SERVICES,
     COMPOSE_FILE,
     INIT_SQL,
@@ -29,8 +31,6 @@ from deploy_support import (
     raw_compose,
     service_env,
 )
-
-from binance_metrics.settings import Settings
 
 EXPECTED_SERVICES = {
     "kafka",

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     DASHBOARD,
     GRAFANA,
     USERS_XML,

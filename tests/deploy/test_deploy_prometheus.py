@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import DASHBOARD, GRAFANA, REPO, compose, filled_env, service_env
+
+from tests.deploy.deploy_support import DASHBOARD, GRAFANA, REPO, compose, filled_env, service_env
 
 PROMETHEUS_CONFIG = REPO / "containers" / "prometheus" / "prometheus.yml"
 PROMETHEUS_DATASOURCE = GRAFANA / "datasources" / "prometheus.yaml"
