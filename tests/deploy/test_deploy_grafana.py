@@ -112,6 +112,7 @@ def dashboard() -> dict[str, Any]:
 
 def _variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
     (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == name]
+    assert isinstance(variable, dict)
     return variable
 
 

@@ -17,7 +17,7 @@ from binance_metrics.store.queries import fetch_bars
 from binance_metrics.trades import Rejected, TradeMessage, decode_dead_letter, encode_trade
 from tests.support.data import BTCUSDT_CAPTURE, XRPETH_AGG_TRADES
 from tests.support.oracle import reference_klines
-from tests.support.pipeline import pipeline_settings, read_topic
+from tests.support.pipeline import pipeline_settings, read_to_end
 
 
 def test_corrupt_records_in_the_topic_go_to_the_dlq_and_good_ones_make_bars(
@@ -38,7 +38,7 @@ def test_corrupt_records_in_the_topic_go_to_the_dlq_and_good_ones_make_bars(
     stats = FlowStats()
     run_main(build_flow(settings, broker.connection, stats=stats))
 
-    letters = [decode_dead_letter(v) for v in read_topic(broker, settings.KAFKA_DLQ_TOPIC)]
+    letters = [decode_dead_letter(v) for v in read_to_end(broker, settings.KAFKA_DLQ_TOPIC)]
     assert sorted(letter.raw_payload for letter in letters) == sorted(
         c.decode("utf-8", errors="backslashreplace") for c in corrupt
     )
@@ -60,6 +60,6 @@ def test_bad_rows_of_a_file_go_to_the_dlq(
     settings = pipeline_settings(broker, empty_store, topic_prefix)
     summary = replay([path], settings)
     assert (summary.messages, summary.bad_records) == (49, 1)
-    (letter,) = [decode_dead_letter(v) for v in read_topic(broker, settings.KAFKA_DLQ_TOPIC)]
+    (letter,) = [decode_dead_letter(v) for v in read_to_end(broker, settings.KAFKA_DLQ_TOPIC)]
     assert letter.raw_payload == lines[10]
     assert "abc" in letter.error

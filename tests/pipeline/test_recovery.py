@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource, _RawPartition
 from binance_metrics.recordings import read_recording
 from binance_metrics.store.clickhouse import Store
@@ -31,8 +32,10 @@ class Crash(RuntimeError):
 class CrashingSource(RawKafkaSource):
     """The production source, whose partitions die after a number of non-empty batches."""
 
-    def __init__(self, *args: object, crash_after_batches: int, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, kafka: KafkaConnection, topic: str, *, batch_size: int, crash_after_batches: int
+    ) -> None:
+        super().__init__(kafka, topic, batch_size=batch_size)
         self.crash_after_batches = crash_after_batches
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RawPartition:
@@ -47,6 +50,7 @@ class CrashingSource(RawKafkaSource):
             budget[0] -= bool(batch)
             return batch
 
+        # The partition is built by the production code: its method is swapped on the instance.
         part.next_batch = dying_next_batch  # type: ignore[method-assign]
         return part
 
@@ -74,9 +78,8 @@ def test_crash_and_resume_keeps_every_trade_exactly_once(
 
     produce(trades[:half])
     first = CrashingSource(
-        broker.connection, settings.KAFKA_TOPIC, tail=True, batch_size=200,
-        crash_after_batches=20,
-    )  # fmt: skip
+        broker.connection, settings.KAFKA_TOPIC, batch_size=200, crash_after_batches=20
+    )
     with pytest.raises(BytewaxRuntimeError) as crashed:
         run_main(
             build_flow(settings, broker.connection, source=first),

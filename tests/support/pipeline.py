@@ -22,7 +22,7 @@ def pipeline_settings(
     )
 
 
-def read_topic(broker: EmbeddedBroker, topic: str, partitions: int = 3) -> list[bytes]:
+def read_to_end(broker: EmbeddedBroker, topic: str, partitions: int = 3) -> list[bytes]:
     """Every record value of ``topic``, read to the end of each partition (partition EOF)."""
     consumer = Consumer(
         {"bootstrap.servers": broker.bootstrap_servers, "group.id": "read-topic",

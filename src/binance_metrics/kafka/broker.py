@@ -23,6 +23,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException
+
+# NewTopic is documented here, but the stubs of confluent_kafka.admin do not re-export it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from binance_metrics.errors import BrokerError, ConfigError
