@@ -243,7 +243,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.ingest.app import serve
     from binance_metrics.kafka.broker import kafka_for
 
-    if settings.KAFKA_BOOTSTRAP_SERVERS is None:
+    if settings.embedded_kafka:
         # An embedded broker here would be private to this process: nothing would read it, and
         # every trade taken would be lost when it stops.
         raise ConfigError(

@@ -27,7 +27,6 @@ import msgspec
 from binance_metrics.errors import InvalidTradeError
 
 SCALE_DIGITS: Final = 8
-SCALE: Final = 10**SCALE_DIGITS
 
 
 class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -128,11 +127,11 @@ def parse_scaled(text: str) -> int:
     return int(digits)
 
 
-def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
-    """Inverse of :func:`parse_scaled`, as a plain decimal with exactly ``digits`` decimals."""
+def format_scaled(value: int) -> str:
+    """Inverse of :func:`parse_scaled`, as a plain decimal with exactly 8 decimals."""
     sign = "-" if value < 0 else ""
-    whole, frac = divmod(abs(value), 10**digits)
-    return f"{sign}{whole}.{frac:0{digits}d}"
+    whole, frac = divmod(abs(value), 10**SCALE_DIGITS)
+    return f"{sign}{whole}.{frac:0{SCALE_DIGITS}d}"
 
 
 def validate_trade(trade: TradeMessage) -> TradeMessage:
