@@ -152,7 +152,7 @@ def replay(
     # cascade of tracebacks: open it here first (the sink then shares this client).
     open_store(settings.clickhouse_dsn)
     update: dict[str, object] = {"STOP_AT_END": True}
-    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
+    if not settings.embedded_kafka:
         # A shared Kafka: replay into a topic of its own, so that neither the live topic nor an
         # earlier replay of the same files adds its trades a second time.
         update["KAFKA_TOPIC"] = f"{settings.KAFKA_TOPIC}-replay-{time.time_ns() // 1_000_000}"
