@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from binance_metrics.kafka.broker import TRADES_RETENTION_MS
 from binance_metrics.settings import Settings
 from tests.deploy.deploy_support import (
     APP_SERVICES,
@@ -210,7 +211,7 @@ def test_kafka_init_creates_the_topics_the_code_uses(services: dict[str, Any]) -
     assert set(created) == {defaults.KAFKA_TOPIC, defaults.KAFKA_DLQ_TOPIC}, created
     trades = created[defaults.KAFKA_TOPIC]
     assert f'--partitions "{defaults.KAFKA_PARTITIONS}"' in trades
-    assert "retention.ms=86400000" in trades  # 24 h, design §1
+    assert f"retention.ms={TRADES_RETENTION_MS}" in trades  # 24 h, as the embedded broker's
     assert service_env(services["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
