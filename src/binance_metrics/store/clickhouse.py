@@ -90,7 +90,7 @@ class Store:
                 log.warning("could not create %s (%s); an administrator can run %s", name,
                             exc, SCHEMA_PATH)  # fmt: skip
 
-    def upgrade_bars_table(self) -> None:
+    def upgrade_bars_table(self, path: Traversable = SCHEMA_PATH) -> None:
         """Bring a bars table made by an older release to the current engine, keeping its bars.
 
         Before the ``version`` column the table kept the bar with the most trades, so a trade
@@ -112,7 +112,7 @@ class Store:
             return
         (create,) = [
             s
-            for s in split_sql(SCHEMA_PATH.read_text("utf-8"))
+            for s in split_sql(path.read_text("utf-8"))
             if f"TABLE IF NOT EXISTS {BARS_TABLE}\n" in s
         ]
         staging = f"{BARS_TABLE}_upgrading"
