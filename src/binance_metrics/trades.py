@@ -27,6 +27,7 @@ import msgspec
 from binance_metrics.errors import InvalidTradeError
 
 SCALE_DIGITS: Final = 8
+SCALE: Final = 10**SCALE_DIGITS
 
 
 class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
