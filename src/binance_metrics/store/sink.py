@@ -32,8 +32,6 @@ from binance_metrics.store.stale import merge_stale
 log = logging.getLogger(__name__)
 
 SinkItem = BarUpdate | StaleFragment
-#: The longest wait between two tries of a failing write.
-MAX_BACKOFF_S = 30.0
 #: ``count(bars_written=..., duplicate_trades=..., undecided_trades=...)`` after each batch.
 Counter = Callable[..., None]
 
@@ -106,7 +104,7 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
                     sink.stop.wait(delay)
                 else:
                     time.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                delay = min(delay * 2, sink.max_backoff_s)
                 continue
             sink.health.succeeded()
             sink.count(**counts)
@@ -142,12 +140,14 @@ class ClickHouseBarSink(DynamicSink[SinkItem]):
         health: StoreHealth | None = None,
         stop: threading.Event | None = None,
         give_up_after_s: float | None = None,
+        max_backoff_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
         self.count = count
         self.health = health or StoreHealth()
         self.stop = stop
         self.give_up_after_s = give_up_after_s
+        self.max_backoff_s = max_backoff_s
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _BarsPartition:
