@@ -25,8 +25,9 @@ demo: $(BIN)/.installed  ## the same pipeline, offline, against a local exchange
 test: $(BIN)/.installed  ## the whole test suite (real Tansu broker, real chDB)
 	$(BIN)/pytest
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed  ## ruff (lint and format) and mypy --strict on src, tests, benchmarks, dataflows
 	$(BIN)/ruff check src tests dataflows benchmarks
+	$(BIN)/ruff format --check src tests dataflows benchmarks
 	$(BIN)/mypy
 
 replay-sample: $(BIN)/.installed  ## 48 h of real XRPETH trades -> bars equal to Binance's klines

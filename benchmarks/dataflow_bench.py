@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
 from bytewax.testing import run_main
@@ -77,7 +77,14 @@ def naive_flow(bootstrap: str, topic: str, dsn: str, wait: timedelta) -> Dataflo
     flow = Dataflow("naive")
     source = KafkaSource([bootstrap], [topic], tail=False, batch_size=5000)
     messages = op.input("in", flow, source)
-    trades = op.map("json", messages, lambda msg: json.loads(msg.value))
+
+    def decoded(msg: object) -> dict[str, Any]:
+        # KafkaSource raises on a Kafka error (raise_on_errors), so every item is a message.
+        assert isinstance(msg, KafkaSourceMessage) and msg.value is not None
+        trade: dict[str, Any] = json.loads(msg.value)
+        return trade
+
+    trades = op.map("json", messages, decoded)
     keyed = op.key_on("key", trades, lambda trade: trade["s"])
 
     def ts(trade: dict[str, Any]) -> datetime:

@@ -74,7 +74,7 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
 def _build() -> Dataflow:
     settings = load_settings()
     logging.getLogger().setLevel(settings.LOG_LEVEL)
-    if settings.KAFKA_BOOTSTRAP_SERVERS is None:
+    if settings.embedded_kafka:
         raise ConfigError(
             "KAFKA_BOOTSTRAP_SERVERS is not set: the stand-alone dataflow reads a real Kafka. "
             "Use `binance-metrics up` for the all-in-one embedded pipeline."

@@ -1,17 +1,17 @@
-"""Shared fixtures: a real Kafka-protocol broker (Tansu) and the real recordings in tests/data."""
+"""Shared fixtures: a real Kafka-protocol broker (Tansu) and the real ClickHouse engine (chDB).
+
+Plain helpers (recordings, the reference klines, strategies) are in :mod:`tests.support`.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.store.clickhouse import Store, open_store
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from functools import reduce
 
 from hypothesis import given
@@ -10,8 +11,8 @@ from msgspec.structs import replace
 
 from binance_metrics.bars import Bar, merge
 from binance_metrics.trades import TradeMessage
-from tests.oracle import as_fields, reference_klines
-from tests.strategies import symbol_trades
+from tests.support.oracle import as_fields, reference_klines
+from tests.support.strategies import symbol_trades
 
 trade_lists = symbol_trades("BTCUSDT", max_trades=12)
 
@@ -62,7 +63,7 @@ def test_add_equals_merge_of_singletons(trades: list[TradeMessage]) -> None:
 
 
 @given(trade_lists, st.randoms())
-def test_arrival_order_does_not_matter(trades: list[TradeMessage], rnd) -> None:  # type: ignore[no-untyped-def]
+def test_arrival_order_does_not_matter(trades: list[TradeMessage], rnd: random.Random) -> None:
     shuffled = list(trades)
     rnd.shuffle(shuffled)
     assert fold(shuffled) == fold(trades)

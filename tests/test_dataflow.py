@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from binance_metrics.bars import BarUpdate
 from binance_metrics.dataflow import FlowStats, build_bars
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade
-from tests.oracle import as_fields, materialize, reference_klines
-from tests.strategies import market_trades
+from tests.support.oracle import as_fields, materialize, reference_klines
+from tests.support.strategies import market_trades
 
 FROZEN_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

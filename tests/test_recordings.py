@@ -21,13 +21,14 @@ from binance_metrics.recordings import (
     symbol_from_name,
 )
 from binance_metrics.trades import Rejected, TradeMessage
-from tests.conftest import DATA
+from tests.support.data import (
+    BTCUSDT_CAPTURE,
+    BTCUSDT_KLINES,
+    TRXUSDT_STREAM_CSV,
+    XRPETH_AGG_TRADES,
+    XRPETH_AGG_TRADES_JSON,
+)
 
-AGG_CSV = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
-AGG_JSON = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.api.json"
-CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
-TRX_STREAM_CSV = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
-KLINES = DATA / "BTCUSDT-1m-2020-01-01.csv"
 KEY = (
     "event_type",
     "symbol",
@@ -51,13 +52,13 @@ def key(trade: TradeMessage) -> tuple[object, ...]:
 
 
 def test_symbol_comes_from_the_data_binance_vision_name() -> None:
-    assert symbol_from_name(AGG_CSV) == "XRPETH"
+    assert symbol_from_name(XRPETH_AGG_TRADES) == "XRPETH"
     assert symbol_from_name(Path("BTCUSD_PERP-aggTrades-2026-05-08.zip")) == "BTCUSD_PERP"
     assert symbol_from_name(Path("trades.csv")) is None
 
 
 def test_agg_trades_csv_and_rest_json_agree() -> None:
-    from_csv, from_json = trades(AGG_CSV), trades(AGG_JSON)
+    from_csv, from_json = trades(XRPETH_AGG_TRADES), trades(XRPETH_AGG_TRADES_JSON)
     assert len(from_csv) == 10_063
     assert sum(t.trade_count for t in from_csv) == 11_884
     assert [key(t) for t in from_csv] == [key(t) for t in from_json]
@@ -79,7 +80,7 @@ def test_agg_trades_csv_and_rest_json_agree() -> None:
 
 
 def test_header_zip_and_microseconds(tmp_path: Path) -> None:
-    lines = AGG_CSV.read_text().splitlines()[:100]
+    lines = XRPETH_AGG_TRADES.read_text().splitlines()[:100]
     header = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
     micro = []
     for line in lines:
@@ -91,13 +92,13 @@ def test_header_zip_and_microseconds(tmp_path: Path) -> None:
     archive = tmp_path / "XRPETH-aggTrades-2019-10-11.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(path, path.name)
-    expected = [key(t) for t in trades(AGG_CSV)[:100]]
+    expected = [key(t) for t in trades(XRPETH_AGG_TRADES)[:100]]
     assert [key(t) for t in trades(path)] == expected
     assert [key(t) for t in trades(archive)] == expected
 
 
 def test_raw_trades_csv_and_historical_trades_json(tmp_path: Path) -> None:
-    frames = trades(CAPTURE)[:50]
+    frames = trades(BTCUSDT_CAPTURE)[:50]
     csv_path = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
     csv_path.write_text(
         "".join(
@@ -125,12 +126,12 @@ def test_raw_trades_csv_and_historical_trades_json(tmp_path: Path) -> None:
 
 
 def test_bare_frames_and_other_streams(tmp_path: Path) -> None:
-    lines = CAPTURE.read_text().splitlines()[:20]
+    lines = BTCUSDT_CAPTURE.read_text().splitlines()[:20]
     bare = [json.dumps(json.loads(line)["data"]) for line in lines]
     depth = '{"stream":"btcusdt@depth","data":{"e":"depthUpdate","s":"BTCUSDT"}}'
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join([*lines[:10], depth, *bare[10:]]) + "\n")
-    assert [key(t) for t in trades(path)] == [key(t) for t in trades(CAPTURE)[:20]]
+    assert [key(t) for t in trades(path)] == [key(t) for t in trades(BTCUSDT_CAPTURE)[:20]]
 
 
 def test_bad_rows_are_kept_with_file_line_and_reason(tmp_path: Path) -> None:
@@ -143,21 +144,22 @@ def test_bad_rows_are_kept_with_file_line_and_reason(tmp_path: Path) -> None:
         b"\n"
         b"5,0.1,1.0,8,8,1570752011620,\xff,True\n"
     )
-    records = list(read_recording(path))
-    assert isinstance(records[0], TradeMessage)
-    assert [type(r) for r in records[1:]] == [Rejected] * 4
+    first, *rest = read_recording(path)
+    assert isinstance(first, TradeMessage)
+    rejected = [r for r in rest if isinstance(r, Rejected)]
+    assert len(rejected) == len(rest) == 4
     name = path.name
-    assert records[1].error == f"{name}:2: not a decimal number: '-1.0'"
-    assert records[2].error == f"{name}:3: not a boolean: 'maybe'"
-    assert records[3] == Rejected(b"4,0.1", f"{name}:4: 2 columns, expected 7 or 8")
+    assert rejected[0].error == f"{name}:2: not a decimal number: '-1.0'"
+    assert rejected[1].error == f"{name}:3: not a boolean: 'maybe'"
+    assert rejected[2] == Rejected(b"4,0.1", f"{name}:4: 2 columns, expected 7 or 8")
     # bytes that are not UTF-8 reach the dead-letter topic as they were, the reason printable
-    assert records[4].payload == b"5,0.1,1.0,8,8,1570752011620,\xff,True"
-    assert records[4].error == rf"{name}:6: not a boolean: '\udcff'"
+    assert rejected[3].payload == b"5,0.1,1.0,8,8,1570752011620,\xff,True"
+    assert rejected[3].error == rf"{name}:6: not a boolean: '\udcff'"
 
 
 def test_a_file_without_symbol_needs_one(tmp_path: Path) -> None:
     path = tmp_path / "trades.json"
-    path.write_bytes(AGG_JSON.read_bytes())
+    path.write_bytes(XRPETH_AGG_TRADES_JSON.read_bytes())
     with pytest.raises(SymbolMissingError, match="pass --symbol") as raised:
         read_recording(path)
     assert isinstance(raised.value, ConfigError), "a usage error: the command line lacks --symbol"
@@ -184,22 +186,22 @@ def stream_csv_trades(path: Path) -> list[tuple[object, ...]]:
 
 
 def test_the_flattened_trade_stream_csv_is_read_by_its_header() -> None:
-    read = trades(TRX_STREAM_CSV)
-    assert check_recording(TRX_STREAM_CSV).name == "a trade-stream CSV"
-    assert [key(t) for t in read] == stream_csv_trades(TRX_STREAM_CSV)
+    read = trades(TRXUSDT_STREAM_CSV)
+    assert check_recording(TRXUSDT_STREAM_CSV).name == "a trade-stream CSV"
+    assert [key(t) for t in read] == stream_csv_trades(TRXUSDT_STREAM_CSV)
     assert len(read) == 10_000
     first = read[0]
     assert (first.event_time_ms, first.best_match, first.trade_type) == (1741046401271, True, None)
-    assert check_raw_trades(TRX_STREAM_CSV) is not None, "the local exchange can stream it"
+    assert check_raw_trades(TRXUSDT_STREAM_CSV) is not None, "the local exchange can stream it"
 
 
 def test_stream_csv_columns_may_come_in_any_order(tmp_path: Path) -> None:
-    with TRX_STREAM_CSV.open(newline="") as f:
+    with TRXUSDT_STREAM_CSV.open(newline="") as f:
         rows = list(csv.reader(f))[:50]
     order = list(reversed(range(len(rows[0]))))
     path = tmp_path / "trx.csv"
     path.write_text("".join(",".join(row[i] for i in order) + "\n" for row in rows))
-    assert [key(t) for t in trades(path)] == stream_csv_trades(TRX_STREAM_CSV)[:49]
+    assert [key(t) for t in trades(path)] == stream_csv_trades(TRXUSDT_STREAM_CSV)[:49]
 
 
 def not_trades(tmp_path: Path, name: str) -> Path:
@@ -211,10 +213,10 @@ def not_trades(tmp_path: Path, name: str) -> Path:
         path.write_text("this is no zip archive\n")
     elif name == "two.zip":
         with zipfile.ZipFile(path, "w") as zf:
-            zf.writestr("a.csv", AGG_CSV.read_text()[:1000])
-            zf.writestr("b.csv", AGG_CSV.read_text()[:1000])
+            zf.writestr("a.csv", XRPETH_AGG_TRADES.read_text()[:1000])
+            zf.writestr("b.csv", XRPETH_AGG_TRADES.read_text()[:1000])
     elif name == "XRPETH-aggTrades.csv.gz":
-        path.write_bytes(gzip.compress(AGG_CSV.read_bytes()[:1000]))
+        path.write_bytes(gzip.compress(XRPETH_AGG_TRADES.read_bytes()[:1000]))
     elif name == "empty.jsonl":
         path.write_text("\n\n")
     elif name == "klines.json":
@@ -262,39 +264,39 @@ def test_a_file_that_is_not_trades_is_refused_before_any_record(
 
 def test_klines_are_recognised_with_and_without_header(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match=r"this is a klines file \(12 columns\)"):
-        check_recording(KLINES)
+        check_recording(BTCUSDT_KLINES)
     header = "open_time,open,high,low,close,volume,close_time,quote_volume,count,x,y,ignore\n"
     path = tmp_path / "BTCUSDT-1m-2025-01-01.csv"
-    path.write_text(header + KLINES.read_text())
+    path.write_text(header + BTCUSDT_KLINES.read_text())
     with pytest.raises(RecordingError, match=r"this is a klines file \(open_time,open,high"):
         check_recording(path)
 
 
 def test_seven_columns_are_told_apart_by_their_content(tmp_path: Path) -> None:
     # trades with is_best_match, and aggTrades without it (futures) both have 7 columns
-    frames = trades(CAPTURE)[:5]
+    frames = trades(BTCUSDT_CAPTURE)[:5]
     raw = tmp_path / "BTCUSDT-x.csv"
     raw.write_text("".join(f"{t.trade_id},{t.price},{t.quantity},1.0,{t.trade_time_ms},"
                            f"{t.buyer_is_maker},True\n" for t in frames))  # fmt: skip
     agg = tmp_path / "XRPETH-y.csv"
     agg.write_text("".join(",".join(line.split(",")[:7]) + "\n"
-                           for line in AGG_CSV.read_text().splitlines()[:5]))  # fmt: skip
+                           for line in XRPETH_AGG_TRADES.read_text().splitlines()[:5]))  # fmt: skip
     assert [key(t) for t in trades(raw)] == [key(t) for t in frames]
-    assert [key(t) for t in trades(agg)] == [key(t) for t in trades(AGG_CSV)[:5]]
+    assert [key(t) for t in trades(agg)] == [key(t) for t in trades(XRPETH_AGG_TRADES)[:5]]
 
 
 def test_the_local_exchange_needs_raw_trades() -> None:
-    for path in (AGG_CSV, AGG_JSON):
+    for path in (XRPETH_AGG_TRADES, XRPETH_AGG_TRADES_JSON):
         with pytest.raises(RecordingError, match="holds aggregate trades") as raised:
             check_raw_trades(path)
         assert "--exchange replay: needs raw @trade recordings" in str(raised.value)
     with pytest.raises(RecordingError, match="klines"):
-        check_raw_trades(KLINES)
+        check_raw_trades(BTCUSDT_KLINES)
 
 
 @pytest.mark.parametrize("kind", ["csv", "zip", "jsonl"])
 def test_reading_the_first_record_does_not_load_the_file(tmp_path: Path, kind: str) -> None:
-    source = CAPTURE if kind == "jsonl" else AGG_CSV
+    source = BTCUSDT_CAPTURE if kind == "jsonl" else XRPETH_AGG_TRADES
     text = source.read_text()
     path = tmp_path / f"XRPETH-aggTrades-big.{kind}"
     with path.open("w") as f:
@@ -316,7 +318,7 @@ def test_reading_the_first_record_does_not_load_the_file(tmp_path: Path, kind: s
 
 
 def test_a_row_outside_the_period_of_the_file_name_is_rejected(tmp_path: Path) -> None:
-    lines = AGG_CSV.read_text().splitlines()[:4]
+    lines = XRPETH_AGG_TRADES.read_text().splitlines()[:4]
     year_back, nine_years_back = lines[1].split(","), lines[2].split(",")
     year_back[5] = str(int(year_back[5]) - 365 * 86_400_000)
     nine_years_back[5] = str(int(nine_years_back[5]) - 9 * 365 * 86_400_000)

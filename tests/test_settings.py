@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from binance_metrics.errors import ConfigError
-from binance_metrics.redact import redact
 from binance_metrics.settings import load_settings
 
 
@@ -108,21 +107,6 @@ def test_the_clickhouse_url_is_a_secret_of_settings(monkeypatch: pytest.MonkeyPa
     settings = load_settings()
     assert settings.clickhouse_dsn == url
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
-
-
-@pytest.mark.parametrize(
-    ("text", "shown"),
-    [
-        ("tcp://grafana:s3cret@host", "tcp://grafana:***@host"),
-        ("cannot reach http://u:p@ss:w/rd@h:8123/db", "cannot reach http://u:***@h:8123/db"),
-        ("URL='http://u:pw@h' or 'http://v:pw@k'", "URL='http://u:***@h' or 'http://v:***@k'"),
-        ("http://h:8123/?user=me&password=s3cret&x=1", "http://h:8123/?user=me&password=***&x=1"),
-        ("http://reader@host:8123 and chdb:///data/clickhouse", None),
-        ("KAFKA_BOOTSTRAP_SERVERS='kafka:9092'", None),
-    ],
-)
-def test_redact_masks_passwords_only(text: str, shown: str | None) -> None:
-    assert redact(text) == (text if shown is None else shown)
 
 
 def test_the_cli_never_prints_the_password(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """Per-symbol book of recent bars: merges late fragments and fills minutes without trades.
 
 Bytewax drops a key's window state once its windows close, so a late trade comes back as a
-second, partial bar for a minute already written (design §3). The book keeps the full bars of the
-last ``history`` windows, merges every fragment into its minute with the exact monoid, and emits
-the corrected full bar — never the fragment alone — so the store only ever sees complete bars.
+second, partial bar for a minute already written (docs/architecture.md, Bytewax 0.21.1). The
+book keeps the full bars of the last ``history`` windows, merges every fragment into its minute
+with the exact monoid, and emits the corrected full bar — never the fragment alone — so the store
+only ever sees complete bars. A fragment of an older window never reaches the book: the
+seen-trades step before the windows sends it to the sink (:mod:`binance_metrics.seen_trades`).
 
 It also produces Binance's zero-trade bars: every window between a symbol's first and last trade
 that has no trades gets O = H = L = C = previous close, volume 0. When a late trade lands in such a

@@ -223,10 +223,12 @@ def _write_rows(rows: list[list[str]], fmt: str, out: TextIO) -> None:
         writer.writerow(CSV_HEADER)
         writer.writerows(rows)
     elif fmt == "json":
-        objects = [dict(zip(CSV_HEADER, row, strict=True)) for row in rows]
+        objects: list[dict[str, str | int]] = [
+            dict(zip(CSV_HEADER, row, strict=True)) for row in rows
+        ]
         for obj in objects:
-            obj["open_time"] = int(obj["open_time"])  # type: ignore[assignment]
-            obj["trade_count"] = int(obj["trade_count"])  # type: ignore[assignment]
+            obj["open_time"] = int(obj["open_time"])
+            obj["trade_count"] = int(obj["trade_count"])
         json.dump(objects, out, indent=1)
         out.write("\n")
     else:
@@ -241,7 +243,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.ingest.app import serve
     from binance_metrics.kafka.broker import kafka_for
 
-    if settings.KAFKA_BOOTSTRAP_SERVERS is None:
+    if settings.embedded_kafka:
         # An embedded broker here would be private to this process: nothing would read it, and
         # every trade taken would be lost when it stops.
         raise ConfigError(

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Added to the wait when telling Bytewax when to wake up: without it the default clock
-#: busy-spins a core at every window end (design §3).
+#: busy-spins a core at every window end (docs/architecture.md, Bytewax 0.21.1).
 WAKE_MARGIN: Final = timedelta(milliseconds=200)
 
 

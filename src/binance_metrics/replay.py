@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bytewax.testing import run_main
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, BrokerError
@@ -87,7 +87,6 @@ def produce_recordings(
     settings: Settings,
     kafka: KafkaConnection,
     symbol: str | None = None,
-    progress: Callable[[str], None] = log.info,
 ) -> Produced:
     """Produce every record of ``paths``: trades to the trades topic, bad rows to the DLQ."""
     producer = make_producer(kafka)
@@ -122,8 +121,8 @@ def produce_recordings(
             if (messages + bad) % PROGRESS_EVERY == 0:
                 producer.poll(0)
                 rate = (messages + bad) / max(time.monotonic() - started, 1e-9)
-                progress(f"produced {messages + bad:,} records ({rate:,.0f}/s)")
-        progress(f"{path.name}: produced, {messages:,} trade messages so far, {bad} bad rows")
+                log.info(f"produced {messages + bad:,} records ({rate:,.0f}/s)")
+        log.info(f"{path.name}: produced, {messages:,} trade messages so far, {bad} bad rows")
         if len(paths) > 1 and messages == before[0] and bad > before[1]:
             log.warning("%s: every row (%d) was rejected", path, bad - before[1])
     remaining = producer.flush(60)
@@ -139,7 +138,6 @@ def replay(
     paths: Sequence[Path],
     settings: Settings,
     symbol: str | None = None,
-    progress: Callable[[str], None] = log.info,
 ) -> ReplaySummary:
     """Produce the recordings, run the dataflow to the end of the topic, and summarise.
 
@@ -154,29 +152,29 @@ def replay(
     # cascade of tracebacks: open it here first (the sink then shares this client).
     open_store(settings.clickhouse_dsn)
     update: dict[str, object] = {"STOP_AT_END": True}
-    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
+    if not settings.embedded_kafka:
         # A shared Kafka: replay into a topic of its own, so that neither the live topic nor an
         # earlier replay of the same files adds its trades a second time.
         update["KAFKA_TOPIC"] = f"{settings.KAFKA_TOPIC}-replay-{time.time_ns() // 1_000_000}"
     settings = settings.model_copy(update=update)
-    progress(f"replaying into topic {settings.KAFKA_TOPIC}")
+    log.info("replaying into topic %s", settings.KAFKA_TOPIC)
     with kafka_for(settings) as kafka:
-        produced = produce_recordings(paths, settings, kafka, symbol, progress)
+        produced = produce_recordings(paths, settings, kafka, symbol)
         if produced.messages == 0:
             raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
-        progress("running the dataflow to the end of the topic")
+        log.info("running the dataflow to the end of the topic")
         stats = FlowStats()
         done = threading.Event()
         reporter = threading.Thread(
             target=_report_dataflow,
-            args=(stats, produced.messages, done, progress),
+            args=(stats, produced.messages, done),
             daemon=True,
         )
         reporter.start()
         try:
+            # An error inside the dataflow (Kafka's, the store's) comes out as Bytewax's
+            # BytewaxRuntimeError, caused by ours: the CLI reports the cause.
             run_main(build_flow(settings, kafka, stats=stats))
-        except KafkaException as exc:
-            raise BrokerError(f"Kafka failed during the dataflow: {exc}") from exc
         finally:
             done.set()
     counts = stats.summary()
@@ -204,12 +202,10 @@ def _nothing_to_replay(paths: Sequence[Path], produced: Produced, dlq_topic: str
     )
 
 
-def _report_dataflow(
-    stats: FlowStats, messages: int, done: threading.Event, progress: Callable[[str], None]
-) -> None:
+def _report_dataflow(stats: FlowStats, messages: int, done: threading.Event) -> None:
     while not done.wait(PROGRESS_EVERY_S):
         counts = stats.summary()
-        progress(
+        log.info(
             f"dataflow: {counts['trades']:,} trades folded ({messages:,} messages in the topic), "
             f"{counts['bars_written']:,} bars written"
         )

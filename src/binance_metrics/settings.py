@@ -155,7 +155,7 @@ class Settings(BaseSettings):
 _SECRET_URLS: Final = frozenset({"CLICKHOUSE_URL"})
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and ``.env``), turning errors into one clear message.
 
     Keyword overrides (from command-line flags) take precedence over the environment. An invalid
@@ -163,7 +163,7 @@ def load_settings(**overrides: object) -> Settings:
     passwords masked; other secrets, such as ``KAFKA_SASL_PASSWORD``, never shown) and why.
     """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = [
             _problem(error["loc"], error.get("input"), error["msg"]) for error in exc.errors()

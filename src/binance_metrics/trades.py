@@ -139,11 +139,11 @@ def parse_scaled(text: str) -> int:
     return int(digits)
 
 
-def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
-    """Inverse of :func:`parse_scaled`, as a plain decimal with exactly ``digits`` decimals."""
+def format_scaled(value: int) -> str:
+    """Inverse of :func:`parse_scaled`, as a plain decimal with exactly 8 decimals."""
     sign = "-" if value < 0 else ""
-    whole, frac = divmod(abs(value), 10**digits)
-    return f"{sign}{whole}.{frac:0{digits}d}"
+    whole, frac = divmod(abs(value), 10**SCALE_DIGITS)
+    return f"{sign}{whole}.{frac:0{SCALE_DIGITS}d}"
 
 
 def validate_trade(trade: TradeMessage, latest_ms: int | None = None) -> TradeMessage:

@@ -3,33 +3,28 @@ status, no traceback and no raw librdkafka line; each command in its own process
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from binance_metrics.kafka.broker import free_port
-from tests.conftest import DATA
-
-CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
-CLI = [sys.executable, "-m", "binance_metrics.cli"]
+from tests.cli import support
+from tests.support.data import BTCUSDT_CAPTURE
 
 
-def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "HEALTH_PORT": str(free_port())}
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL"):
-        environ.pop(name, None)
-    return subprocess.run(
-        [*CLI, *args], env={**environ, **env}, cwd=tmp_path, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
+def run_cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """With HEALTH_PORT free: never the default 8080, which another program may hold."""
+    return support.run_cli(tmp_path, *args, HEALTH_PORT=str(free_port()), **settings)
 
 
 @pytest.mark.parametrize(
     "args",
-    [["up", "--exchange", f"replay:{CAPTURE}"], ["replay", str(CAPTURE)], ["ingest"]],
+    [
+        ["up", "--exchange", f"replay:{BTCUSDT_CAPTURE}"],
+        ["replay", str(BTCUSDT_CAPTURE)],
+        ["ingest"],
+    ],
     ids=["up", "replay", "ingest"],
 )
 def test_an_unreachable_broker_is_one_line_naming_the_setting(

@@ -15,12 +15,9 @@ import pytest
 from binance_metrics.cli import _plain
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import cli_env, error_line, run_cli
-from tests.conftest import DATA
-from tests.oracle import FIELDS, reference_klines
+from tests.support.data import BTCUSDT_KLINES, DATA, TRXUSDT_STREAM_CSV, XRPETH_AGG_TRADES
+from tests.support.oracle import FIELDS, reference_klines
 
-TRX_STREAM_CSV = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
-KLINES = DATA / "BTCUSDT-1m-2020-01-01.csv"
-AGG_CSV = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
 READS = "replay reads data.binance.vision trades or aggTrades CSV"
 
 
@@ -44,7 +41,7 @@ def plain_stream_csv_trades(path: Path) -> list[TradeMessage]:
 
 
 def test_the_shipped_trade_stream_csv_replays_into_exact_bars(tmp_path: Path) -> None:
-    replayed = run_cli(tmp_path, "replay", str(TRX_STREAM_CSV))
+    replayed = run_cli(tmp_path, "replay", str(TRXUSDT_STREAM_CSV))
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     summary = dict(line.rsplit(maxsplit=1) for line in replayed.stdout.splitlines())
     assert (summary["messages"], summary["trades"], summary["dead-letters"]) == ("10000",) * 2 + (
@@ -54,7 +51,7 @@ def test_the_shipped_trade_stream_csv_replays_into_exact_bars(tmp_path: Path) ->
     bars = run_cli(tmp_path, "bars", "--symbol", "TRXUSDT", "--format", "json")
     assert bars.returncode == 0, bars.stderr[-3000:]
     stored = json.loads(bars.stdout)
-    expected = sorted(reference_klines(plain_stream_csv_trades(TRX_STREAM_CSV)).items())
+    expected = sorted(reference_klines(plain_stream_csv_trades(TRXUSDT_STREAM_CSV)).items())
     assert len(stored) == len(expected) == 48
     for bar, ((_, start), fields) in zip(stored, expected, strict=True):
         assert bar["open_time"] == start
@@ -72,8 +69,8 @@ def write_not_trades(tmp_path: Path, name: str) -> Path:
         path.write_text("no zip archive\n")
     elif name == "XRPETH-aggTrades-2019-10.zip":
         with zipfile.ZipFile(path, "w") as zf:
-            zf.write(AGG_CSV, "XRPETH-aggTrades-2019-10-11.csv")
-            zf.write(AGG_CSV, "XRPETH-aggTrades-2019-10-12.csv")
+            zf.write(XRPETH_AGG_TRADES, "XRPETH-aggTrades-2019-10-11.csv")
+            zf.write(XRPETH_AGG_TRADES, "XRPETH-aggTrades-2019-10-12.csv")
     else:
         path.write_bytes((DATA / name).read_bytes())
     return path
@@ -82,7 +79,7 @@ def write_not_trades(tmp_path: Path, name: str) -> Path:
 @pytest.mark.parametrize(
     ("name", "problem"),
     [
-        (KLINES.name, "this is a klines file (12 columns), not trades or aggTrades"),
+        (BTCUSDT_KLINES.name, "this is a klines file (12 columns), not trades or aggTrades"),
         ("XRPETH-1m-2019-10-11_2019-10-12.ohlcv.csv", "this is a klines file (open_time,open,"),
         ("garbage.csv", "not UTF-8 text (a binary file, or another encoding)"),
         ("junk.zip", "not a zip archive, or a truncated one (File is not a zip file)"),
@@ -92,8 +89,8 @@ def write_not_trades(tmp_path: Path, name: str) -> Path:
 def test_a_file_that_is_not_trades_is_one_line_and_nothing_starts(
     tmp_path: Path, name: str, problem: str
 ) -> None:
-    good = tmp_path / AGG_CSV.name
-    good.write_bytes(AGG_CSV.read_bytes())
+    good = tmp_path / XRPETH_AGG_TRADES.name
+    good.write_bytes(XRPETH_AGG_TRADES.read_bytes())
     path = write_not_trades(tmp_path, name)
     line = error_line(run_cli(tmp_path, "replay", good.name, path.name), 1)
     assert line.startswith(f"binance-metrics: error: {path.name}: {problem}")
@@ -115,7 +112,7 @@ def test_a_directory_or_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_a_file_without_a_symbol_asks_for_one(tmp_path: Path) -> None:
     path = tmp_path / "trades.csv"
-    path.write_bytes(AGG_CSV.read_bytes())
+    path.write_bytes(XRPETH_AGG_TRADES.read_bytes())
     line = error_line(run_cli(tmp_path, "replay", path.name), 2)
     assert line.startswith("binance-metrics: trades.csv: its rows carry no symbol")
     assert "pass --symbol" in line
@@ -145,7 +142,7 @@ def test_a_replay_whose_every_row_is_rejected_fails_with_the_first_reasons(
 
 def test_bad_rows_among_good_ones_are_counted_and_the_first_shown(tmp_path: Path) -> None:
     name = "XRPETH-aggTrades-2019-10-11.csv"
-    rows = AGG_CSV.read_text().splitlines(keepends=True)[:30]
+    rows = XRPETH_AGG_TRADES.read_text().splitlines(keepends=True)[:30]
     (tmp_path / name).write_text("".join(rows[:10]) + BAD_ROWS + "".join(rows[10:]))
     result = run_cli(tmp_path, "replay", name)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,7 +165,7 @@ def test_a_store_held_by_another_process_stops_the_replay_before_it_starts(
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-        result = run_cli(tmp_path, "replay", str(AGG_CSV))
+        result = run_cli(tmp_path, "replay", str(XRPETH_AGG_TRADES))
     finally:
         holder.kill()
         holder.wait()

@@ -19,8 +19,8 @@ from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import error_line, run_cli
-from tests.conftest import DATA
-from tests.oracle import FIELDS, MINUTE_MS, reference_klines
+from tests.support.data import DATA
+from tests.support.oracle import FIELDS, MINUTE_MS, reference_klines
 
 CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
 CLI = [sys.executable, "-m", "binance_metrics.cli"]

@@ -101,7 +101,9 @@ def filled_env() -> dict[str, str]:
 
 def compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """compose.yaml interpolated with ``env`` (default: the filled-in .env.example)."""
-    return interpolate_tree(raw_compose(), filled_env() if env is None else env)
+    tree = interpolate_tree(raw_compose(), filled_env() if env is None else env)
+    assert isinstance(tree, dict)
+    return tree
 
 
 def service_env(service: Mapping[str, Any]) -> dict[str, str]:

@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from deploy_support import INIT_SQL, USERS_XML, run_chdb
 
 from binance_metrics.store.clickhouse import BARS_TABLE
+from tests.deploy.deploy_support import INIT_SQL, USERS_XML, run_chdb
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from deploy_support import (
+
+from binance_metrics.kafka.broker import TRADES_RETENTION_MS
+from binance_metrics.settings import Settings
+from tests.deploy.deploy_support import (
     APP_SERVICES,
     COMPOSE_FILE,
     INIT_SQL,
@@ -29,8 +32,6 @@ from deploy_support import (
     raw_compose,
     service_env,
 )
-
-from binance_metrics.settings import Settings
 
 EXPECTED_SERVICES = {
     "kafka",
@@ -171,8 +172,8 @@ def test_app_environment_is_made_of_settings_fields(services: dict[str, Any]) ->
 def test_app_environment_is_valid_settings(services: dict[str, Any]) -> None:
     for name in APP_SERVICES:
         env = service_env(services[name])
-        values = {key: value for key, value in env.items() if key in Settings.model_fields}
-        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        values: dict[str, Any] = {k: v for k, v in env.items() if k in Settings.model_fields}
+        settings = Settings(_env_file=None, **values)
         assert settings.KAFKA_BOOTSTRAP_SERVERS == "kafka:9092"
         assert not settings.embedded_kafka
 
@@ -180,19 +181,18 @@ def test_app_environment_is_valid_settings(services: dict[str, Any]) -> None:
 def test_compose_defaults_equal_settings_defaults() -> None:
     """A `${VAR:-x}` default for a Settings field must not drift from the field's default."""
     text = COMPOSE_FILE.read_text(encoding="utf-8")
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     for name, arg in re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text):
         if name not in Settings.model_fields or name in DELIBERATE_OVERRIDES:
             continue
-        parsed = Settings(_env_file=None, **{name: arg})  # type: ignore[call-arg]
+        parsed = Settings(_env_file=None, **{name: arg})
         assert getattr(parsed, name) == getattr(defaults, name), (name, arg)
 
 
 def test_services_reach_kafka_on_its_advertised_listener(services: dict[str, Any]) -> None:
     kafka = service_env(services["kafka"])
-    advertised = dict(
-        reversed(item.split("://", 1)) for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    )
+    listeners = (item.split("://", 1) for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    advertised = {address: name for name, address in listeners}
     internal = next(addr for addr, name in advertised.items() if name == "PLAINTEXT")
     host, port = internal.split(":")
     assert host in services and host == "kafka"
@@ -204,14 +204,14 @@ def test_services_reach_kafka_on_its_advertised_listener(services: dict[str, Any
 def test_kafka_init_creates_the_topics_the_code_uses(services: dict[str, Any]) -> None:
     script = " ".join(services["kafka-init"]["command"])
     assert "$topics" in script  # compose's $$ became the container shell's $
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     create = r"--create --if-not-exists\s+\\?\s*--topic \"([^\"]+)\"([^\n]*\n[^\n]*)"
     creates = re.findall(create, script)
     created = {topic: rest for topic, rest in creates}
     assert set(created) == {defaults.KAFKA_TOPIC, defaults.KAFKA_DLQ_TOPIC}, created
     trades = created[defaults.KAFKA_TOPIC]
     assert f'--partitions "{defaults.KAFKA_PARTITIONS}"' in trades
-    assert "retention.ms=86400000" in trades  # 24 h, design §1
+    assert f"retention.ms={TRADES_RETENTION_MS}" in trades  # 24 h, as the embedded broker's
     assert service_env(services["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
@@ -418,7 +418,7 @@ def test_app_health_check_commands_follow_the_http_status(
 
 def test_env_example_is_valid_for_settings_too() -> None:
     """`binance-metrics` reads ./.env as well: a copy of the template must load as Settings."""
-    settings = Settings(_env_file=REPO / ".env.example")  # type: ignore[call-arg]
+    settings = Settings(_env_file=REPO / ".env.example")
     assert settings.SYMBOLS == ("BTCUSDT", "ETHUSDT")
     # The template leaves the embedded broker and store on (compose sets its own servers).
     assert settings.embedded_kafka and settings.CLICKHOUSE_URL is None

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     DASHBOARD,
     GRAFANA,
     USERS_XML,
@@ -111,6 +112,7 @@ def dashboard() -> dict[str, Any]:
 
 def _variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
     (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == name]
+    assert isinstance(variable, dict)
     return variable
 
 

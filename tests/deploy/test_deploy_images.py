@@ -12,7 +12,7 @@ import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from deploy_support import DOCKERFILE, INIT_SQL, REPO
+from tests.deploy.deploy_support import DOCKERFILE, INIT_SQL, REPO
 
 ENTRYPOINT = REPO / "containers" / "dataflow-entrypoint.sh"
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import DASHBOARD, GRAFANA, REPO, compose, filled_env, service_env
+
+from tests.deploy.deploy_support import DASHBOARD, GRAFANA, REPO, compose, filled_env, service_env
 
 PROMETHEUS_CONFIG = REPO / "containers" / "prometheus" / "prometheus.yml"
 PROMETHEUS_DATASOURCE = GRAFANA / "datasources" / "prometheus.yaml"
@@ -130,11 +131,12 @@ def ingestor_series() -> dict[str, set[str]]:
     from prometheus_client.metrics import MetricWrapperBase
 
     from binance_metrics.ingest.app import create_app
+    from binance_metrics.kafka.config import KafkaConnection
     from binance_metrics.settings import Settings
 
-    symbols = {"SYMBOLS": "BTCUSDT,ETHUSDT"}  # parsed by Settings, as from the environment
-    settings = Settings(_env_file=None, **symbols)  # type: ignore[call-arg,arg-type]
-    app = create_app(settings, "unused:9092")  # no lifespan: nothing connects
+    # A string, parsed by Settings as it is from the environment.
+    settings = Settings(_env_file=None, SYMBOLS="BTCUSDT,ETHUSDT")
+    app = create_app(settings, KafkaConnection("unused:9092"))  # no lifespan: nothing connects
     metrics = app.state.ingestor.metrics
     for metric in vars(metrics).values():
         if isinstance(metric, MetricWrapperBase) and metric._labelnames:

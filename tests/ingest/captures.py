@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from binance_metrics.testing.market import MarketTrade, load_capture
-from tests.conftest import DATA
+from tests.support.data import DATA
 
 CAPTURES = {
     "BTCUSDT": DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl",

@@ -144,7 +144,9 @@ def read_topic(
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise AssertionError(f"consumer error: {error}")
-            records.append((msg.partition(), msg.key(), msg.value() or b""))
+            partition = msg.partition()
+            assert partition is not None  # a record, not an error, has one
+            records.append((partition, msg.key(), msg.value() or b""))
     finally:
         consumer.close()
     return records

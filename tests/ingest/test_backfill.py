@@ -13,6 +13,7 @@ from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.faults import Cut, Drop, Fault
 from binance_metrics.testing.market import merge_by_event_time
+from binance_metrics.trades import TradeMessage
 
 from .captures import real_trades
 from .harness import (
@@ -26,13 +27,15 @@ from .harness import (
 BTC = real_trades("BTCUSDT", 2500)
 
 
-def fetch(exchange: LocalExchange, from_id: int, limit: int, **tuning: object) -> list:
+def fetch(
+    exchange: LocalExchange, from_id: int, limit: int, **tuning: object
+) -> list[TradeMessage]:
     """One ``trades`` call of the client the ingestor builds, with ``INGEST`` ``tuning``."""
     settings = Settings(
         BINANCE_REST_URL=exchange.rest_url, INGEST={"backfill_retry_base_s": 0.01, **tuning}
     )
 
-    async def go() -> list:
+    async def go() -> list[TradeMessage]:
         rest = RestBackfill.from_settings(settings)
         try:
             return await rest.trades("BTCUSDT", from_id, limit)

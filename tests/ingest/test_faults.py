@@ -67,7 +67,9 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_cuts_with_and_without_close_frame_and_pings(broker: EmbeddedBroker, topic_prefix: str):
+def test_cuts_with_and_without_close_frame_and_pings(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     trades = capture(None)  # the whole capture: 34,419 trades
     faults = [
         Fault(5_000, Cut(close_frame=True)),
@@ -89,7 +91,7 @@ def test_cuts_with_and_without_close_frame_and_pings(broker: EmbeddedBroker, top
 
 def test_dropped_run_before_cut_is_backfilled_honouring_retry_after(
     broker: EmbeddedBroker, topic_prefix: str
-):
+) -> None:
     trades = capture()
     faults = [
         Fault(1000, Drop(300)),
@@ -122,7 +124,7 @@ def test_dropped_run_before_cut_is_backfilled_honouring_retry_after(
 
 def test_silent_connection_is_replaced_and_missed_trades_backfilled(
     broker: EmbeddedBroker, topic_prefix: str
-):
+) -> None:
     trades = capture()
     faults = [Fault(1000, Silence()), Fault(2500, Silence())]
     with LocalExchange(trades, faults, advance_when_idle=True, pace=PACED) as exchange:
@@ -133,7 +135,9 @@ def test_silent_connection_is_replaced_and_missed_trades_backfilled(
     assert any(t.backfilled for t in got), "silence should have cost trades that REST refills"
 
 
-def test_server_shutdown_switches_make_before_break(broker: EmbeddedBroker, topic_prefix: str):
+def test_server_shutdown_switches_make_before_break(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     trades = capture()
     faults = [Fault(800, Shutdown(grace_s=0.3)), Fault(2500, Shutdown(grace_s=0.3))]
     with LocalExchange(trades, faults, advance_when_idle=True, pace=PACED) as exchange:
@@ -150,7 +154,7 @@ def test_server_shutdown_switches_make_before_break(broker: EmbeddedBroker, topi
     assert sum(metric(text, "binance_duplicate_trades_total", symbol=s) for s in SYMBOLS) > 0
 
 
-def test_connections_rotate_before_the_24h_cut(broker: EmbeddedBroker, topic_prefix: str):
+def test_connections_rotate_before_the_24h_cut(broker: EmbeddedBroker, topic_prefix: str) -> None:
     trades = capture()
     with LocalExchange(trades, advance_when_idle=True, pace=PACED) as exchange:
         got, app = run(broker, topic_prefix, exchange, max_connection_age_s=0.3)
@@ -159,7 +163,9 @@ def test_connections_rotate_before_the_24h_cut(broker: EmbeddedBroker, topic_pre
     assert metric(app.final_metrics, "binance_ws_reconnects_total", reason="rotate") >= 2
 
 
-def test_refused_connections_back_off_exponentially(broker: EmbeddedBroker, topic_prefix: str):
+def test_refused_connections_back_off_exponentially(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     trades = capture(1000)
     faults = [Fault(500, Refuse(5)), Fault(500, Cut())]
     with LocalExchange(trades, faults) as exchange:
@@ -179,7 +185,7 @@ def test_refused_connections_back_off_exponentially(broker: EmbeddedBroker, topi
         assert later - earlier >= delay * 0.99
 
 
-def test_health_and_metrics_over_http(broker: EmbeddedBroker, topic_prefix: str):
+def test_health_and_metrics_over_http(broker: EmbeddedBroker, topic_prefix: str) -> None:
     trades = capture(500)
     # Gap of 20 trades, then the exchange cuts and refuses 10 handshakes (about 3 s of backoff).
     faults = [Fault(300, Drop(20)), Fault(320, Refuse(10)), Fault(320, Cut())]

@@ -33,15 +33,6 @@ def test_security_settings_reach_the_client_config() -> None:
     assert "s3cret" not in repr(kafka) and "s3cret" not in repr(settings)
 
 
-def test_the_embedded_broker_gets_no_security_settings() -> None:
-    settings = load_settings(KAFKA_SECURITY_PROTOCOL="SSL")
-    kafka = KafkaConnection.from_settings(settings, "127.0.0.1:9092")
-    assert kafka.client_config() == {
-        "bootstrap.servers": "127.0.0.1:9092",
-        "logger": LIBRDKAFKA_LOG,
-    }
-
-
 def test_sasl_without_credentials_names_what_is_missing() -> None:
     with pytest.raises(ConfigError, match="KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD"):
         load_settings(

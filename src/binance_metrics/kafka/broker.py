@@ -23,6 +23,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException
+
+# NewTopic is documented here, but the stubs of confluent_kafka.admin do not re-export it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from binance_metrics.errors import BrokerError, ConfigError
@@ -48,8 +50,8 @@ def free_port() -> int:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1; use as a context manager or call start/stop."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self) -> None:
+        self.port = free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -189,7 +191,6 @@ def ensure_topics(
     kafka: KafkaConnection,
     topics: Iterable[str],
     partitions: int,
-    retention_ms: int = TRADES_RETENTION_MS,
     timeout_s: float = 30.0,
 ) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are).
@@ -209,7 +210,7 @@ def ensure_topics(
             name,
             num_partitions=partitions,
             replication_factor=1,
-            config={"retention.ms": str(retention_ms)},
+            config={"retention.ms": str(TRADES_RETENTION_MS)},
         )
         for name in topics
         if name not in existing
@@ -230,7 +231,7 @@ def kafka_for(settings: Settings) -> Iterator[KafkaConnection]:
     """The configured Kafka (checked: :func:`check_broker`), or an embedded broker for the
     duration; either way with the trades and dead-letter topics created."""
     topics = [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC]
-    if settings.KAFKA_BOOTSTRAP_SERVERS is not None:
+    if not settings.embedded_kafka:
         kafka = KafkaConnection.from_settings(settings)
         check_broker(kafka)
         ensure_topics(kafka, topics, settings.KAFKA_PARTITIONS)

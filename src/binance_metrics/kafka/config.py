@@ -26,18 +26,14 @@ class KafkaConnection:
     security: Mapping[str, str] = field(default_factory=dict, repr=False)  # holds the password
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, bootstrap_servers: str | None = None
-    ) -> KafkaConnection:
-        """The configured Kafka; ``bootstrap_servers`` (the embedded broker) overrides it.
+    def from_settings(cls, settings: Settings) -> KafkaConnection:
+        """The configured Kafka (``KAFKA_BOOTSTRAP_SERVERS`` and the security settings).
 
-        The embedded broker listens on loopback without authentication, so it gets no
-        security settings.
+        The embedded broker has its own :attr:`~binance_metrics.kafka.broker.EmbeddedBroker.
+        connection`: it listens on loopback without authentication.
         """
-        if bootstrap_servers is not None:
-            return cls(bootstrap_servers)
         if settings.KAFKA_BOOTSTRAP_SERVERS is None:
-            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set and no broker was given")
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
         security: dict[str, str] = {"security.protocol": settings.KAFKA_SECURITY_PROTOCOL}
         if settings.KAFKA_SASL_MECHANISM is not None:
             security["sasl.mechanism"] = settings.KAFKA_SASL_MECHANISM

@@ -145,10 +145,10 @@ class KafkaProducer:
         """True while the overflow is above its soft bound: stop reading input."""
         return len(self._overflow) > self._soft_limit
 
-    async def wait_for_room(self, check_every_s: float = 0.01) -> None:
+    async def wait_for_room(self) -> None:
         """Wait until the overflow is back under its soft bound (the poll thread drains it)."""
         while len(self._overflow) > self._soft_limit // 2:
-            await asyncio.sleep(check_every_s)
+            await asyncio.sleep(0.01)
 
     # -- state for /health and /metrics ----------------------------------------------------
 

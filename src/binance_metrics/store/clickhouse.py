@@ -61,7 +61,7 @@ class Store:
         self._client: Client = _open_embedded(dsn) if self.embedded else _connect(dsn)
         self._lock = threading.Lock()
 
-    def apply_schema(self, path: Traversable = SCHEMA_PATH) -> None:
+    def apply_schema(self) -> None:
         """Create what is missing of ``init.sql`` (its statements are ``CREATE ... IF NOT EXISTS``).
 
         Existence is checked first because ClickHouse checks the CREATE privilege before ``IF NOT
@@ -69,10 +69,12 @@ class Store:
         CREATE for objects that are there. Only the bars table is required; a view that this user
         may not create is reported and skipped.
         """
-        for statement in split_sql(path.read_text(encoding="utf-8")):
+        for statement in split_sql(SCHEMA_PATH.read_text(encoding="utf-8")):
             match = _CREATE.match(statement)
             if match is None:
-                raise ValueError(f"{path}: not a CREATE ... IF NOT EXISTS statement: {statement}")
+                raise ValueError(
+                    f"{SCHEMA_PATH}: not a CREATE ... IF NOT EXISTS statement: {statement}"
+                )
             kind, name = match.groups()
             exists = f"EXISTS {'DATABASE' if kind == 'DATABASE' else 'TABLE'} {name}"
             if self.command(exists) == 1:
@@ -83,10 +85,11 @@ class Store:
                 if name == BARS_TABLE or kind == "DATABASE":
                     raise StoreError(
                         f"cannot create {name} in the store {redact(self.dsn)} ({exc}); run "
-                        f"{path} as a user with CREATE rights (docs/operations.md, Schema changes)"
+                        f"{SCHEMA_PATH} as a user with CREATE rights "
+                        "(docs/operations.md, Schema changes)"
                     ) from exc
                 log.warning("could not create %s (%s); an administrator can run %s", name,
-                            exc, path)  # fmt: skip
+                            exc, SCHEMA_PATH)  # fmt: skip
 
     def upgrade_bars_table(self, path: Traversable = SCHEMA_PATH) -> None:
         """Bring a bars table made by an older release to the current layout, keeping its bars.
@@ -232,16 +235,15 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(dsn: str, *, apply_schema: bool = True) -> Store:
+def open_store(dsn: str) -> Store:
     """The process-wide store for ``dsn`` (created, and its schema applied, on first use)."""
     with _stores_lock:
         store = _stores.get(dsn)
         if store is None:
             log.debug("opening ClickHouse store %s", redact(dsn))
             store = Store(dsn)
-            if apply_schema:
-                store.apply_schema()
-                store.upgrade_bars_table()
+            store.apply_schema()
+            store.upgrade_bars_table()
             _stores[dsn] = store
         return store
 

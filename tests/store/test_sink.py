@@ -14,25 +14,20 @@ from confluent_kafka import Producer
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
 from binance_metrics.recordings import read_recording
-from binance_metrics.settings import load_settings
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import fetch_bars
 from binance_metrics.trades import TradeMessage, encode_trade
-from tests.conftest import DATA
-from tests.oracle import FIELDS, reference_klines
-
-CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+from tests.support.data import BTCUSDT_CAPTURE
+from tests.support.oracle import FIELDS, reference_klines
+from tests.support.pipeline import pipeline_settings
 
 
 def test_bars_wait_for_the_store_and_arrive_complete(
     broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = load_settings(
-        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, KAFKA_TOPIC=f"{topic_prefix}-trades",
-        KAFKA_DLQ_TOPIC=f"{topic_prefix}-dlq", CLICKHOUSE_URL=empty_store.dsn, STOP_AT_END=True,
-    )  # fmt: skip
+    settings = pipeline_settings(broker, empty_store, topic_prefix, STOP_AT_END=True)
     ensure_topics(broker.connection, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
-    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)][:5000]
+    trades = [r for r in read_recording(BTCUSDT_CAPTURE) if isinstance(r, TradeMessage)][:5000]
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
     for trade in trades:
         producer.produce(settings.KAFKA_TOPIC, key=b"BTCUSDT", value=encode_trade(trade))

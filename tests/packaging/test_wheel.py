@@ -27,12 +27,9 @@ import pytest
 
 from binance_metrics.settings import Settings
 from binance_metrics.web.routes import plotly_js_path
-from tests.conftest import DATA
+from tests.support.data import REPO, XRPETH_AGG_TRADES, XRPETH_KLINES
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "binance_metrics"
-XRPETH_TRADES = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
-XRPETH_KLINES = DATA / "XRPETH-1m-2019-10-11_2019-10-12.ohlcv.csv"
 #: Where this environment's packages are installed (the dependencies the wheel runs with).
 SITE_DIRS = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
 #: Build state, local state, secrets and caches, left out of the copy that is built: a stale
@@ -151,7 +148,7 @@ def test_binance_metrics_comes_from_the_wheel_not_from_src(venv: Path, tmp_path:
 def test_replay_then_bars_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
     env = _user_env(DATA_DIR=str(tmp_path / "data"))
     cli = venv / "bin" / "binance-metrics"
-    replayed = _run([cli, "replay", XRPETH_TRADES], env=env, cwd=tmp_path).stdout
+    replayed = _run([cli, "replay", XRPETH_AGG_TRADES], env=env, cwd=tmp_path).stdout
     summary = dict(line.rsplit(maxsplit=1) for line in replayed.splitlines())
     counts = ("messages", "trades", "bars written", "late trades", "dead-letters")
     assert [summary[name] for name in counts] == ["10063", "11884", "2880", "0", "0"], replayed

@@ -19,18 +19,16 @@ from binance_metrics.cli import _plain
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics, free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage, encode_trade
-from tests.conftest import DATA
-from tests.oracle import FIELDS, reference_klines
+from tests.support.data import BTCUSDT_CAPTURE, REPO
+from tests.support.oracle import FIELDS, reference_klines
 
-ROOT = Path(__file__).resolve().parents[2]
-CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
 DATAFLOW = [sys.executable, "-m", "bytewax.run", "dataflows.ohlcv:flow"]
 
 
 def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     """This tree's code first; a chDB store of its own (chDB serves one directory per process)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("KAFKA_")}
-    path = [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")]
+    path = [str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, path)),
         CLICKHOUSE_URL=f"chdb://{tmp_path / 'clickhouse'}",
@@ -136,7 +134,7 @@ def test_a_signal_ends_the_run_cleanly_with_the_open_windows_written(
 ) -> None:
     topics = {"KAFKA_TOPIC": f"{topic_prefix}-trades", "KAFKA_DLQ_TOPIC": f"{topic_prefix}-dlq"}
     ensure_topics(broker.connection, topics.values(), 3)
-    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+    trades = [r for r in read_recording(BTCUSDT_CAPTURE) if isinstance(r, TradeMessage)]
     produce(broker, topics["KAFKA_TOPIC"], trades)
     env = environment(tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, **topics)
     run_until_read_then_signal(env, tmp_path / "dataflow.log", signum)
@@ -159,7 +157,7 @@ def test_a_stopped_run_with_recovery_continues_where_it_stopped(
         BYTEWAX_RECOVERY_DIRECTORY=str(recovery), BYTEWAX_SNAPSHOT_INTERVAL="1",
         BYTEWAX_RECOVERY_BACKUP_INTERVAL="0",
     )  # fmt: skip
-    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+    trades = [r for r in read_recording(BTCUSDT_CAPTURE) if isinstance(r, TradeMessage)]
     half = len(trades) // 2  # in the middle of a minute
     assert trades[half - 1].trade_time_ms // 60_000 == trades[half].trade_time_ms // 60_000
 

@@ -1,4 +1,5 @@
-"""A configured Kafka is checked before use: one clear error, within seconds, naming the setting."""
+"""Where a run's Kafka comes from: a configured one is checked before use (one clear error, within
+seconds, naming the setting); the embedded one needs no security settings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from collections.abc import Iterator
 import pytest
 
 from binance_metrics.errors import BrokerError, ConfigError
-from binance_metrics.kafka.broker import EmbeddedBroker, check_broker, ensure_topics, free_port
+from binance_metrics.kafka.broker import (
+    EmbeddedBroker,
+    check_broker,
+    ensure_topics,
+    free_port,
+    kafka_for,
+)
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.kafka.log import LIBRDKAFKA_LOG
+from binance_metrics.settings import load_settings
 
 
 @pytest.fixture
@@ -58,3 +67,14 @@ def test_a_running_broker_passes_and_lists_its_topics(
 ) -> None:
     ensure_topics(broker.connection, [f"{topic_prefix}-trades"], 1)
     assert f"{topic_prefix}-trades" in check_broker(broker.connection)
+
+
+def test_the_embedded_broker_gets_no_security_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    settings = load_settings(KAFKA_SECURITY_PROTOCOL="SSL")  # meant for a configured Kafka
+    with kafka_for(settings) as kafka:
+        assert kafka.client_config() == {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "logger": LIBRDKAFKA_LOG,
+        }
+        assert {settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC} <= check_broker(kafka)

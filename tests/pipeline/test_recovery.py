@@ -14,16 +14,15 @@ from confluent_kafka import Producer
 
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
+from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource, _RawPartition
 from binance_metrics.recordings import read_recording
-from binance_metrics.settings import load_settings
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import fetch_bars
 from binance_metrics.trades import TradeMessage, encode_trade
-from tests.conftest import DATA
-from tests.oracle import FIELDS, reference_klines
-
-CAPTURE = DATA / "ETHUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+from tests.support.data import ETHUSDT_CAPTURE
+from tests.support.oracle import FIELDS, reference_klines
+from tests.support.pipeline import pipeline_settings
 
 
 class Crash(RuntimeError):
@@ -33,8 +32,10 @@ class Crash(RuntimeError):
 class CrashingSource(RawKafkaSource):
     """The production source, whose partitions die after a number of non-empty batches."""
 
-    def __init__(self, *args: object, crash_after_batches: int, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, kafka: KafkaConnection, topic: str, *, batch_size: int, crash_after_batches: int
+    ) -> None:
+        super().__init__(kafka, topic, batch_size=batch_size)
         self.crash_after_batches = crash_after_batches
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RawPartition:
@@ -49,6 +50,7 @@ class CrashingSource(RawKafkaSource):
             budget[0] -= bool(batch)
             return batch
 
+        # The partition is built by the production code: its method is swapped on the instance.
         part.next_batch = dying_next_batch  # type: ignore[method-assign]
         return part
 
@@ -56,13 +58,11 @@ class CrashingSource(RawKafkaSource):
 def test_crash_and_resume_keeps_every_trade_exactly_once(
     broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, tmp_path: Path
 ) -> None:
-    settings = load_settings(
-        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, KAFKA_TOPIC=f"{topic_prefix}-trades",
-        KAFKA_DLQ_TOPIC=f"{topic_prefix}-dlq", CLICKHOUSE_URL=empty_store.dsn, STOP_AT_END=True,
-        KAFKA_BATCH_SIZE=200,
-    )  # fmt: skip
+    settings = pipeline_settings(
+        broker, empty_store, topic_prefix, STOP_AT_END=True, KAFKA_BATCH_SIZE=200
+    )
     ensure_topics(broker.connection, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], 3)
-    trades = [r for r in read_recording(CAPTURE) if isinstance(r, TradeMessage)]
+    trades = [r for r in read_recording(ETHUSDT_CAPTURE) if isinstance(r, TradeMessage)]
     half = len(trades) // 2
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
 
@@ -78,9 +78,8 @@ def test_crash_and_resume_keeps_every_trade_exactly_once(
 
     produce(trades[:half])
     first = CrashingSource(
-        broker.connection, settings.KAFKA_TOPIC, tail=True, batch_size=200,
-        crash_after_batches=20,
-    )  # fmt: skip
+        broker.connection, settings.KAFKA_TOPIC, batch_size=200, crash_after_batches=20
+    )
     with pytest.raises(BytewaxRuntimeError) as crashed:
         run_main(
             build_flow(settings, broker.connection, source=first),

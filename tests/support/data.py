@@ -1,0 +1,26 @@
+"""The files the tests read: the repository's own, and the real Binance recordings in tests/data.
+
+Each recording is described, with its provenance, in tests/data/README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+REPO: Final = Path(__file__).resolve().parents[2]
+DATA: Final = REPO / "tests" / "data"
+
+#: 10,063 spot aggTrades of XRPETH over 48 h, data.binance.vision layout without header.
+XRPETH_AGG_TRADES: Final = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
+#: The same aggTrades as the REST ``/api/v3/aggTrades`` JSON array.
+XRPETH_AGG_TRADES_JSON: Final = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.api.json"
+#: Binance's own 1m klines of those 2,880 minutes (885 without trades).
+XRPETH_KLINES: Final = DATA / "XRPETH-1m-2019-10-11_2019-10-12.ohlcv.csv"
+#: Raw combined-stream ``@trade`` frames as received: 19,904 BTCUSDT and 14,515 ETHUSDT trades.
+BTCUSDT_CAPTURE: Final = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+ETHUSDT_CAPTURE: Final = DATA / "ETHUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+#: 10,000 spot ``@trade`` messages flattened to CSV by a capture tool (times in microseconds).
+TRXUSDT_STREAM_CSV: Final = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
+#: 1,440 official BTCUSDT 1m klines, the full data.binance.vision layout: not trades.
+BTCUSDT_KLINES: Final = DATA / "BTCUSDT-1m-2020-01-01.csv"

@@ -1,0 +1,163 @@
+"""The bar book: fragments of a symbol's windows, in any order, become complete bars, with Binance's
+zero-trade bars between them, and the book forgets windows older than its history."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from collections.abc import Iterable
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from binance_metrics.bar_book import BarBook, WindowBar
+from binance_metrics.bars import Bar
+from binance_metrics.trades import TradeMessage
+from tests.support.oracle import MINUTE_MS, as_fields, reference_klines
+from tests.support.strategies import symbol_trades
+
+SYMBOL = "BTCUSDT"
+
+
+def bar(*trades: tuple[int, int]) -> Bar:
+    """The bar of ``(trade id, price)`` trades, each of quantity 1."""
+    folded = Bar()
+    for trade_id, price in trades:
+        folded.add(price, 1, trade_id, trade_id, buyer_is_maker=False)
+    return folded
+
+
+def fillers(windows: Iterable[int], close: int) -> list[WindowBar]:
+    return [WindowBar(window, Bar.filler(close)) for window in windows]
+
+
+def test_the_first_fragment_is_its_bar_alone() -> None:
+    book = BarBook(history=10)
+    assert book.update(5, bar((1, 100))) == [WindowBar(5, bar((1, 100)))]
+
+
+def test_a_second_fragment_of_a_window_emits_the_merged_bar_never_the_fragment() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100), (2, 110)))
+    assert book.update(5, bar((3, 90))) == [WindowBar(5, bar((1, 100), (2, 110), (3, 90)))]
+
+
+def test_an_empty_fragment_changes_nothing() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    assert book.update(6, Bar()) == []
+    assert book.windows == [5]
+
+
+def test_windows_without_trades_before_a_new_bar_carry_the_previous_close() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100), (2, 120)))
+    assert book.update(8, bar((3, 130))) == [*fillers([6, 7], 120), WindowBar(8, bar((3, 130)))]
+
+
+def test_a_late_trade_that_changes_a_close_emits_the_fillers_after_it_again() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    book.update(8, bar((4, 130)))
+    assert book.update(5, bar((2, 105))) == [
+        WindowBar(5, bar((1, 100), (2, 105))),
+        *fillers([6, 7], 105),
+    ]
+
+
+def test_a_late_trade_that_keeps_the_close_emits_its_bar_alone() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((2, 100)))
+    book.update(8, bar((4, 130)))
+    assert book.update(5, bar((1, 105))) == [WindowBar(5, bar((1, 105), (2, 100)))]
+
+
+def test_a_late_trade_in_a_filler_window_fills_the_windows_after_it_with_its_close() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    book.update(9, bar((5, 130)))
+    assert book.update(7, bar((3, 110))) == [WindowBar(7, bar((3, 110))), *fillers([8], 110)]
+
+
+def test_a_window_before_every_other_gets_no_fillers_before_it() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((3, 100)))
+    assert book.update(2, bar((1, 90))) == [WindowBar(2, bar((1, 90))), *fillers([3, 4], 90)]
+
+
+def test_windows_more_than_history_behind_the_newest_are_forgotten() -> None:
+    book = BarBook(history=2)
+    for window in (1, 2, 3):
+        book.update(window, bar((window, 100)))
+    assert book.windows == [1, 2, 3]
+    book.update(4, bar((4, 100)))
+    assert book.windows == sorted(book.bars) == [2, 3, 4]
+    book.update(10, bar((10, 100)))
+    assert book.windows == sorted(book.bars) == [10]
+
+
+def test_the_book_survives_a_pickle_round_trip() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    book.update(8, bar((2, 110)))
+    restored = pickle.loads(pickle.dumps(book))
+    assert restored == book
+    assert restored.update(9, bar((3, 120))) == book.update(9, bar((3, 120)))
+
+
+@st.composite
+def shuffled_fragments(draw: st.DrawFn) -> list[tuple[int, list[TradeMessage]]]:
+    """One symbol's trades cut into fragments ``(window, trades)``, in any order: several
+    fragments per window, as several input batches and late trades make them."""
+    fragments: list[tuple[int, list[TradeMessage]]] = []
+    by_window: dict[int, list[TradeMessage]] = {}
+    for trade in draw(symbol_trades(SYMBOL)):
+        by_window.setdefault(trade.trade_time_ms // MINUTE_MS, []).append(trade)
+    for window, trades in by_window.items():
+        cuts = draw(st.lists(st.integers(0, len(trades)), max_size=3))
+        edges = sorted({0, len(trades), *cuts})
+        fragments += [(window, trades[a:b]) for a, b in itertools.pairwise(edges)]
+    return draw(st.permutations(fragments))
+
+
+def feed(
+    book: BarBook, fragments: list[tuple[int, list[TradeMessage]]]
+) -> tuple[list[WindowBar], list[TradeMessage]]:
+    """Every update of the book, and the trades it was given: as upstream, a fragment of a window
+    more than ``history`` behind the newest is not given to it."""
+    updates: list[WindowBar] = []
+    admitted: list[TradeMessage] = []
+    newest: int | None = None
+    for window, trades in fragments:
+        if newest is not None and window < newest - book.history:
+            continue
+        newest = window if newest is None else max(newest, window)
+        fragment = Bar()
+        for trade in trades:
+            fragment.add_trade(trade)
+        updates += book.update(window, fragment)
+        admitted += trades
+    return updates, admitted
+
+
+@given(shuffled_fragments(), st.integers(min_value=0, max_value=200))
+def test_the_last_version_of_every_window_is_the_reference_bar(
+    fragments: list[tuple[int, list[TradeMessage]]], history: int
+) -> None:
+    updates, admitted = feed(BarBook(history=history), fragments)
+    last = {window * MINUTE_MS: bar for window, bar in updates}
+    expected = {start: fields for (_, start), fields in reference_klines(admitted).items()}
+    assert set(last) == set(expected), "bars for other windows than the reference"
+    for start, fields in expected.items():
+        assert as_fields(last[start]) == fields, f"window at {start} differs"
+
+
+@given(shuffled_fragments(), st.integers(min_value=0, max_value=20))
+def test_the_book_holds_exactly_the_windows_of_its_history(
+    fragments: list[tuple[int, list[TradeMessage]]], history: int
+) -> None:
+    book = BarBook(history=history)
+    _, admitted = feed(book, fragments)
+    windows = {trade.trade_time_ms // MINUTE_MS for trade in admitted}
+    assert book.windows == sorted(book.bars)
+    assert set(book.bars) == {window for window in windows if window >= max(windows) - history}
