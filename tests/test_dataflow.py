@@ -4,12 +4,11 @@ order, batching, partitioning, worker count or lateness (hypothesis, through byt
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, cluster_main, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,37 +17,8 @@ from binance_metrics.bars import BarUpdate
 from binance_metrics.dataflow import FlowStats, build_bars
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade
 from tests.support.oracle import as_fields, materialize, reference_klines
+from tests.support.sources import FROZEN_NOW, ListPartitionsSource
 from tests.support.strategies import market_trades
-
-FROZEN_NOW = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-class _ListPartition(StatefulSourcePartition[bytes, int]):
-    def __init__(self, items: Sequence[bytes], batch_size: int, resume: int | None) -> None:
-        self._items, self._batch_size, self._next = items, batch_size, resume or 0
-
-    def next_batch(self) -> list[bytes]:
-        if self._next >= len(self._items):
-            raise StopIteration
-        batch = list(self._items[self._next : self._next + self._batch_size])
-        self._next += len(batch)
-        return batch
-
-    def snapshot(self) -> int:
-        return self._next
-
-
-class ListPartitionsSource(FixedPartitionedSource[bytes, int]):
-    """Like bytewax's TestingSource, but with several partitions (as Kafka has)."""
-
-    def __init__(self, partitions: Sequence[Sequence[bytes]], batch_size: int) -> None:
-        self.partitions, self.batch_size = partitions, batch_size
-
-    def list_parts(self) -> list[str]:
-        return [str(i) for i in range(len(self.partitions))]
-
-    def build_part(self, step_id: str, for_part: str, resume: int | None) -> _ListPartition:
-        return _ListPartition(self.partitions[int(for_part)], self.batch_size, resume)
 
 
 def run_bars(

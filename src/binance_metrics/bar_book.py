@@ -4,12 +4,18 @@ Bytewax drops a key's window state once its windows close, so a late trade comes
 second, partial bar for a minute already written (docs/architecture.md, Bytewax 0.21.1). The
 book keeps the full bars of the last ``history`` windows, merges every fragment into its minute
 with the exact monoid, and emits the corrected full bar — never the fragment alone — so the store
-only ever sees complete bars. A fragment of an older window never reaches the book: the
-seen-trades step before the windows sends it to the sink (:mod:`binance_metrics.seen_trades`).
+only ever sees complete bars.
 
-It also produces Binance's zero-trade bars: every window between a symbol's first and last trade
-that has no trades gets O = H = L = C = previous close, volume 0. When a late trade lands in such a
-window, or changes the close of the bar before a run of them, the affected bars are re-emitted.
+What reaches the book has been checked for repeated trade ids by the seen-trades step
+(:mod:`binance_metrics.seen_trades`), except fragments for windows that step no longer
+remembers: the book takes out of those the trades its bar already counts. A fragment for a window
+older than the book's own history is not the book's to merge: it is forwarded
+(:class:`~binance_metrics.fragments.StaleFragment`) for the sink to merge into the stored bar.
+
+It also produces Binance's zero-trade bars: every window between two bars the book holds that has
+no trades gets O = H = L = C = previous close, volume 0 — only windows the book knows to be empty,
+never one it has forgotten. When a late trade lands in such a window, or changes the close of the
+bar before a run of them, the affected bars are re-emitted.
 """
 
 from __future__ import annotations
@@ -19,13 +25,26 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from binance_metrics.bars import Bar, merge
+from binance_metrics.fragments import Fragment
+from binance_metrics.trade_ids import IdRuns
 
 
 class WindowBar(NamedTuple):
-    """What the book emits: a bar and its window index (window i starts at i * length)."""
+    """A bar to write and its window index (window i starts at i * length)."""
 
     window: int
     bar: Bar
+
+
+@dataclass
+class BookUpdate:
+    """What one :meth:`BarBook.update` came to."""
+
+    bars: list[WindowBar] = field(default_factory=list)
+    #: A fragment for a window older than the history, for the sink to merge.
+    forward: Fragment | None = None
+    duplicates: int = 0  # trades the held bar already counted, dropped
+    conflicts: int = 0  # aggregates overlapping counted trades in part, left out (logged)
 
 
 @dataclass
@@ -36,18 +55,38 @@ class BarBook:
     bars: dict[int, Bar] = field(default_factory=dict)
     windows: list[int] = field(default_factory=list)  # sorted keys of ``bars``
 
-    def update(self, window: int, fragment: Bar) -> list[WindowBar]:
-        """Merge ``fragment`` (trades of ``window``) in and return every bar that changed."""
-        if fragment.is_empty:
-            return []
+    def update(self, window: int, item: Bar | Fragment, checked: bool = True) -> BookUpdate:
+        """Merge ``item`` (trades of ``window``: a closed window's bar or a late fragment) in.
+
+        ``checked``: the trades are known not to be counted yet (the seen-trades step checked
+        them); otherwise those the held bar counts are taken out first (``item`` must then be a
+        :class:`Fragment`, which keeps its trades).
+        """
         previous = self.bars.get(window)
-        bar = merge(previous, fragment) if previous is not None else merge(Bar(), fragment)
+        if previous is None and self.windows and window < self.windows[-1] - self.history:
+            fragment = item if isinstance(item, Fragment) else _bar_only(window, item)
+            return BookUpdate(forward=fragment)
+        result = BookUpdate()
+        if checked:
+            fragment_bar = item.bar if isinstance(item, Fragment) else item
+        else:
+            assert isinstance(item, Fragment), "unchecked trades must come with their trades"
+            seen = previous.ids if previous is not None and previous.ids is not None else IdRuns()
+            rest, result.duplicates, conflicts = item.without(seen)
+            result.conflicts = sum(t.last_id - t.first_id + 1 for t in conflicts)
+            if rest is None:
+                return result
+            rest.bar.ids = rest.ids()
+            fragment_bar = rest.bar
+        if fragment_bar.is_empty:
+            return result
+        bar = merge(previous if previous is not None else Bar(), fragment_bar)
         self.bars[window] = bar
         if previous is None:
             bisect.insort(self.windows, window)
         position = bisect.bisect_left(self.windows, window)
 
-        updates: list[WindowBar] = []
+        updates = result.bars
         if previous is None and position > 0 and position == len(self.windows) - 1:
             # A new last bar: the minutes since the bar before it had no trades.
             before = self.windows[position - 1]
@@ -57,7 +96,7 @@ class BarBook:
             # The fillers after this bar carry its close, which is new.
             updates += _fillers(window, self.windows[position + 1], bar.close)
         self._forget_old()
-        return updates
+        return result
 
     def _forget_old(self) -> None:
         horizon = self.windows[-1] - self.history
@@ -66,6 +105,11 @@ class BarBook:
             for window in self.windows[:cut]:
                 del self.bars[window]
             del self.windows[:cut]
+
+
+def _bar_only(window: int, bar: Bar) -> Fragment:
+    """A checked bar as a fragment without trades (its ``ids`` say which trades it holds)."""
+    return Fragment("", window, bar, 0, [], consecutive=False)
 
 
 def _fillers(after: int, before: int, close: int) -> list[WindowBar]:

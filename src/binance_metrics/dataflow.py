@@ -22,6 +22,7 @@ trades older than the book's history are merged by the sink into the stored bar.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,10 +38,10 @@ from prometheus_client import Counter
 
 from binance_metrics.bar_book import BarBook, WindowBar
 from binance_metrics.bars import Bar, BarUpdate, merge
-from binance_metrics.fragments import Fragment, preaggregate
+from binance_metrics.fragments import Fragment, StaleFragment, preaggregate
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
-from binance_metrics.seen_trades import SeenTrades, StaleFragment
+from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
 from binance_metrics.trades import Rejected
@@ -175,10 +176,14 @@ def build_bars(
     rejected = cast(Stream[Rejected], fragments_or_rejected.falses)
     by_symbol = op.key_on("by_symbol", fragments, lambda fragment: fragment.symbol)
 
+    # Windows can stay open for the wait (and the one being filled): the seen-trades step must
+    # remember them on top of the book's history (see seen_trades).
+    open_windows = math.ceil(wait / window) + 2
+
     def _admit(
         state: SeenTrades | None, fragment: Fragment
     ) -> tuple[SeenTrades, list[tuple[bool, Fragment]]]:
-        seen = state or SeenTrades(history=history_windows)
+        seen = state or SeenTrades(history=history_windows + open_windows)
         admitted = seen.admit(fragment)
         if admitted.duplicates or admitted.conflicts:
             stats.add(duplicate_trades=admitted.duplicates, conflicting_trades=admitted.conflicts)
@@ -190,13 +195,6 @@ def build_bars(
     stale_or_fresh = op.branch("stale", admitted, lambda item: item[1][0])
     keyed = op.map_value("fresh", stale_or_fresh.falses, lambda item: item[1])
 
-    def _stale(item: tuple[str, tuple[bool, Fragment]]) -> StaleFragment:
-        fragment = item[1][1]
-        stats.add(late_trades=fragment.bar.trade_count)
-        return StaleFragment(fragment.symbol, fragment.window * window_ms, fragment)
-
-    stale = op.map("stale_fragment", stale_or_fresh.trues, _stale)
-
     clock_kwargs: dict[str, Any] = {"to_system_utc": _WakeAfter(wait + WAKE_MARGIN)}
     if now_getter is not None:
         clock_kwargs["now_getter"] = now_getter
@@ -206,30 +204,53 @@ def build_bars(
     windows = fold_window(
         "minute_bars", keyed, clock, windower, Bar.empty, _fold, merge, ordered=False
     )
-    # Windows are aligned to the epoch, so a window id is the window index itself.
-    closed: Stream[tuple[str, tuple[int, Bar]]] = windows.down
 
-    def _late(fragment_in_window: tuple[int, Fragment]) -> tuple[int, Bar]:
+    # What the book gets: (window index, (a bar or a fragment, checked for repeats)).
+    # Windows are aligned to the epoch, so a window id is the window index itself.
+    BookItem = tuple[int, tuple[Bar | Fragment, bool]]
+
+    def _closed(window_bar: tuple[int, Bar]) -> BookItem:
+        return window_bar[0], (window_bar[1], True)
+
+    def _late(fragment_in_window: tuple[int, Fragment]) -> BookItem:
         fragment = fragment_in_window[1]
         stats.add(late_trades=fragment.bar.trade_count)
-        return fragment.window, fragment.bar
+        return fragment.window, (fragment, True)
 
-    late = op.map_value("late_fragment", windows.late, _late)
-    fragments_by_window = op.merge("all_fragments", closed, late)
+    def _stale(stale: tuple[bool, Fragment]) -> BookItem:
+        fragment = stale[1]
+        stats.add(late_trades=fragment.bar.trade_count)
+        return fragment.window, (fragment, False)
 
-    def _book(state: BarBook | None, value: tuple[int, Bar]) -> tuple[BarBook, list[WindowBar]]:
-        book = state or BarBook(history=history_windows)
-        return book, book.update(*value)
-
-    updates = op.stateful_flat_map("bar_book", fragments_by_window, _book)
-
-    def _bar_update(item: tuple[str, WindowBar]) -> BarUpdate:
-        symbol, (window_index, bar) = item
-        return BarUpdate(symbol, window_index * window_ms, bar)
-
-    bars: Stream[BarUpdate | StaleFragment] = op.merge(
-        "bars_and_stale", op.map("bar_update", updates, _bar_update), stale
+    book_items = op.merge(
+        "book_items",
+        op.map_value("closed_window", windows.down, _closed),
+        op.map_value("late_fragment", windows.late, _late),
+        op.map_value("stale_fragment", stale_or_fresh.trues, _stale),
     )
+
+    def _book(
+        state: BarBook | None, value: tuple[int, tuple[Bar | Fragment, bool]]
+    ) -> tuple[BarBook, list[WindowBar | Fragment]]:
+        book = state or BarBook(history=history_windows)
+        window_index, (item, checked) = value
+        update = book.update(window_index, item, checked)
+        if update.duplicates or update.conflicts:
+            stats.add(duplicate_trades=update.duplicates, conflicting_trades=update.conflicts)
+        out: list[WindowBar | Fragment] = list(update.bars)
+        if update.forward is not None:
+            out.append(update.forward)
+        return book, out
+
+    updates = op.stateful_flat_map("bar_book", book_items, _book)
+
+    def _to_sink(item: tuple[str, WindowBar | Fragment]) -> BarUpdate | StaleFragment:
+        symbol, update = item
+        if isinstance(update, Fragment):
+            return StaleFragment(symbol, update.window * window_ms, update)
+        return BarUpdate(symbol, update.window * window_ms, update.bar)
+
+    bars: Stream[BarUpdate | StaleFragment] = op.map("to_sink", updates, _to_sink)
     return bars, rejected
 
 

@@ -82,6 +82,16 @@ class Fragment:
         return fragment, duplicates, conflicts
 
 
+class StaleFragment(NamedTuple):
+    """A fragment for a minute the dataflow has forgotten, for the sink to merge into the stored
+    bar. It keeps its trades (unless its ids were checked already: then ``trades`` is empty and
+    ``fragment.bar.ids`` says which trades it holds)."""
+
+    symbol: str
+    window_start_ms: int
+    fragment: Fragment
+
+
 def preaggregate(
     batch: Iterable[bytes],
     window_ms: int,

@@ -6,10 +6,13 @@ A fragment (:mod:`binance_metrics.fragments`) passes this per-symbol step before
 * some are already counted (a file replayed twice, overlapping files, a record produced twice):
   the fragment is folded again without them; when nothing is left it is dropped;
 * its window is older than the ``history`` the step remembers: the step cannot tell what was
-  counted, so the fragment leaves the windows as a :class:`StaleFragment`, to be merged with the
-  stored bar by the sink, which checks the ids against the stored bar (never written alone).
+  counted, so the fragment (with its trades) is marked stale and goes around the windows to the
+  bar book, which checks it against the bar it holds, or has the sink check it against the
+  stored bar (:mod:`binance_metrics.store.stale`). It is never written alone.
 
-The window state is bounded: windows more than ``history`` behind the newest are forgotten.
+``history`` must cover the bar book's history plus the windows that can still be open, so that
+a window this step forgets is closed and known to the book or the store (the dataflow sets it).
+The state is bounded: windows more than ``history`` behind the newest are forgotten.
 """
 
 from __future__ import annotations
@@ -17,21 +20,11 @@ from __future__ import annotations
 import bisect
 import logging
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from binance_metrics.fragments import Fragment
 from binance_metrics.trade_ids import IdRuns
 
 log = logging.getLogger(__name__)
-
-
-class StaleFragment(NamedTuple):
-    """Trades of a window older than the dataflow's history, for the sink to merge into the
-    stored bar (the fragment keeps its trades, so the sink can leave out those already there)."""
-
-    symbol: str
-    window_start_ms: int
-    fragment: Fragment
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing_extensions import override
 
 from binance_metrics.bars import BarUpdate
 from binance_metrics.errors import StoreError
-from binance_metrics.seen_trades import StaleFragment
+from binance_metrics.fragments import StaleFragment
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.stale import merge_stale
 
@@ -111,17 +111,20 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
             return
 
     def _write(self, items: list[SinkItem]) -> dict[str, int]:
-        updates: list[BarUpdate] = []
-        duplicates = undecided = 0
+        pending: list[BarUpdate] = []
+        written = duplicates = undecided = 0
         for item in items:
             if isinstance(item, StaleFragment):
+                # Reads the stored bar back: what came before it in this batch must be there.
+                written += self._store.insert_bars(pending)
+                pending = []
                 outcome = merge_stale(self._store, item)
-                updates += outcome.updates
+                pending += outcome.updates
                 duplicates += outcome.duplicates
                 undecided += outcome.undecided
             else:
-                updates.append(item)
-        written = self._store.insert_bars(updates)
+                pending.append(item)
+        written += self._store.insert_bars(pending)
         return {
             "bars_written": written,
             "duplicate_trades": duplicates,

@@ -20,8 +20,7 @@ import logging
 from dataclasses import dataclass, field
 
 from binance_metrics.bars import Bar, BarUpdate, from_decimals, merge
-from binance_metrics.fragments import FoldedTrade, Fragment
-from binance_metrics.seen_trades import StaleFragment
+from binance_metrics.fragments import FoldedTrade, Fragment, StaleFragment
 from binance_metrics.store.clickhouse import BAR_COLUMNS, BARS_TABLE, Store
 from binance_metrics.trade_ids import IdRuns
 
@@ -43,16 +42,47 @@ def merge_stale(store: Store, stale: StaleFragment) -> StaleOutcome:
     """The bar updates that merge ``stale`` into what ``store`` holds (see the module doc)."""
     symbol, start_ms, fragment = stale
     stored = _stored_bar(store, symbol, start_ms)
-    conflicts: list[FoldedTrade] = []
-    if stored is None or stored.is_empty:
-        stored = None
-        rest, duplicates, conflicts = fragment.without(IdRuns())
-    elif stored.ids is not None:
-        rest, duplicates, conflicts = fragment.without(stored.ids)
+    if stored is not None and stored.is_empty:
+        stored = None  # a zero-trade filler: nothing to keep of it
+    new, outcome = _new_trades(stored, fragment, symbol, start_ms)
+    if new is None:
+        return outcome
+    merged = merge(stored if stored is not None else Bar(), new)
+    outcome.updates.append(BarUpdate(symbol, start_ms, merged))
+    if stored is None or stored.close != merged.close:
+        outcome.updates += [
+            BarUpdate(symbol, filler_start, Bar.filler(merged.close))
+            for filler_start in _fillers_after(store, symbol, start_ms)
+        ]
+    return outcome
+
+
+def _new_trades(
+    stored: Bar | None, fragment: Fragment, symbol: str, start_ms: int
+) -> tuple[Bar | None, StaleOutcome]:
+    """The part of ``fragment`` that ``stored`` does not count yet (None: nothing to merge)."""
+    outcome = StaleOutcome()
+    if not fragment.trades:
+        # Checked by the dataflow already: its ids are not counted anywhere else.
+        bar = fragment.bar
+        held = stored.ids if stored is not None else None
+        if (
+            held is not None
+            and bar.ids is not None
+            and any(held.overlaps(first, last) for first, last in bar.ids.runs)
+        ):
+            log.error("%s %d: a checked bar overlaps the stored one: not written", symbol, start_ms)
+            outcome.undecided = bar.trade_count
+            return None, outcome
+        return bar, outcome
+    if stored is not None and stored.ids is None:
+        rest, outcome.duplicates = _without_unknown(stored, fragment)
+        if rest is None and not outcome.duplicates:
+            outcome.undecided = fragment.bar.trade_count
+        conflicts: list[FoldedTrade] = []
     else:
-        rest, duplicates = _without_unknown(stored, fragment)
-        if rest is None and not duplicates:
-            return StaleOutcome(undecided=fragment.bar.trade_count)
+        seen = stored.ids if stored is not None and stored.ids is not None else IdRuns()
+        rest, outcome.duplicates, conflicts = fragment.without(seen)
     for trade in conflicts:
         log.error(
             "%s %d: aggregate of trades %d..%d overlaps the stored bar in part; it cannot be "
@@ -62,23 +92,16 @@ def merge_stale(store: Store, stale: StaleFragment) -> StaleOutcome:
             trade.first_id,
             trade.last_id,
         )
-    undecided = sum(trade.last_id - trade.first_id + 1 for trade in conflicts)
+        outcome.undecided += trade.last_id - trade.first_id + 1
     if rest is None:
-        return StaleOutcome(duplicates=duplicates, undecided=undecided)
+        return None, outcome
     rest.bar.ids = rest.ids()
-    merged = rest.bar if stored is None else merge(stored, rest.bar)
-    outcome = StaleOutcome([BarUpdate(symbol, start_ms, merged)], duplicates, undecided)
-    if stored is None or stored.close != merged.close:
-        outcome.updates += [
-            BarUpdate(symbol, filler_start, Bar.filler(merged.close))
-            for filler_start in _fillers_after(store, symbol, start_ms)
-        ]
-    return outcome
+    return rest.bar, outcome
 
 
 def _without_unknown(stored: Bar, fragment: Fragment) -> tuple[Fragment | None, int]:
-    """For a stored bar without ``trade_ids``: ``(what to merge, duplicates)``, or
-    ``(None, 0)`` when that cannot be decided."""
+    """For a stored bar without ``trade_ids`` (an older release wrote it): ``(what to merge,
+    duplicates)``, or ``(None, 0)`` when that cannot be decided (logged)."""
     ids = fragment.ids()
     first, last = stored.first_trade_id, stored.last_trade_id
     if not ids.overlaps(first, last):
