@@ -136,17 +136,20 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
                     sink.health.give_up(len(items), reason, stopping)
                     sink.abort.set()
                     return
+                wait = delay
+                if sink.give_up_after_s is not None:  # the last try falls on the deadline
+                    wait = min(wait, sink.give_up_after_s - failing_for)
                 log.warning(
                     "ClickHouse write of %d bars failed (%s); retrying in %.1f s",
                     len(items),
                     error,
-                    delay,
+                    wait,
                 )
                 # A stop request ends the wait at once (then the next failure gives up).
                 if sink.stop is not None:
-                    sink.stop.wait(delay)
+                    sink.stop.wait(wait)
                 else:
-                    time.sleep(delay)
+                    time.sleep(wait)
                 delay = min(delay * 2, sink.max_backoff_s)
                 continue
             sink.health.succeeded()
