@@ -150,7 +150,11 @@ class EmbeddedBroker:
         ]
         log.info("starting embedded Kafka broker (Tansu) on %s", self.bootstrap_servers)
         self._process = _spawner.popen(command)
-        self._wait_ready(timeout_s)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:  # Ctrl-C while it starts: __exit__ will not run
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
