@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
@@ -36,6 +36,7 @@ from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
+from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
@@ -104,14 +105,15 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         dataflow = _DataflowThread(flow, stop)
         dataflow.start()
         try:
-            app = create_app(settings, kafka, checks={"store": lambda: store_health.problem})
+            checks: dict[str, Check] = {"store": lambda: store_health.problem}
+            app = create_app(settings, kafka, checks)
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.
             app.state.ingestor.metrics.registry.register(_DefaultRegistry())
             reporter = threading.Thread(
                 target=_report,
-                args=(app.state.ingestor, stats, store_health, stop),
+                args=(app.state.ingestor, stats, checks, stop),
                 name="progress",
                 daemon=True,
             )
@@ -122,11 +124,11 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             # took is in Kafka before the dataflow is asked to stop.
             serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT)
         finally:
+            stop.set()
             log.info(
                 "stopping the dataflow: it reads what was produced to its end and writes the "
                 "bars (a second Ctrl-C exits at once)"
             )
-            stop.set()
             with _second_signal_exits():
                 dataflow.join()
     if dataflow.error is not None:
@@ -184,12 +186,12 @@ class _DefaultRegistry(Collector):
 
 
 def _report(
-    ingestor: Ingestor, stats: FlowStats, store_health: StoreHealth, stop: threading.Event
+    ingestor: Ingestor, stats: FlowStats, checks: Mapping[str, Check], stop: threading.Event
 ) -> None:
     """Log, every few seconds, that trades come in and bars go out."""
     while not stop.wait(PROGRESS_EVERY_S):
         try:
-            _, health = ingestor.health({"store": lambda: store_health.problem})
+            _, health = ingestor.health(checks)
         except Exception:  # noqa: BLE001 - a progress line must never stop the pipeline
             health = {}
         counts = stats.summary()
