@@ -9,10 +9,11 @@ here, at import:
 
 - the settings are read and the broker is checked, with its topics: a problem is one line on
   stderr and exit status 2 (configuration) or 1 (Kafka), before any dataflow starts;
-- SIGINT and SIGTERM stop the run the way the end of the input would: every partition ends,
-  the open windows are written, the recovery state is snapshotted, exit status 0. Bytewax's own
-  handling (a ``KeyboardInterrupt`` raised inside the worker) ends in a Rust panic instead. A
-  second signal exits at once, status 128 + signal number;
+- SIGINT and SIGTERM stop the run the way the end of the input would: every partition is read
+  to its end as of the signal, the open windows are written, the recovery state is
+  snapshotted, exit status 0 (a store that fails meanwhile: exit status 1, nothing lost).
+  Bytewax's own handling (a ``KeyboardInterrupt`` raised inside the worker) ends in a Rust panic
+  instead. A second signal exits at once, status 128 + signal number;
 - an error of binance-metrics that ends the run (a Kafka failure no retry cures) is printed as
   one line; Bytewax still prints its panic header before it.
 
@@ -95,7 +96,9 @@ def _build() -> Dataflow:
         batch_size=settings.KAFKA_BATCH_SIZE,
         stop=_stop,
     )
-    return build_flow(settings, kafka, source=source)
+    # The stop reaches the bar sink too: a store that fails then ends the run with an error
+    # (nothing unwritten is snapshotted) instead of holding it forever.
+    return build_flow(settings, kafka, source=source, stop=_stop)
 
 
 def _flow_or_exit() -> Dataflow:

@@ -6,15 +6,19 @@ Every command reads the same environment variables (see ``.env.example``); flags
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from binance_metrics import __version__
@@ -131,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
         handler = {"up": _up, "ingest": _ingest, "replay": _replay, "bars": _bars}[args.command]
-        return handler(args, settings)
-    except KeyboardInterrupt:
-        return 130
+        with _terminate_as_interrupt():
+            return handler(args, settings)
+    except KeyboardInterrupt as exc:
+        return 128 + (exc.args[0] if exc.args else signal.SIGINT)
     except Exception as exc:
         # One line for the errors we raise on purpose, also when Bytewax wraps them.
         error = deliberate_cause(exc)
@@ -144,6 +149,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"binance-metrics: error: {error}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a service manager) ends a command the way Ctrl-C does:
+    the broker and the store are closed, and the exit status is 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _configure_logging(level: str) -> None:

@@ -267,12 +267,15 @@ def build_flow(
     stop: threading.Event | None = None,
     store_health: StoreHealth | None = None,
     give_up_after_s: float | None = None,
+    abort: threading.Event | None = None,
 ) -> Dataflow:
     """The production dataflow: Kafka trades topic in, ClickHouse bars and Kafka DLQ out.
 
     ``source`` replaces the Kafka input (``up`` passes one it can stop; tests one that fails).
-    ``stop``, ``store_health`` and ``give_up_after_s`` go to the bar sink
-    (:class:`~binance_metrics.store.sink.ClickHouseBarSink`).
+    ``stop``, ``store_health``, ``give_up_after_s`` and ``abort`` go to the bar sink
+    (:class:`~binance_metrics.store.sink.ClickHouseBarSink`); ``abort`` also to the Kafka source
+    made here (a ``source`` passed in must be given it by the caller). With ``abort``, call
+    ``store_health.raise_if_given_up()`` after the run.
     """
     stats = stats or FlowStats()
     flow = Dataflow("binance_ohlcv")
@@ -282,6 +285,7 @@ def build_flow(
             settings.KAFKA_TOPIC,
             tail=not settings.STOP_AT_END,
             batch_size=settings.KAFKA_BATCH_SIZE,
+            abort=abort,
         )
     payloads = op.input("trades", flow, source)
     bars, rejected = build_bars(
@@ -308,6 +312,7 @@ def build_flow(
         health=store_health,
         stop=stop,
         give_up_after_s=give_up_after_s,
+        abort=abort,
     )
     op.output("bars", bars, bars_sink)
     return flow

@@ -5,17 +5,22 @@ file that is not trades, or a store held by another process, stops the replay be
 is produced. The files are then produced to the trades topic in the live message format (bad
 rows to the dead-letter topic), and the same dataflow as in production runs in stop-at-end mode:
 every partition is read to its end, all windows close, and the bars are in the store when it
-returns. A replay in which no row is a trade fails, with the first reasons.
+returns. A replay in which no row is a trade fails, with the first reasons; so does one whose
+store has refused writes for ``STORE_GIVE_UP_S`` (a full disk, say), rather than wait for it.
+Ctrl-C or SIGTERM ends a replay at once, and its broker with it (the files are still there).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from bytewax.testing import run_main
 from confluent_kafka import Producer
@@ -28,6 +33,7 @@ from binance_metrics.kafka.producer import SAFE_CONFIG
 from binance_metrics.recordings import check_recording, read_recording
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.sink import StoreHealth
 from binance_metrics.trades import Rejected, encode_trade
 
 log = logging.getLogger(__name__)
@@ -143,7 +149,8 @@ def replay(
 
     Raises :class:`~binance_metrics.recordings.RecordingError` for a file that is not trades
     and :class:`~binance_metrics.errors.StoreError` for a store that cannot be opened, both
-    before anything is produced; :class:`ReplayError` if no row of the files is a trade.
+    before anything is produced; :class:`ReplayError` if no row of the files is a trade;
+    :class:`~binance_metrics.errors.StoreError` once writes have failed for ``STORE_GIVE_UP_S``.
     """
     started = time.monotonic()
     for path in paths:
@@ -164,6 +171,12 @@ def replay(
             raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
         log.info("running the dataflow to the end of the topic")
         stats = FlowStats()
+        store_health = StoreHealth()
+        abort = threading.Event()
+        flow = build_flow(
+            settings, kafka, stats=stats, store_health=store_health,
+            give_up_after_s=settings.STORE_GIVE_UP_S, abort=abort,
+        )  # fmt: skip
         done = threading.Event()
         reporter = threading.Thread(
             target=_report_dataflow,
@@ -174,9 +187,13 @@ def replay(
         try:
             # An error inside the dataflow (Kafka's, the store's) comes out as Bytewax's
             # BytewaxRuntimeError, caused by ours: the CLI reports the cause.
-            run_main(build_flow(settings, kafka, stats=stats))
+            with _signals_abort(abort) as interrupted:
+                run_main(flow)
         finally:
             done.set()
+        if interrupted:
+            raise KeyboardInterrupt(*interrupted)
+        store_health.raise_if_given_up()
     counts = stats.summary()
     return ReplaySummary(
         files=len(paths),
@@ -189,6 +206,28 @@ def replay(
         seconds=time.monotonic() - started,
         first_reasons=produced.first_reasons,
     )
+
+
+@contextmanager
+def _signals_abort(abort: threading.Event) -> Iterator[list[int]]:
+    """While the dataflow runs, SIGINT and SIGTERM end it at once through ``abort`` (a
+    ``KeyboardInterrupt`` raised inside a Bytewax step would be a Rust panic); yields the list
+    that receives the signal's number."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        abort.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _nothing_to_replay(paths: Sequence[Path], produced: Produced, dlq_topic: str) -> str:

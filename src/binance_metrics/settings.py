@@ -56,10 +56,14 @@ class Settings(BaseSettings):
     # HTTP (ingestor and web page).
     HEALTH_HOST: str = "127.0.0.1"
     HEALTH_PORT: int = Field(default=8080, ge=1, le=65535)
+    # Serve the OpenAPI schema at /openapi.json (never the docs pages: they load a CDN).
+    API_DOCS: bool = False
 
     # ClickHouse. Unset URL means: embedded chDB under DATA_DIR. A secret: it holds the password.
     CLICKHOUSE_URL: SecretStr | None = None
     DATA_DIR: Path = Path("data")
+    # `replay` fails once writes have failed this long (`up` waits for the store instead).
+    STORE_GIVE_UP_S: float = Field(default=60.0, gt=0)
 
     # Dataflow.
     WINDOW_SECONDS: int = Field(default=60, ge=1, le=86_400)

@@ -7,9 +7,13 @@
     chDB under DATA_DIR, or CLICKHOUSE_URL)  ->  candle page at /
 
 One process, because chDB serves its data directory to one process: the dataflow writes and the
-candle page reads through the same client (docs/architecture.md, ClickHouse). Ctrl-C stops the
-ingestor first (its producer flushes), then the dataflow (its open windows are written), then the
-broker.
+candle page reads through the same client (docs/architecture.md, ClickHouse).
+
+Ctrl-C or SIGTERM stops the ingestor first (its producer flushes), then the dataflow, which reads
+what was produced to its end and writes every bar, open windows included, then the broker. A
+store that fails meanwhile ends the stop with an error (exit status 1) instead of holding it
+forever. While the store fails, ``/health`` says so (``"store"``) and answers 503; the dataflow
+waits for it, and Kafka keeps the trades.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import FrameType
 
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
@@ -31,12 +36,14 @@ from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
+from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.recordings import RecordingError, check_raw_trades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.sink import StoreHealth
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import load_trades
 from binance_metrics.web import create_router
@@ -88,33 +95,75 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         store = open_store(settings.clickhouse_dsn)
 
         stats = FlowStats()
-        stop = threading.Event()
+        store_health = StoreHealth()
+        stop = threading.Event()  # read what was produced to its end, write it, return
+        abort = threading.Event()  # set by the sink when it gives up: end at once
         source = RawKafkaSource(
-            kafka, settings.KAFKA_TOPIC, batch_size=settings.KAFKA_BATCH_SIZE, stop=stop
+            kafka,
+            settings.KAFKA_TOPIC,
+            batch_size=settings.KAFKA_BATCH_SIZE,
+            stop=stop,
+            abort=abort,
         )
-        dataflow = _DataflowThread(build_flow(settings, kafka, stats=stats, source=source), stop)
+        flow = build_flow(
+            settings, kafka, stats=stats, source=source, stop=stop, store_health=store_health,
+            abort=abort,
+        )  # fmt: skip
+        dataflow = _DataflowThread(flow, stop)
         dataflow.start()
-
-        app = create_app(settings, kafka)
-        app.include_router(create_router(lambda: store, settings.SYMBOLS))
-        # /metrics shows the ingestor's registry; add the default one, where the dataflow counts.
-        app.state.ingestor.metrics.registry.register(_DefaultRegistry())
-        reporter = threading.Thread(
-            target=_report, args=(app.state.ingestor, stats, stop), name="progress", daemon=True
-        )
-        reporter.start()
-        url = f"http://{settings.HEALTH_HOST}:{settings.HEALTH_PORT}/"
-        log.info("candles at %s  (health: %shealth, metrics: %smetrics)", url, url, url)
         try:
+            checks: dict[str, Check] = {"store": lambda: store_health.problem}
+            app = create_app(settings, kafka, checks)
+            app.include_router(create_router(lambda: store, settings.SYMBOLS))
+            # /metrics shows the ingestor's registry; add the default one, where the dataflow
+            # counts.
+            app.state.ingestor.metrics.registry.register(_DefaultRegistry())
+            reporter = threading.Thread(
+                target=_report,
+                args=(app.state.ingestor, stats, checks, stop),
+                name="progress",
+                daemon=True,
+            )
+            reporter.start()
+            url = f"http://{settings.HEALTH_HOST}:{settings.HEALTH_PORT}/"
+            log.info("candles at %s  (health: %shealth, metrics: %smetrics)", url, url, url)
+            # Returns once the ingestor has stopped and its producer has flushed: every trade it
+            # took is in Kafka before the dataflow is asked to stop.
             serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT)
         finally:
-            log.info("stopping the dataflow (open windows are written)")
             stop.set()
-            dataflow.join()
+            log.info(
+                "stopping the dataflow: it reads what was produced to its end and writes the "
+                "bars (a second Ctrl-C exits at once)"
+            )
+            with _second_signal_exits():
+                dataflow.join()
     if dataflow.error is not None:
         raise BinanceMetricsError(f"the dataflow failed: {dataflow.error}") from dataflow.error
+    store_health.raise_if_given_up()
     log.info("stopped: %s", stats.summary())
     return 0
+
+
+@contextmanager
+def _second_signal_exits() -> Iterator[None]:
+    """While the dataflow finishes, SIGINT or SIGTERM exits at once (the bars not yet written
+    are lost; the broker dies with the process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def exit_now(signum: int, _frame: FrameType | None) -> None:
+        log.warning("%s again: exiting without writing the rest", signal.Signals(signum).name)
+        logging.shutdown()
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, exit_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _DataflowThread(threading.Thread):
@@ -143,11 +192,13 @@ class _DefaultRegistry(Collector):
         return REGISTRY.collect()
 
 
-def _report(ingestor: Ingestor, stats: FlowStats, stop: threading.Event) -> None:
+def _report(
+    ingestor: Ingestor, stats: FlowStats, checks: Mapping[str, Check], stop: threading.Event
+) -> None:
     """Log, every few seconds, that trades come in and bars go out."""
     while not stop.wait(PROGRESS_EVERY_S):
         try:
-            _, health = ingestor.health()
+            _, health = ingestor.health(checks)
         except Exception:  # noqa: BLE001 - a progress line must never stop the pipeline
             health = {}
         counts = stats.summary()

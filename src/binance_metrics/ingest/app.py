@@ -1,7 +1,11 @@
 """The ingestor's FastAPI app: its lifespan runs the :class:`Ingestor`; ``/health``, ``/metrics``.
 
-``GET /health`` answers 200 when every connection is open and Kafka acknowledges, 503 otherwise
-(the body: :mod:`binance_metrics.ingest.health`). The ingestor's tuning is ``settings.INGEST``.
+``GET /health`` answers 200 when every connection is open, Kafka acknowledges and every extra
+check (``checks``) passes, 503 otherwise (the body: :mod:`binance_metrics.ingest.health`). The
+ingestor's tuning is ``settings.INGEST``.
+
+FastAPI's ``/docs`` and ``/redoc`` are never served (their pages load scripts from a CDN), and
+``/openapi.json`` only with ``API_DOCS=true``.
 
 Other routers (the candle page at ``/``) may be added with ``app.include_router``; the running
 :class:`Ingestor` is ``app.state.ingestor``.
@@ -10,7 +14,7 @@ Other routers (the candle page at ``/``) may be added with ``app.include_router`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from binance_metrics.http_server import serve_app
+from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
@@ -25,8 +30,11 @@ from binance_metrics.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, kafka: KafkaConnection) -> FastAPI:
-    """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka."""
+def create_app(
+    settings: Settings, kafka: KafkaConnection, checks: Mapping[str, Check] | None = None
+) -> FastAPI:
+    """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
+    are reported by ``/health`` next to the ingestor's own state."""
     ingestor = Ingestor(settings, kafka)
 
     @asynccontextmanager
@@ -36,15 +44,24 @@ def create_app(settings: Settings, kafka: KafkaConnection) -> FastAPI:
             yield
         finally:
             left = await ingestor.stop()
-            log.info("ingestor stopped (%d messages undelivered)", left)
+            produced = sum(ingestor.produced.values())
+            log.info(
+                "ingestor stopped: %d trades produced, %d messages undelivered", produced, left
+            )
 
-    app = FastAPI(title="binance-metrics ingestor", lifespan=lifespan)
+    app = FastAPI(
+        title="binance-metrics ingestor",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.API_DOCS else None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.ingestor = ingestor
 
     # async: runs on the event loop, so it reads the ingestor state between frames, not during.
     @app.get("/health")
     async def health() -> JSONResponse:
-        ok, body = ingestor.health()
+        ok, body = ingestor.health(checks)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

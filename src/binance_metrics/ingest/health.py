@@ -7,6 +7,10 @@
      "symbols": {"BTCUSDT": {"lastTradeAgeS": 0.41, "produced": 19904, "gaps": 1,
                              "backfilled": 250, "unfilled": 0, "duplicates": 12, ...}}}
 
+Other parts of the process add checks of their own (``up``: ``"store"``): a check answers None
+when fine, else what is wrong, which makes the answer 503 and is shown as
+``"store": {"ok": false, "problem": "writes failing for 12 s: ..."}``.
+
 Values the ingestor keeps anyway (connection state, last-trade age, gaps, backfilled and duplicate
 trades, queue depth) are read here at scrape time rather than counted twice on the hot path.
 Both views only read, so they may run off the event loop (a scrape, ``up``'s progress line).
@@ -15,8 +19,8 @@ Both views only read, so they may run off the event loop (a scrape, ``up``'s pro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -24,8 +28,14 @@ if TYPE_CHECKING:
     from binance_metrics.ingest.service import Ingestor
 
 
-def health(ingestor: Ingestor) -> tuple[bool, dict[str, Any]]:
-    """``(healthy, body of GET /health)``."""
+#: A check of another part of the process: None when it is fine, else what is wrong.
+Check: TypeAlias = Callable[[], str | None]
+
+
+def health(
+    ingestor: Ingestor, checks: Mapping[str, Check] | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """``(healthy, body of GET /health)``, with a part ``{"ok", "problem"}`` per check."""
     now = time.monotonic()
     problems: list[str] = []
     connections = []
@@ -60,6 +70,12 @@ def health(ingestor: Ingestor) -> tuple[bool, dict[str, Any]]:
             "heldBehindGap": len(seq.pending),
             "resumedAfter": ingestor.resume.after.get(symbol),
         }
+    checked = {}
+    for name, check in (checks or {}).items():
+        problem = check()
+        checked[name] = {"ok": problem is None, "problem": problem}
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
     shards = ingestor.shards
     body: dict[str, Any] = {
         "status": "degraded" if problems else "ok",
@@ -77,6 +93,7 @@ def health(ingestor: Ingestor) -> tuple[bool, dict[str, Any]]:
             "clientError": producer.client_error if producer else None,
         },
         "symbols": symbols,
+        **checked,
     }
     return not problems, body
 

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -129,9 +130,11 @@ class Ingestor:
             left = await asyncio.get_running_loop().run_in_executor(None, producer.close)
         return left
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
+    def health(
+        self, checks: Mapping[str, health.Check] | None = None
+    ) -> tuple[bool, dict[str, Any]]:
         """``(healthy, body of GET /health)``; see :func:`binance_metrics.ingest.health.health`."""
-        return health.health(self)
+        return health.health(self, checks)
 
     # -- hot path (FrameConsumer) ----------------------------------------------------------
 

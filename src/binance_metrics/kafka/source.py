@@ -7,6 +7,11 @@ offsets only in Bytewax's recovery state (never in a consumer group), so a resum
 continues exactly where its last snapshot was; ``tail=False`` ends each partition at partition
 EOF, which is exact on Tansu too (its high watermark is not, docs/architecture.md).
 
+A stop request (``stop``) loses nothing: every partition is read on to its end as of the request
+(the next partition EOF), so that what was produced before it reaches the bars; then the
+partition ends, the windows close and are written, and the dataflow returns. The consumer always
+reports partition EOF; while tailing, those events are ignored.
+
 Kafka trouble while running: a broker that is down or moving is waited for (librdkafka retries;
 its errors are logged, each at most once per :data:`~binance_metrics.kafka.log.REPEAT_INTERVAL_S`
 per partition). An error that retrying cannot cure (a fatal one, or a lost authorisation) raises
@@ -50,21 +55,30 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
         partition: int,
         offset: int,
         batch_size: int,
+        *,
+        tail: bool,
         stop: threading.Event | None,
+        abort: threading.Event | None,
     ) -> None:
         self._consumer = Consumer(config)
+        self._topic = topic
+        self._partition = partition
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._where = f"{topic}[{partition}]"
         self._offset = offset
         self._batch_size = batch_size
+        self._ends_at_eof = not tail
         self._eof = False
         self._awake_at: datetime | None = None
         self._stop = stop
+        self._abort = abort
 
     @override
     def next_batch(self) -> list[bytes]:
-        if self._eof or (self._stop is not None and self._stop.is_set()):
+        if self._eof or (self._abort is not None and self._abort.is_set()):
             raise StopIteration
+        if not self._ends_at_eof and self._stop is not None and self._stop.is_set():
+            self._read_to_the_end()
         self._awake_at = None
         batch: list[bytes] = []
         last = None
@@ -72,8 +86,10 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
             error = record.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._eof = True  # emit this batch; stop at the next call
-                    break
+                    if self._ends_at_eof:
+                        self._eof = True  # emit this batch; stop at the next call
+                        break
+                    continue  # tailing: the end moves on
                 if error.fatal() or error.code() in _PERMANENT:
                     raise BrokerError(f"Kafka consumer of {self._where} failed: {error.str()}")
                 # Transient (broker down, rebalance of leaders): librdkafka retries by itself.
@@ -86,6 +102,13 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
         if not batch and not self._eof:
             self._awake_at = datetime.now(UTC) + IDLE_BACKOFF
         return batch
+
+    def _read_to_the_end(self) -> None:
+        """End at the next partition EOF. librdkafka reports EOF once per offset, so the one
+        seen while tailing may predate records produced since: assigning the partition again
+        at the next offset makes it report the end as of now."""
+        self._ends_at_eof = True
+        self._consumer.assign([TopicPartition(self._topic, self._partition, self._offset)])
 
     @override
     def next_awake(self) -> datetime | None:
@@ -111,13 +134,16 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
         tail: bool = True,
         batch_size: int = 5000,
         stop: threading.Event | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
-        """``stop``, once set, ends every partition as if it had reached its end (clean exit)."""
+        """``stop``, once set, ends every partition at its end as of then (see the module);
+        ``abort`` ends them at once (the run is failing: the bar sink gave up)."""
         self.kafka = kafka
         self.topic = topic
         self.tail = tail
         self.batch_size = batch_size
         self.stop = stop
+        self.abort = abort
 
     @override
     def list_parts(self) -> list[str]:
@@ -145,7 +171,8 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
             **{
                 "group.id": "binance-metrics-unused",  # required by librdkafka; never joined
                 "enable.auto.commit": False,
-                "enable.partition.eof": not self.tail,
+                # On while tailing too: a stop ends each partition at its next EOF.
+                "enable.partition.eof": True,
                 # The broker answers an empty fetch after this wait: it bounds how late the end
                 # of a partition is noticed. 1 ms makes fetches crawl on Tansu; 50 does not
                 # (docs/performance.md).
@@ -157,4 +184,13 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
             }
         )
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _RawPartition(config, self.topic, int(for_part), offset, self.batch_size, self.stop)
+        return _RawPartition(
+            config,
+            self.topic,
+            int(for_part),
+            offset,
+            self.batch_size,
+            tail=self.tail,
+            stop=self.stop,
+            abort=self.abort,
+        )

@@ -7,9 +7,17 @@ the stored bar first (:mod:`binance_metrics.store.stale`).
 
 When a write fails, the batch is retried with capped backoff until it is stored: the dataflow
 stalls (and Kafka holds the backlog) instead of dropping bars, and :class:`StoreHealth` says why
-(``/health`` shows it). Two things end the waiting with a :class:`StoreError` instead: a stop
-request (``stop``: the run is ending, and a failing store would otherwise hold it forever), and
-``give_up_after_s`` of failures in a row (``replay`` sets it: a batch job must fail, not hang).
+(``/health`` shows it). Two things end the waiting: a stop request (``stop``: the run is ending,
+and a failing store would otherwise hold it forever), and ``give_up_after_s`` of failures in a
+row (``replay`` sets it: a batch job must fail, not hang). Then the sink gives up, in one of two
+ways:
+
+- with ``abort`` (``up``, ``replay``: runs without recovery): it sets ``abort``, which ends the
+  Kafka source at once, counts what it is handed from then on as not written, and the run's
+  caller raises :meth:`StoreHealth.raise_if_given_up` once the dataflow has returned. Bytewax
+  sees no error, so the user sees one line rather than a Rust panic before it;
+- without (the stand-alone dataflow, with recovery): it raises the :class:`StoreError`, so that
+  the dataflow dies before it snapshots offsets past bars that were never written.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing_extensions import override
 from binance_metrics.bars import BarUpdate
 from binance_metrics.errors import StoreError
 from binance_metrics.fragments import StaleFragment
+from binance_metrics.redact import redact
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.stale import merge_stale
 
@@ -42,6 +51,9 @@ class StoreHealth:
 
     failing_since: float | None = None  # time.monotonic() of the first failure in a row
     last_error: str | None = None
+    gave_up: str | None = None  # why the sink stopped writing (with ``abort``), or None
+    stopping: bool = False  # it gave up because the run was stopping
+    unwritten: int = 0  # bar updates handed to it since, not written
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def failed(self, error: str) -> float:
@@ -58,6 +70,19 @@ class StoreHealth:
             self.failing_since = None
             self.last_error = None
 
+    def give_up(self, unwritten: int, reason: str | None = None, stopping: bool = False) -> None:
+        """Count updates not written; the first call says why (``reason``) it gave up."""
+        with self._lock:
+            if self.gave_up is None and reason is not None:
+                self.gave_up, self.stopping = reason, stopping
+            self.unwritten += unwritten
+
+    def raise_if_given_up(self) -> None:
+        """Raise the :class:`StoreError` of a sink that gave up, counting all it did not write."""
+        with self._lock:
+            if self.gave_up is not None:
+                raise StoreError(gave_up_message(self.stopping, self.unwritten, self.gave_up))
+
     @property
     def problem(self) -> str | None:
         """Why the store looks unhealthy, or None."""
@@ -68,6 +93,18 @@ class StoreHealth:
             return f"writes failing for {failing:.0f} s: {self.last_error}"
 
 
+def gave_up_message(stopping: bool, unwritten: int, reason: str) -> str:
+    what = "stopping" if stopping else "giving up"
+    return f"{what} with {unwritten} bar updates not written: {reason}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's type and first line (ClickHouse's messages go on with a stack trace), any
+    password masked: it reaches /health and the logs."""
+    lines = [line.strip() for line in redact(str(exc)).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class _BarsPartition(StatelessSinkPartition[SinkItem]):
     def __init__(self, sink: ClickHouseBarSink) -> None:
         self._store = open_store(sink.dsn)
@@ -76,34 +113,43 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
     @override
     def write_batch(self, items: list[SinkItem]) -> None:
         sink = self._sink
+        if sink.abort is not None and sink.abort.is_set():
+            sink.health.give_up(len(items))  # it gave up already; the run is ending
+            return
         delay = 0.5
         while True:
             try:
                 counts = self._write(items)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = _one_line(exc)
                 failing_for = sink.health.failed(error)
-                if sink.stop is not None and sink.stop.is_set():
-                    raise StoreError(
-                        f"stopping with {len(items)} bar updates not written: the store fails "
-                        f"({error})"
-                    ) from exc
-                if sink.give_up_after_s is not None and failing_for >= sink.give_up_after_s:
-                    raise StoreError(
-                        f"the store has failed for {failing_for:.0f} s, giving up with "
-                        f"{len(items)} bar updates not written ({error})"
-                    ) from exc
+                stopping = sink.stop is not None and sink.stop.is_set()
+                if stopping:
+                    reason = f"the store fails ({error})"
+                elif sink.give_up_after_s is not None and failing_for >= sink.give_up_after_s:
+                    reason = f"the store has failed for {failing_for:.0f} s ({error})"
+                else:
+                    reason = None
+                if reason is not None:
+                    if sink.abort is None:
+                        raise StoreError(gave_up_message(stopping, len(items), reason)) from exc
+                    sink.health.give_up(len(items), reason, stopping)
+                    sink.abort.set()
+                    return
+                wait = delay
+                if sink.give_up_after_s is not None:  # the last try falls on the deadline
+                    wait = min(wait, sink.give_up_after_s - failing_for)
                 log.warning(
                     "ClickHouse write of %d bars failed (%s); retrying in %.1f s",
                     len(items),
                     error,
-                    delay,
+                    wait,
                 )
-                # A stop request ends the wait at once (then the next failure raises).
+                # A stop request ends the wait at once (then the next failure gives up).
                 if sink.stop is not None:
-                    sink.stop.wait(delay)
+                    sink.stop.wait(wait)
                 else:
-                    time.sleep(delay)
+                    time.sleep(wait)
                 delay = min(delay * 2, sink.max_backoff_s)
                 continue
             sink.health.succeeded()
@@ -143,6 +189,7 @@ class ClickHouseBarSink(DynamicSink[SinkItem]):
         health: StoreHealth | None = None,
         stop: threading.Event | None = None,
         give_up_after_s: float | None = None,
+        abort: threading.Event | None = None,
         max_backoff_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
@@ -150,6 +197,7 @@ class ClickHouseBarSink(DynamicSink[SinkItem]):
         self.health = health or StoreHealth()
         self.stop = stop
         self.give_up_after_s = give_up_after_s
+        self.abort = abort
         self.max_backoff_s = max_backoff_s
 
     @override
