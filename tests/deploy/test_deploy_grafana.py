@@ -199,6 +199,7 @@ def _insert(
             f"toDecimal128('{taker * c}', 16)",
             "1",
             str(max(count, 1)),
+            f"[(1, {count})]" if count else "[]",  # trade_ids
             f"toDateTime64('{written:%Y-%m-%d %H:%M:%S.%f}', 3, 'UTC')",
         ]
     )
