@@ -64,6 +64,7 @@ class ReplaySummary:
     late_trades: int
     bars_written: int
     seconds: float
+    duplicate_trades: int = 0  # trades whose id was already counted (a file repeated), dropped
     first_reasons: tuple[str, ...] = ()  # of the bad rows
 
     def lines(self) -> list[str]:
@@ -73,6 +74,7 @@ class ReplaySummary:
             f"trades       {self.trades}",
             f"bars written {self.bars_written}",
             f"late trades  {self.late_trades}",
+            f"duplicates   {self.duplicate_trades}",
             f"dead-letters {self.bad_records + self.rejected}"
             + (f" (first: {'; '.join(self.first_reasons)})" if self.first_reasons else ""),
             f"seconds      {self.seconds:.1f}",
@@ -202,6 +204,7 @@ def replay(
         bad_records=produced.bad_records,
         rejected=counts["rejected"],
         late_trades=counts["late_trades"],
+        duplicate_trades=counts["duplicate_trades"],
         bars_written=counts["bars_written"],
         seconds=time.monotonic() - started,
         first_reasons=produced.first_reasons,
