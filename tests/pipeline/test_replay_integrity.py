@@ -134,9 +134,7 @@ def test_impossible_values_are_dead_letters_and_the_rest_is_exact(
     summary = run([path], broker, empty_store, topic_prefix)
     assert summary.bad_records + summary.rejected == len(bad)
     trades = [r for r in read_recording(path) if isinstance(r, TradeMessage)]
-    assert stored(empty_store, "TESTUSDT") == expected(
-        [t for t in trades if t.trade_id < 100]
-    )
+    assert stored(empty_store, "TESTUSDT") == expected([t for t in trades if t.trade_id < 100])
 
 
 def test_a_trade_a_year_back_gets_its_bar_and_fills_nothing(
