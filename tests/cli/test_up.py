@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,24 +17,12 @@ from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import error_line, run_cli
+from tests.pipeline.support import wait_for
 from tests.support.data import DATA
 from tests.support.oracle import FIELDS, MINUTE_MS, reference_klines
 
 CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
 CLI = [sys.executable, "-m", "binance_metrics.cli"]
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def test_up_ingests_a_replayed_capture_into_exact_bars(tmp_path: Path) -> None:
