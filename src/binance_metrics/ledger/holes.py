@@ -23,7 +23,6 @@ SQL on chDB and on a ClickHouse server.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast
 
 from binance_metrics.store.clickhouse import BARS_TABLE, Store
@@ -178,8 +177,3 @@ def find_holes(
         )
         for row in store.query(sql, parameters)
     ]
-
-
-def iso_minute(ms: int) -> str:
-    """An open time as ISO 8601 UTC, to the minute (``2024-08-09T00:01Z``)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
