@@ -5,9 +5,12 @@ versioned by trade count): Bytewax output is at-least-once, and writing a bar ag
 Trades older than the dataflow's history arrive as :class:`StaleFragment` and are merged into
 the stored bar first (:mod:`binance_metrics.store.stale`).
 
-When a write fails, the batch is retried with capped backoff until it is stored: the dataflow
-stalls (and Kafka holds the backlog) instead of dropping bars, and :class:`StoreHealth` says why
-(``/health`` shows it). Two things end the waiting: a stop request (``stop``: the run is ending,
+When a write fails for a passing reason (:mod:`binance_metrics.store.failures`: the server is
+down, busy or full, the table detached), the batch is retried with capped backoff until it is
+stored: the dataflow stalls (and Kafka holds the backlog) instead of dropping bars, and
+:class:`StoreHealth` says why (``/health`` shows it). A failure that no retry mends (a missing
+table or column, a wrong type, a missing right) gives up at once, naming the table and the
+cause. Two more things end the waiting: a stop request (``stop``: the run is ending,
 and a failing store would otherwise hold it forever), and ``give_up_after_s`` of failures in a
 row (``replay`` sets it: a batch job must fail, not hang). Then the sink gives up, in one of two
 ways:
@@ -35,7 +38,8 @@ from binance_metrics.bars import BarUpdate
 from binance_metrics.errors import StoreError
 from binance_metrics.fragments import StaleFragment
 from binance_metrics.redact import redact
-from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.clickhouse import BARS_TABLE, open_store
+from binance_metrics.store.failures import PERMANENT, error_code, is_detached, is_permanent
 from binance_metrics.store.stale import merge_stale
 
 log = logging.getLogger(__name__)
@@ -109,6 +113,7 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
     def __init__(self, sink: ClickHouseBarSink) -> None:
         self._store = open_store(sink.dsn)
         self._sink = sink
+        self._table = BARS_TABLE  # the table written (or read) last: named when it fails
 
     @override
     def write_batch(self, items: list[SinkItem]) -> None:
@@ -124,7 +129,9 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
                 error = _one_line(exc)
                 failing_for = sink.health.failed(error)
                 stopping = sink.stop is not None and sink.stop.is_set()
-                if stopping:
+                if self._cannot_pass(exc):
+                    reason = f"{self._table} cannot be written ({error}); retrying cannot mend it"
+                elif stopping:
                     reason = f"the store fails ({error})"
                 elif sink.give_up_after_s is not None and failing_for >= sink.give_up_after_s:
                     reason = f"the store has failed for {failing_for:.0f} s ({error})"
@@ -155,6 +162,14 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
             sink.health.succeeded()
             sink.count(**counts)
             return
+
+    def _cannot_pass(self, exc: Exception) -> bool:
+        if not is_permanent(exc):
+            return False
+        # A detached table is being looked after: it comes back (ATTACH TABLE).
+        return not (
+            error_code(exc) == PERMANENT["UNKNOWN_TABLE"] and is_detached(self._store, self._table)
+        )
 
     def _write(self, items: list[SinkItem]) -> dict[str, int]:
         pending: list[BarUpdate] = []
