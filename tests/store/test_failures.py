@@ -39,6 +39,25 @@ def _insert(store: Store, rows: list[list[object]], columns: tuple[str, ...] = (
     store.insert(SCRATCH, rows, columns)
 
 
+def _broken_constraint(store: Store) -> None:
+    store.command(f"ALTER TABLE {SCRATCH} ADD CONSTRAINT positive CHECK id > 0")
+    _insert(store, [[-1]])
+
+
+def _disk_full(store: Store) -> None:
+    store.command(
+        f"ALTER TABLE {SCRATCH} MODIFY SETTING min_free_disk_bytes_to_perform_insert = 1e18"
+    )
+    _insert(store, [[1]])
+
+
+def _too_many_parts(store: Store) -> None:
+    store.command(f"SYSTEM STOP MERGES {SCRATCH}")
+    store.command(f"ALTER TABLE {SCRATCH} MODIFY SETTING parts_to_throw_insert = 1")
+    _insert(store, [[1]])
+    _insert(store, [[2]])
+
+
 PERMANENT_FAILURES: dict[str, Callable[[Store], object]] = {
     "unknown table": lambda s: s.insert("binance.no_such_table", [[1]], ("id",)),
     "unknown column": lambda s: _insert(s, [[1]], ("no_such_column",)),
@@ -47,25 +66,12 @@ PERMANENT_FAILURES: dict[str, Callable[[Store], object]] = {
     "read-only user": lambda s: s.command(
         f"INSERT INTO {SCRATCH} (id) SETTINGS readonly = 1 VALUES (1)"
     ),
-    "broken constraint": lambda s: (
-        s.command(f"ALTER TABLE {SCRATCH} ADD CONSTRAINT positive CHECK id > 0"),
-        _insert(s, [[-1]]),
-    ),
-}  # fmt: skip
+    "broken constraint": _broken_constraint,
+}
 
 PASSING_FAILURES: dict[str, Callable[[Store], object]] = {
-    "disk full": lambda s: (
-        s.command(
-            f"ALTER TABLE {SCRATCH} MODIFY SETTING min_free_disk_bytes_to_perform_insert = 1e18"
-        ),
-        _insert(s, [[1]]),
-    ),
-    "too many parts": lambda s: (
-        s.command(f"SYSTEM STOP MERGES {SCRATCH}"),
-        s.command(f"ALTER TABLE {SCRATCH} MODIFY SETTING parts_to_throw_insert = 1"),
-        _insert(s, [[1]]),
-        _insert(s, [[2]]),
-    ),
+    "disk full": _disk_full,
+    "too many parts": _too_many_parts,
     "memory limit": lambda s: s.query(
         "SELECT count() FROM numbers(1000000) GROUP BY number SETTINGS max_memory_usage = 100000"
     ),
@@ -73,7 +79,7 @@ PASSING_FAILURES: dict[str, Callable[[Store], object]] = {
         "SELECT sleep(1) SETTINGS max_execution_time = 0.2, "
         "timeout_before_checking_execution_speed = 0"
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", PERMANENT_FAILURES)
@@ -98,7 +104,8 @@ def test_a_refused_connection_is_passing() -> None:
 
 
 def test_a_bug_of_ours_is_permanent() -> None:
-    assert is_permanent(_failure(lambda: {}["missing"]))
+    nothing: dict[str, int] = {}
+    assert is_permanent(_failure(lambda: nothing["missing"]))
 
 
 def test_a_detached_table_is_told_from_a_missing_one(scratch: Store) -> None:
