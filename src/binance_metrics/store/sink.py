@@ -37,6 +37,8 @@ from typing_extensions import override
 from binance_metrics.bars import BarUpdate
 from binance_metrics.errors import StoreError
 from binance_metrics.fragments import StaleFragment
+from binance_metrics.ledger.accounted import AccountedTrades, record_accounted
+from binance_metrics.ledger.holes import ACCOUNTED_TABLE
 from binance_metrics.redact import redact
 from binance_metrics.store.clickhouse import BARS_TABLE, open_store
 from binance_metrics.store.failures import PERMANENT, error_code, is_detached, is_permanent
@@ -44,7 +46,7 @@ from binance_metrics.store.stale import merge_stale
 
 log = logging.getLogger(__name__)
 
-SinkItem = BarUpdate | StaleFragment
+SinkItem = BarUpdate | StaleFragment | AccountedTrades
 #: ``count(bars_written=..., duplicate_trades=..., undecided_trades=...)`` after each batch.
 Counter = Callable[..., None]
 
@@ -173,9 +175,13 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
 
     def _write(self, items: list[SinkItem]) -> dict[str, int]:
         pending: list[BarUpdate] = []
+        accounted: list[AccountedTrades] = []
         written = duplicates = undecided = 0
+        self._table = BARS_TABLE
         for item in items:
-            if isinstance(item, StaleFragment):
+            if isinstance(item, AccountedTrades):
+                accounted.append(item)
+            elif isinstance(item, StaleFragment):
                 # Reads the stored bar back: what came before it in this batch must be there.
                 written += self._store.insert_bars(pending)
                 pending = []
@@ -186,6 +192,8 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
             else:
                 pending.append(item)
         written += self._store.insert_bars(pending)
+        self._table = ACCOUNTED_TABLE
+        record_accounted(self._store, accounted)
         return {
             "bars_written": written,
             "duplicate_trades": duplicates,
@@ -194,7 +202,8 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
 
 
 class ClickHouseBarSink(DynamicSink[SinkItem]):
-    """Write bar updates (and merge stale fragments) into ``binance.ohlcv``."""
+    """Write bar updates (and merge stale fragments) into ``binance.ohlcv``, and the ids of
+    trades klines exclude into ``binance.accounted_trades``."""
 
     def __init__(
         self,
