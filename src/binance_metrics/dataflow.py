@@ -44,7 +44,7 @@ from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
-from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
+from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
 from binance_metrics.trades import Rejected
 
 log = logging.getLogger(__name__)
@@ -318,5 +318,5 @@ def build_flow(
     # The ids of the trades klines exclude (not market trades) go to the store with the bars,
     # so that the completeness ledger counts them as accounted for (docs/ledger.md).
     accounted = op.filter_map("accounted", rejected, accounted_trades)
-    op.output("bars", op.merge("to_store", bars, accounted), bars_sink)
+    output_bars("bars", op.merge("to_store", bars, accounted), bars_sink)
     return flow
