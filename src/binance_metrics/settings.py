@@ -19,6 +19,8 @@ from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.redact import redact
 
 _SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
+#: ``ALL`` or an fnmatch pattern over symbols (``*USDT``), resolved from exchangeInfo.
+_SYMBOL_PATTERN = re.compile(r"^(ALL|[A-Z0-9_*?\[\]!]*[*?\[][A-Z0-9_*?\[\]!]*)$")
 
 
 class Settings(BaseSettings):
@@ -85,9 +87,9 @@ class Settings(BaseSettings):
             symbols = tuple(str(s).strip().upper() for s in value)
             if not symbols:
                 raise ValueError("at least one symbol is required")
-            bad = [s for s in symbols if not _SYMBOL.match(s)]
+            bad = [s for s in symbols if not (_SYMBOL.match(s) or _SYMBOL_PATTERN.match(s))]
             if bad:
-                raise ValueError(f"not a Binance symbol: {', '.join(bad)}")
+                raise ValueError(f"not a Binance symbol, ALL or a pattern: {', '.join(bad)}")
             return tuple(dict.fromkeys(symbols))
         return value
 

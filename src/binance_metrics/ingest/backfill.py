@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import httpx
 import msgspec
@@ -37,6 +38,7 @@ from binance_metrics.settings import Settings
 from binance_metrics.trades import TradeMessage, now_ms
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HISTORICAL_TRADES: Final = "/api/v3/historicalTrades"
 MAX_LIMIT: Final = 1000
@@ -116,6 +118,26 @@ class RestBackfill:
     async def trades(self, symbol: str, from_id: int, limit: int) -> list[TradeMessage]:
         """Raw trades with ``id >= from_id`` (at most ``limit``, capped at 1000), oldest first."""
         params = {"symbol": symbol, "fromId": str(from_id), "limit": str(min(limit, MAX_LIMIT))}
+        rows = await self.get(
+            HISTORICAL_TRADES,
+            params,
+            _decoder.decode,
+            weight=HISTORICAL_TRADES_WEIGHT,
+            what=f"backfill {symbol} fromId={from_id}",
+        )
+        now = now_ms()
+        return [row.to_message(symbol, now) for row in rows]
+
+    async def get(
+        self,
+        path: str,
+        params: dict[str, str],
+        decode: Callable[[bytes], T],
+        *,
+        weight: int,
+        what: str,
+    ) -> T:
+        """``GET path`` decoded, retried, within the weight budget (``weight``: its cost)."""
         backoff = Backoff(self._retry_base_s, self._retry_cap_s)
         for _ in range(self._max_attempts):
             async with self._lock:
@@ -123,42 +145,46 @@ class RestBackfill:
                     log.warning("REST weight budget used up: waiting %.1f s", wait)
                     await asyncio.sleep(wait)
                 try:
-                    response = await self._client.get(HISTORICAL_TRADES, params=params)
+                    response = await self._client.get(path, params=params)
                 except httpx.HTTPError as exc:
                     delay, why = backoff.next_delay(), f"request failed: {exc!r}"
                 else:
-                    self._note_weight(response)
+                    self._note_weight(response, weight)
                     if response.status_code == 200:
                         try:
-                            rows = _decoder.decode(response.content)
+                            return decode(response.content)
                         except msgspec.DecodeError as exc:
                             delay, why = backoff.next_delay(), f"bad response: {exc}"
-                        else:
-                            now = now_ms()
-                            return [row.to_message(symbol, now) for row in rows]
                     elif response.status_code in (418, 429):
                         delay = _retry_after(response) or backoff.next_delay()
                         why = f"HTTP {response.status_code}, Retry-After {delay:g} s"
                     else:
                         delay = backoff.next_delay()
                         why = f"HTTP {response.status_code}: {response.text[:200]}"
-                log.warning(
-                    "backfill %s fromId=%d: %s; retrying in %.2f s", symbol, from_id, why, delay
-                )
-                # Sleeping under the lock holds every other symbol back too: a 429/418 is per IP.
+                log.warning("%s: %s; retrying in %.2f s", what, why, delay)
+                # Sleeping under the lock holds every other call back too: a 429/418 is per IP.
                 await asyncio.sleep(delay)
-        raise BackfillError(f"{symbol} fromId={from_id}: gave up after {self._max_attempts} tries")
+        raise BackfillError(f"{what}: gave up after {self._max_attempts} tries")
 
-    def _note_weight(self, response: httpx.Response) -> None:
+    def _note_weight(self, response: httpx.Response, weight: int) -> None:
         used = response.headers.get(USED_WEIGHT_HEADER)
         if used is not None and used.isdigit():
-            self._not_before = max(self._not_before, next_call_at(int(used), self._weight_budget))
+            self._not_before = max(
+                self._not_before, next_call_at(int(used), self._weight_budget, weight=weight)
+            )
 
 
-def next_call_at(used_weight: int, budget: int, now: float | None = None) -> float:
-    """Wall-clock time of the next allowed call: now, or the next minute if over budget."""
+def next_call_at(
+    used_weight: int,
+    budget: int,
+    now: float | None = None,
+    *,
+    weight: int = HISTORICAL_TRADES_WEIGHT,
+) -> float:
+    """Wall-clock time of the next allowed call (of ``weight``): now, or the next minute if
+    over budget."""
     now = time.time() if now is None else now
-    if used_weight + HISTORICAL_TRADES_WEIGHT <= budget:
+    if used_weight + weight <= budget:
         return now
     return now - now % 60 + 60  # Binance's weight window is the calendar minute
 

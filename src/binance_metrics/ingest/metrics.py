@@ -63,7 +63,14 @@ class IngestMetrics:
             buckets=ACK_BUCKETS,
             registry=r,
         )
-        self.by_symbol = {s: _SymbolCounters(self, s) for s in symbols}
+        self.by_symbol: dict[str, _SymbolCounters] = {}
+        self.add_symbols(symbols)
+
+    def add_symbols(self, symbols: Iterable[str]) -> None:
+        """Counters for symbols listed while running (``SYMBOLS=ALL``); known ones stay."""
+        for symbol in symbols:
+            if symbol not in self.by_symbol:
+                self.by_symbol[symbol] = _SymbolCounters(self, symbol)
 
     def add_state_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         self.registry.register(_CallbackCollector(collect))

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError
 from binance_metrics.ingest import health
 from binance_metrics.ingest.backfill import RestBackfill
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
+from binance_metrics.ingest.discovery import SymbolSelection, SymbolWatch, initial_symbols
 from binance_metrics.ingest.frames import Control, FrameParser
 from binance_metrics.ingest.gaps import GapFiller
 from binance_metrics.ingest.metrics import IngestMetrics
@@ -53,26 +54,34 @@ class Ingestor:
         self.tuning = tuning = settings.INGEST
         self.topic = settings.KAFKA_TOPIC
         self.dlq_topic = settings.KAFKA_DLQ_TOPIC
-        self.symbols = settings.SYMBOLS
-        self.metrics = IngestMetrics(self.symbols)
+        # SYMBOLS' names; with ALL or patterns, start() adds the symbols exchangeInfo lists.
+        self.selection = SymbolSelection.of(settings.SYMBOLS)
+        self.symbols: tuple[str, ...] = ()
+        self.metrics = IngestMetrics(())
         self.metrics.add_state_collector(functools.partial(health.collect_state, self))
         self._parser = FrameParser(
-            self.symbols, tuning.max_frame_bytes, int(tuning.max_trade_time_skew_s * 1000)
+            (), tuning.max_frame_bytes, int(tuning.max_trade_time_skew_s * 1000)
         )
-        self._keys = {s: s.encode() for s in self.symbols}
+        self._keys: dict[str, bytes] = {}
         self._counters = self.metrics.by_symbol
-        self.sequences = {s: SymbolSequence(s, self._emit) for s in self.symbols}
+        self.sequences: dict[str, SymbolSequence] = {}
         self.resume = Resume(self.topic, tuning)
         self._awaiting = self.resume.awaiting  # bound once: read for every trade
         #: symbol -> monotonic time of its last live trade
         self.last_trade_at: dict[str, float] = {}
-        self.produced: dict[str, int] = dict.fromkeys(self.symbols, 0)  # acknowledged trades
+        self.produced: dict[str, int] = {}  # acknowledged trades
         self.dlq = 0  # dead letters produced
         self._kafka = kafka
         self.producer: KafkaProducer | None = None
         self.gaps: GapFiller | None = None
         self.shards: list[Shard] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._shard_tasks: dict[Shard, asyncio.Task[None]] = {}
+        self._limiter = AttemptLimiter(
+            tuning.connection_attempts, tuning.connection_attempt_window_s
+        )
+        self.watch: SymbolWatch | None = None
+        self._known(self.selection.names)
         self._max_pending = tuning.max_pending_per_symbol
         self._observe_latency = self.metrics.trade_latency.observe
 
@@ -81,6 +90,12 @@ class Ingestor:
     async def start(self) -> None:
         """Resume from Kafka, then open the producer, the REST client and the connections."""
         settings, tuning = self.settings, self.tuning
+        rest = RestBackfill.from_settings(settings)
+        try:
+            self._known(await initial_symbols(self.selection, rest))
+        except BaseException:
+            await rest.aclose()
+            raise
         await self.resume.seed(self._kafka, self.sequences)
         self.producer = KafkaProducer(
             self._kafka,
@@ -91,24 +106,14 @@ class Ingestor:
             on_ack=self._on_ack,
             on_error=self._on_delivery_error,
         ).start()
-        self.gaps = GapFiller(
-            self.sequences, RestBackfill.from_settings(settings), tuning, self._dead_letter
-        )
-        limiter = AttemptLimiter(tuning.connection_attempts, tuning.connection_attempt_window_s)
-        self.shards = [
-            Shard(
-                i,
-                settings.BINANCE_WS_URL,
-                group,
-                tuning=tuning,
-                backoff=Backoff(settings.RECONNECT_DELAY_S, settings.MAX_RECONNECT_DELAY_S),
-                limiter=limiter,
-                metrics=self.metrics,
-                consumer=self,
+        self.gaps = GapFiller(self.sequences, rest, tuning, self._dead_letter)
+        for group in shard_symbols(self.symbols, tuning.streams_per_connection):
+            self._open_shard(group)
+        if self.selection.needs_discovery:
+            self.watch = SymbolWatch(
+                self.selection, rest, self.symbols, tuning.symbols_refresh_s, self.change_symbols
             )
-            for i, group in enumerate(shard_symbols(self.symbols, tuning.streams_per_connection))
-        ]
-        self._tasks = [asyncio.create_task(s.run(), name=f"shard-{s.index}") for s in self.shards]
+            self._tasks.append(asyncio.create_task(self.watch.run(), name="symbol-watch"))
         log.info(
             "ingesting %d symbols over %d connections to %s",
             len(self.symbols),
@@ -118,9 +123,10 @@ class Ingestor:
 
     async def stop(self) -> int:
         """Close connections, release held trades, flush Kafka; return undelivered messages."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._shard_tasks.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.gaps is not None:
             # Held trades were received: they are produced (their gaps counted as unfilled).
             await self.gaps.close()
@@ -135,6 +141,57 @@ class Ingestor:
     ) -> tuple[bool, dict[str, Any]]:
         """``(healthy, body of GET /health)``; see :func:`binance_metrics.ingest.health.health`."""
         return health.health(self, checks)
+
+    # -- the symbols and their shards ------------------------------------------------------
+
+    def _known(self, symbols: Sequence[str]) -> list[str]:
+        """Make ``symbols`` known to the hot path (parser, sequences, counters); the new ones."""
+        new = [s for s in symbols if s not in self.sequences]
+        self._parser.add(new)
+        self.metrics.add_symbols(new)
+        for symbol in new:
+            self._keys[symbol] = symbol.encode()
+            self.sequences[symbol] = SymbolSequence(symbol, self._emit)
+            self.produced[symbol] = 0
+        self.symbols = (*self.symbols, *new)
+        return new
+
+    def _open_shard(self, symbols: Sequence[str]) -> None:
+        settings = self.settings
+        shard = Shard(
+            max((s.index for s in self.shards), default=-1) + 1,
+            settings.BINANCE_WS_URL,
+            tuple(symbols),
+            tuning=self.tuning,
+            backoff=Backoff(settings.RECONNECT_DELAY_S, settings.MAX_RECONNECT_DELAY_S),
+            limiter=self._limiter,
+            metrics=self.metrics,
+            consumer=self,
+        )
+        self.shards.append(shard)
+        self._shard_tasks[shard] = asyncio.create_task(shard.run(), name=f"shard-{shard.index}")
+
+    def change_symbols(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """Subscribe ``added`` (filling shards with room, then new ones) and unsubscribe
+        ``removed`` on the live connections; a shard left without streams is closed."""
+        gone = set(removed)
+        for shard in list(self.shards):
+            if leaving := [s for s in shard.symbols if s in gone]:
+                shard.remove(leaving)
+            if not shard.symbols:
+                self.shards.remove(shard)
+                self._shard_tasks.pop(shard).cancel()
+        self.symbols = tuple(s for s in self.symbols if s not in gone)
+        self._known(added)
+        self.symbols = (*self.symbols, *(s for s in added if s not in self.symbols))
+        per_connection = self.tuning.streams_per_connection
+        waiting = list(dict.fromkeys(s for s in added if s not in gone))
+        for shard in self.shards:
+            if waiting and (room := per_connection - len(shard.symbols)) > 0:
+                shard.add(waiting[:room])
+                waiting = waiting[room:]
+        for group in shard_symbols(waiting, per_connection):
+            self._open_shard(group)
 
     # -- hot path (FrameConsumer) ----------------------------------------------------------
 
@@ -191,6 +248,8 @@ class Ingestor:
 
     def _on_control(self, control: Control, conn: Connection) -> None:
         self.metrics.control_messages.labels(control.kind).inc()
+        if control.kind in ("result", "error") and conn.subscriber.answer(control.detail):
+            return  # the reply to one of the connection's SUBSCRIBE / UNSUBSCRIBE requests
         if control.kind == "serverShutdown":
             log.warning("%s: server announced shutdown %s", conn.name, control.detail)
             conn.announce_shutdown()

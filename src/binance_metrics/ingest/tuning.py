@@ -26,6 +26,7 @@ BINANCE_ATTEMPT_WINDOW_S: Final = 300.0
 #: Binance's request weight per IP and minute (REST), and what one historicalTrades call costs.
 BINANCE_WEIGHT_PER_MINUTE: Final = 6000
 HISTORICAL_TRADES_WEIGHT: Final = 25
+EXCHANGE_INFO_WEIGHT: Final = 20
 #: librdkafka's upper bound of ``queue.buffering.max.messages``.
 _LIBRDKAFKA_MAX_QUEUE: Final = 2_147_483_647
 
@@ -60,6 +61,18 @@ class IngestTuning(BaseModel):
     """Connection attempts of the whole process per window (Binance: 300 per 5 minutes)."""
     connection_attempt_window_s: float = Field(default=BINANCE_ATTEMPT_WINDOW_S, ge=300.0)
     """The window of ``connection_attempts``; never shorter than Binance's 5 minutes."""
+
+    subscribe_messages_per_s: int = Field(default=3, ge=1, le=3)
+    """``SUBSCRIBE``/``UNSUBSCRIBE`` messages per second and connection. Binance counts 5
+    incoming messages per second, pings and pongs included, and disconnects above; 3 leaves
+    room for a pong and a keepalive ping in the same second."""
+    streams_per_subscribe: int = Field(default=200, ge=1, le=MAX_STREAMS_PER_CONNECTION)
+    """Streams named in one ``SUBSCRIBE`` message (1024 streams take 6 messages, 2 s)."""
+    subscribe_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait for the reply to a ``SUBSCRIBE``; then the connection is replaced."""
+    symbols_refresh_s: float = Field(default=300.0, gt=0)
+    """With ``SYMBOLS=ALL`` or patterns: how often ``exchangeInfo`` is read again, to subscribe
+    new listings and unsubscribe delisted symbols (weight 20 per read)."""
 
     # -- frames -----------------------------------------------------------------------------
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024)

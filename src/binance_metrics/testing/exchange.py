@@ -2,10 +2,16 @@
 
 It serves what the ingestor uses of Binance:
 
-* ``ws://127.0.0.1:PORT/stream?streams=btcusdt@trade/ethusdt@trade``: each trade of the market
+* ``ws://127.0.0.1:PORT/stream?streams=btcusdt@trade/ethusdt@trade`` (or ``/stream`` and
+  ``SUBSCRIBE`` messages): each trade of the market
   (:mod:`binance_metrics.testing.market`) is sent, when it happens, to every connection
   subscribed to its stream; the exchange pings every connection and cuts one that does not pong
-  in time, as Binance does, and ignores what clients send (``SUBSCRIBE`` and the like);
+  in time, as Binance does. It answers ``SUBSCRIBE``, ``UNSUBSCRIBE`` and ``LIST_SUBSCRIPTIONS``
+  as Binance does, refuses more than 1024 streams on a connection and, ``message_rate_limit``
+  given, disconnects a connection that sends more messages (requests and pongs) in a second;
+* ``GET /api/v3/exchangeInfo``: the market's symbols, ``TRADING`` once listed (all but
+  ``unlisted`` at the start; :class:`~binance_metrics.testing.faults.Listing` and ``Delisting``
+  change it during the run);
 * ``GET /api/v3/historicalTrades?symbol=&fromId=&limit=``: the trades that have happened (or all
   of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them.
 
@@ -36,6 +42,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
@@ -47,10 +54,12 @@ from websockets.http11 import Request, Response
 from binance_metrics.testing.faults import (
     Action,
     Cut,
+    Delisting,
     Drop,
     Fault,
     Garbage,
     Hold,
+    Listing,
     Refuse,
     Shutdown,
     Silence,
@@ -61,7 +70,9 @@ from binance_metrics.trades import TradeMessage
 log = logging.getLogger(__name__)
 
 HISTORICAL_TRADES = "/api/v3/historicalTrades"
+EXCHANGE_INFO = "/api/v3/exchangeInfo"
 MAX_LIMIT = 1000
+MAX_STREAMS = 1024  # per connection, as on Binance
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,10 @@ class Session:
     silent: bool = False
     pongs: int = 0
     ping_timeouts: int = 0
+    requests: int = 0  # JSON requests (SUBSCRIBE, ...) received
+    message_times: deque[float] = field(default_factory=deque)  # of the last second
+    max_messages_per_s: int = 0  # the most messages (requests and pongs) in any second
+    rate_disconnected: bool = False
 
 
 @dataclass
@@ -111,6 +126,9 @@ class ExchangeLog:
     rest_calls: list[RestCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
     shutdowns_sent: int = 0
+    exchange_info_calls: int = 0
+    refused_subscriptions: int = 0  # SUBSCRIBE over 1024 streams
+    rate_disconnects: int = 0  # connections cut for sending too many messages
 
 
 class LocalExchange:
@@ -130,10 +148,14 @@ class LocalExchange:
         rest_errors: Iterable[tuple[int, float]] = (),
         rest_serves_all: bool = False,
         start_gate: threading.Event | None = None,
+        unlisted: Iterable[str] = (),
+        message_rate_limit: int | None = None,
     ) -> None:
         """``ping_*``: the exchange's own pings (often by default, so a test sees pongs).
         ``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
-        ``rest_serves_all``: REST serves trades before they happen (REST without a client)."""
+        ``rest_serves_all``: REST serves trades before they happen (REST without a client).
+        ``unlisted``: symbols exchangeInfo does not list as TRADING until a ``Listing``.
+        ``message_rate_limit``: messages per second a connection may send (Binance: 5)."""
         if not trades:
             raise ValueError("nothing to trade")
         self.trades = trades
@@ -150,6 +172,8 @@ class LocalExchange:
         self._rest_errors = list(rest_errors)
         self.rest_serves_all = rest_serves_all
         self.start_gate = start_gate
+        self.trading = set(self.symbols) - set(unlisted)  # exchangeInfo's TRADING symbols
+        self.message_rate_limit = message_rate_limit
         self.log = ExchangeLog()
         self.lock = threading.Lock()
         self.done = threading.Event()  # the market has ended
@@ -181,6 +205,7 @@ class LocalExchange:
             open_on_first_listener=True,
             ping_interval_s=20.0,
             ping_timeout_s=20.0,
+            message_rate_limit=5,
         )
 
     # -- addresses ------------------------------------------------------------------------
@@ -237,6 +262,10 @@ class LocalExchange:
         url = urlsplit(request.path)
         if url.path == HISTORICAL_TRADES:
             return await self._historical_trades(conn, parse_qs(url.query))
+        if url.path == EXCHANGE_INFO:
+            return self._exchange_info(conn)
+        if len(_url_streams(request.path)) > MAX_STREAMS:
+            return conn.respond(http.HTTPStatus.BAD_REQUEST, "more than 1024 streams\n")
         with self.lock:
             if self._refuse > 0:
                 self._refuse -= 1
@@ -269,6 +298,19 @@ class LocalExchange:
         self._record_rest(symbol, from_id, limit, 200)
         return response
 
+    def _exchange_info(self, conn: ServerConnection) -> Response:
+        """The market's symbols with their status (only the fields the ingestor reads)."""
+        with self.lock:
+            symbols = [
+                {"symbol": s, "status": "TRADING" if s in self.trading else "BREAK"}
+                for s in self.symbols
+            ]
+            self.log.exchange_info_calls += 1
+        body = {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": symbols}
+        response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
+        response.headers["Content-Type"] = "application/json"
+        return response
+
     def _record_rest(self, symbol: str, from_id: int, limit: int, status: int) -> None:
         with self.lock:
             self.log.rest_calls.append(RestCall(time.monotonic(), symbol, from_id, limit, status))
@@ -277,18 +319,19 @@ class LocalExchange:
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query)
-        streams = frozenset(query.get("streams", [""])[0].split("/"))
-        session = Session(ws, streams)
+        session = Session(ws, _url_streams(ws.request.path))
         with self.lock:
             self.log.sessions.append(session)
         self._sessions.add(session)
         self._listeners_changed()
         pinger = asyncio.create_task(self._ping(session))
         try:
-            # Read (and ignore) whatever the client sends; this also keeps pongs flowing.
-            async for _ in ws:
-                pass
+            # Reading also keeps pongs flowing.
+            async for message in ws:
+                if self._count_message(session):
+                    await ws.close(1008, "too many messages")
+                    break
+                await self._on_request(session, message)
         except ConnectionClosed:
             pass
         finally:
@@ -304,12 +347,63 @@ class LocalExchange:
                 waiter = await session.ws.ping()
                 await asyncio.wait_for(waiter, self.ping_timeout_s)
                 session.pongs += 1
+                if self._count_message(session):
+                    await session.ws.close(1008, "too many messages")
+                    return
             except TimeoutError:
                 session.ping_timeouts += 1
                 await session.ws.close(1011, "pong timeout")
                 return
             except ConnectionClosed:
                 return
+
+    def _count_message(self, session: Session) -> bool:
+        """Count one incoming message; True when it puts the connection over the rate limit."""
+        now, times = time.monotonic(), session.message_times
+        times.append(now)
+        while now - times[0] >= 1.0:
+            times.popleft()
+        session.max_messages_per_s = max(session.max_messages_per_s, len(times))
+        limit = self.message_rate_limit
+        if limit is None or len(times) <= limit:
+            return False
+        session.rate_disconnected = True
+        with self.lock:
+            self.log.rate_disconnects += 1
+        log.warning("local exchange: %d messages in a second: disconnecting", len(times))
+        return True
+
+    async def _on_request(self, session: Session, message: str | bytes) -> None:
+        """Answer ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` as Binance does."""
+        session.requests += 1
+        try:
+            request = json.loads(message)
+            method, params, request_id = request["method"], request.get("params", []), request["id"]
+        except (ValueError, TypeError, KeyError):
+            await session.ws.send('{"code":3,"msg":"Invalid JSON"}')
+            return
+        reply: dict[str, object] = {"result": None, "id": request_id}
+        if method == "SUBSCRIBE":
+            streams = session.streams | frozenset(params)
+            if len(streams) > MAX_STREAMS:
+                reply = {"code": 2, "msg": "Invalid request: too many streams", "id": request_id}
+                with self.lock:
+                    self.log.refused_subscriptions += 1
+            else:
+                session.streams = streams
+        elif method == "UNSUBSCRIBE":
+            session.streams = session.streams - frozenset(params)
+        elif method == "LIST_SUBSCRIPTIONS":
+            reply = {"result": sorted(session.streams), "id": request_id}
+        else:
+            reply = {
+                "code": 2,
+                "msg": f"Invalid request: unknown variant {method}",
+                "id": request_id,
+            }
+        with contextlib.suppress(ConnectionClosed):
+            await session.ws.send(json.dumps(reply))
+        self._listeners_changed()
 
     def _listeners_changed(self) -> None:
         assert self._changed is not None
@@ -329,7 +423,7 @@ class LocalExchange:
     # -- the market ----------------------------------------------------------------------
 
     async def _run_market(self) -> None:
-        streams = sorted({t.stream for t in self.trades})
+        streams = sorted({t.stream for t in self.trades if t.symbol in self.trading})
         await self._wait_for_listeners(streams, every=not self.open_on_first_listener)
         while self.start_gate is not None and not self.start_gate.is_set():
             await asyncio.sleep(0.001)
@@ -404,6 +498,12 @@ class LocalExchange:
                 reached.set()
                 while not release.is_set():
                     await asyncio.sleep(0.005)
+            case Listing(symbol):
+                with self.lock:
+                    self.trading.add(symbol)
+            case Delisting(symbol):
+                with self.lock:
+                    self.trading.discard(symbol)
             case Garbage(frames):
                 for raw in frames:
                     for session in sessions:
@@ -431,6 +531,12 @@ class LocalExchange:
         """How many trades have happened so far (sent, dropped, or unseen)."""
         with self.lock:
             return sum(self._happened.values())
+
+
+def _url_streams(path: str) -> frozenset[str]:
+    """The streams a connection URL names (``/stream?streams=a@trade/b@trade``), maybe none."""
+    named = parse_qs(urlsplit(path).query).get("streams", [""])[0]
+    return frozenset(stream for stream in named.split("/") if stream)
 
 
 def _as_binance_sends(raw: str | bytes) -> str | bytes:

@@ -129,3 +129,31 @@ def shifted_to_now(trades: Sequence[TradeMessage], speed: float = 1.0) -> list[M
     ahead_ms = duration_ms - duration_ms / speed  # how far playback gets ahead of the clock
     shift = int(now_ms - trades[0].trade_time_ms - ahead_ms) // MINUTE_MS * MINUTE_MS
     return [MarketTrade.from_message(trade, shift) for trade in trades]
+
+
+def synthetic_market(
+    symbols: Sequence[str], trades_per_symbol: int, start_ms: int | None = None
+) -> list[MarketTrade]:
+    """A cheap market of many symbols: ``trades_per_symbol`` trades each, taking turns one
+    millisecond apart (symbol by symbol within a round), ids from 1, prices that move a little.
+    For tests of whole-market scale (2,000 symbols), where recordings of each do not exist."""
+    start = time.time_ns() // 1_000_000 if start_ms is None else start_ms
+    trades: list[MarketTrade] = []
+    for round_ in range(trades_per_symbol):
+        for n, symbol in enumerate(symbols):
+            at = start + len(trades)
+            stream = f"{symbol.lower()}@trade"
+            data: dict[str, Any] = {
+                "e": "trade",
+                "E": at,
+                "s": symbol,
+                "t": round_ + 1,
+                "p": f"{100 + n % 97 + round_ / 100:.8f}",
+                "q": f"{1 + round_ % 7:.8f}",
+                "T": at,
+                "m": (n + round_) % 2 == 0,
+                "M": True,
+            }
+            raw = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
+            trades.append(MarketTrade(symbol, stream, round_ + 1, at, at, raw, data))
+    return trades
