@@ -527,6 +527,15 @@ class LocalExchange:
                 "is the client stuck?"
             )
 
+    def subscribed(self) -> frozenset[str]:
+        """The streams the open connections are subscribed to now (read on the exchange's loop)."""
+
+        async def collect() -> frozenset[str]:
+            return frozenset().union(*(s.streams for s in self._sessions))
+
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(collect(), self._loop).result(10)
+
     def happened(self) -> int:
         """How many trades have happened so far (sent, dropped, or unseen)."""
         with self.lock:

@@ -132,14 +132,18 @@ def shifted_to_now(trades: Sequence[TradeMessage], speed: float = 1.0) -> list[M
 
 
 def synthetic_market(
-    symbols: Sequence[str], trades_per_symbol: int, start_ms: int | None = None
+    symbols: Sequence[str],
+    trades_per_symbol: int,
+    start_ms: int | None = None,
+    first_round: int = 0,
 ) -> list[MarketTrade]:
     """A cheap market of many symbols: ``trades_per_symbol`` trades each, taking turns one
-    millisecond apart (symbol by symbol within a round), ids from 1, prices that move a little.
+    millisecond apart (symbol by symbol within a round), prices that move a little. Round ``r``
+    has trade id ``r + 1``, so a market continued from ``first_round`` goes on without a gap.
     For tests of whole-market scale (2,000 symbols), where recordings of each do not exist."""
     start = time.time_ns() // 1_000_000 if start_ms is None else start_ms
     trades: list[MarketTrade] = []
-    for round_ in range(trades_per_symbol):
+    for round_ in range(first_round, first_round + trades_per_symbol):
         for n, symbol in enumerate(symbols):
             at = start + len(trades)
             stream = f"{symbol.lower()}@trade"
