@@ -17,6 +17,13 @@ class _Server(uvicorn.Server):
 
 
 def serve_app(app: FastAPI, host: str, port: int, log_level: str = "warning") -> None:
-    """Serve ``app``; a signal shuts it down gracefully (lifespan shutdown runs) and returns."""
+    """Serve ``app``; a signal shuts it down gracefully (lifespan shutdown runs) and returns.
+    An error the app's startup recorded as ``app.state.startup_error`` is raised."""
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
-    _Server(config).run()
+    try:
+        _Server(config).run()
+    except SystemExit:  # uvicorn's exit 3 after a failed startup
+        error = getattr(app.state, "startup_error", None)
+        if isinstance(error, Exception):
+            raise error from None
+        raise

@@ -39,7 +39,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ingestor.start()
+        try:
+            await ingestor.start()
+        except Exception as exc:
+            # uvicorn only logs a failed startup; serve_app raises it (SYMBOLS matching nothing).
+            app.state.startup_error = exc
+            raise
         try:
             yield
         finally:
