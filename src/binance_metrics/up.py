@@ -36,6 +36,7 @@ from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
+from binance_metrics.ingest.discovery import is_pattern
 from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
@@ -114,7 +115,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
             app = create_app(settings, kafka, checks)
-            app.include_router(create_router(lambda: store, settings.SYMBOLS))
+            # The names of SYMBOLS; ALL and patterns are not symbols to offer.
+            names = tuple(s for s in settings.SYMBOLS if not is_pattern(s))
+            app.include_router(create_router(lambda: store, names))
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.
             app.state.ingestor.metrics.registry.register(_DefaultRegistry())
