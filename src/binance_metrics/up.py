@@ -91,7 +91,12 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
                     "INGEST": replay_tuning,
                 }
             )
-            log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
+            log.info(
+                "local exchange on %s replays %d symbols: %s",
+                local.ws_url,
+                len(local.symbols),
+                ", ".join(local.symbols[:10]) + (", ..." if len(local.symbols) > 10 else ""),
+            )
         kafka = stack.enter_context(kafka_for(settings))
         store = open_store(settings.clickhouse_dsn)
 

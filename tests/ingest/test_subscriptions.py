@@ -106,3 +106,27 @@ def test_subscriber_paces_its_requests_and_raises_on_an_error_reply() -> None:
 async def read_replies(ws: ClientConnection, subscriber: Subscriber) -> None:
     async for message in ws:
         assert subscriber.answer(json.loads(message))
+
+
+def test_subscriber_on_a_closed_connection_raises_subscription_error() -> None:
+    """What the shard treats as a failed attempt (close, backoff, a new connection)."""
+
+    async def run(url: str) -> None:
+        async with connect(url) as ws:
+            subscriber = Subscriber(
+                ws.send, messages_per_s=3, streams_per_message=200, reply_timeout_s=10, name="t"
+            )
+            waiting = asyncio.create_task(subscriber.subscribe(["a@trade"]))
+            for _ in range(1000):  # until the request is out (its reply is never read)
+                if subscriber.sent:
+                    break
+                await asyncio.sleep(0.01)
+            subscriber.fail("connection closed")
+            with pytest.raises(SubscriptionError, match="connection closed"):
+                await waiting
+            await ws.close()
+            with pytest.raises(SubscriptionError, match="closed during SUBSCRIBE"):
+                await subscriber.subscribe(["b@trade"])
+
+    with exchange() as ex:
+        asyncio.run(run(ex.ws_url))

@@ -22,6 +22,8 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+import websockets
+
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import AttemptLimiter
 
@@ -91,6 +93,8 @@ class Subscriber:
             await self._send(request(method, streams, request_id))
             self.sent += 1
             answer = await asyncio.wait_for(reply, self._timeout)
+        except websockets.ConnectionClosed as exc:
+            raise SubscriptionError(f"{self._name}: closed during {method}: {exc}") from None
         except TimeoutError:
             raise SubscriptionError(
                 f"{self._name}: no reply to {method} id={request_id} ({len(streams)} streams) "

@@ -427,7 +427,12 @@ class LocalExchange:
         await self._wait_for_listeners(streams, every=not self.open_on_first_listener)
         while self.start_gate is not None and not self.start_gate.is_set():
             await asyncio.sleep(0.001)
-        log.info("local exchange: trading %d trades of %s", len(self.trades), self.symbols)
+        log.info(
+            "local exchange: trading %d trades of %d symbols (%s)",
+            len(self.trades),
+            len(self.symbols),
+            ", ".join(self.symbols[:10]) + (", ..." if len(self.symbols) > 10 else ""),
+        )
         pace = self.pace
         opened, first_ms = time.monotonic(), self.trades[0].trade_time
         drop = 0
