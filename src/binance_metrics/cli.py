@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="with --exchange replay: play the recording this many times faster",
     )
-    up.add_argument("--symbols", help="comma-separated symbols (default: the SYMBOLS setting)")
+    up.add_argument(
+        "--symbols",
+        help="comma-separated symbols, ALL or patterns like *USDT (default: the SYMBOLS setting)",
+    )
     up.add_argument("--port", type=port, help="HTTP port (default: the HEALTH_PORT setting)")
 
     commands.add_parser(

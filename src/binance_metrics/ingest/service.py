@@ -34,7 +34,7 @@ from binance_metrics.ingest.gaps import GapFiller
 from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import Resume
 from binance_metrics.ingest.sequence import SymbolSequence
-from binance_metrics.ingest.stream import Connection, Shard, shard_symbols
+from binance_metrics.ingest.stream import Connection, Shard, place, shard_symbols
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
@@ -184,13 +184,16 @@ class Ingestor:
         self.symbols = tuple(s for s in self.symbols if s not in gone)
         self._known(added)
         self.symbols = (*self.symbols, *(s for s in added if s not in self.symbols))
-        per_connection = self.tuning.streams_per_connection
         waiting = list(dict.fromkeys(s for s in added if s not in gone))
-        for shard in self.shards:
-            if waiting and (room := per_connection - len(shard.symbols)) > 0:
-                shard.add(waiting[:room])
-                waiting = waiting[room:]
-        for group in shard_symbols(waiting, per_connection):
+        extra, groups = place(
+            [len(shard.symbols) for shard in self.shards],
+            waiting,
+            self.tuning.streams_per_connection,
+        )
+        for shard, symbols in zip(self.shards, extra, strict=True):
+            if symbols:
+                shard.add(symbols)
+        for group in groups:
             self._open_shard(group)
 
     # -- hot path (FrameConsumer) ----------------------------------------------------------

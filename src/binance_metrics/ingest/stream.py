@@ -72,6 +72,21 @@ def shard_symbols(symbols: Sequence[str], per_connection: int) -> list[tuple[str
     return [tuple(symbols[i : i + per_connection]) for i in range(0, len(symbols), per_connection)]
 
 
+def place(
+    loads: Sequence[int], symbols: Sequence[str], per_connection: int
+) -> tuple[list[list[str]], list[tuple[str, ...]]]:
+    """Where new ``symbols`` go: into the shards with room, in order (``loads``: how many
+    streams each has), then into new shards. Returns (what each shard gets, the new groups)."""
+    per_connection = max(1, min(per_connection, MAX_STREAMS_PER_CONNECTION))
+    waiting = list(symbols)
+    extra: list[list[str]] = []
+    for load in loads:
+        room = max(0, per_connection - load)
+        extra.append(waiting[:room])
+        waiting = waiting[room:]
+    return extra, shard_symbols(waiting, per_connection)
+
+
 class Connection:
     """One open WebSocket and the task that reads it."""
 
