@@ -236,6 +236,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.start > args.end:
         raise ConfigError(f"--start ({args.start}) must not be after --end ({args.end})")
     request = Request(settings.SYMBOLS, args.start, args.end, args.market, args.data)
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     print("\n".join(backfill(request, settings).lines()))
     return 0
 

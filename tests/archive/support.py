@@ -7,10 +7,10 @@ and times are the recordings' own.
 from __future__ import annotations
 
 import csv
-from calendar import monthrange
 import json
+from calendar import monthrange
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def day_of(ms: int) -> str:
 
 def path_of(symbol: str, period: str, kind: DataKind = "aggTrades", market: Market = "spot") -> str:
     """The archive's path of ``symbol``'s file for ``period`` (``2019-10`` or ``2019-10-11``)."""
-    first = datetime.strptime(period + ("-01" if len(period) == 7 else ""), "%Y-%m-%d").date()
+    first = date.fromisoformat(period + ("-01" if len(period) == 7 else ""))
     last = first.replace(day=monthrange(first.year, first.month)[1]) if len(period) == 7 else first
     (file,) = plan(symbol, market, kind, first, last)
     return file.path
@@ -68,7 +68,9 @@ def trades_rows_from_capture(path: Path) -> list[tuple[int, str]]:
     rows = []
     for line in path.read_text().splitlines():
         data = json.loads(line)["data"]
-        row = _trades_row(str(data["t"]), data["p"], data["q"], str(data["T"]), data["m"], data["M"])
+        row = _trades_row(
+            str(data["t"]), data["p"], data["q"], str(data["T"]), data["m"], data["M"]
+        )
         rows.append((int(data["T"]), row))
     return rows
 

@@ -44,7 +44,7 @@ days = st.dates(min_value=date(2017, 1, 1), max_value=date(2030, 12, 31))
 @given(days, st.integers(min_value=0, max_value=800))
 def test_the_files_cover_every_day_of_the_range_once(start: date, length: int) -> None:
     end = start + timedelta(days=length)
-    covered = []
+    covered: list[date] = []
     for file in plan("BTCUSDT", "spot", "trades", start, end):
         if file.monthly:  # only whole months inside the range
             assert start <= file.first_day and file.last_day <= end

@@ -60,7 +60,7 @@ def test_a_wrong_checksum_is_one_line_naming_the_file_and_nothing_is_stored(
 ) -> None:
     day = path_of("XRPETH", "2019-10-12")
     archive.publish(day, "\n".join(xrpeth_rows_by_day()["2019-10-12"]), checksum_of=b"other")
-    code, out, err = backfill(
+    code, _, err = backfill(
         tmp_path, archive, "--symbols", "XRPETH", "--start", "2019-10-11", "--end", "2019-10-12"
     )
     line = error_line_of(code, err, 1)

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from binance_metrics.archive.download import ArchiveCache, Downloader, Fetched, Retry
+from binance_metrics.archive.estimate import estimated_trades
 from binance_metrics.archive.layout import ArchiveFile, DataKind, Market, daily_files, plan
 from binance_metrics.archive.progress import BackfillProgress
 from binance_metrics.dataflow import FlowStats
@@ -105,7 +106,8 @@ def backfill(
         for path in paths:
             _check_kind(path, request.kind)
         stats = FlowStats()
-        with display.replaying(lambda: stats.summary()["trades"], len(paths)):
+        expected = sum(estimated_trades(path, request.kind) for path in paths)
+        with display.replaying(lambda: stats.summary()["trades"], len(paths), expected):
             replayed = replay(paths, settings, stats=stats)
     return BackfillSummary(
         downloaded=sum(1 for item in fetched if item.downloaded_bytes),

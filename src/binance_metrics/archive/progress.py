@@ -43,7 +43,9 @@ REFRESH_S = 0.5  # how often the replay's line is updated
 class _TradesPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{task.completed:,.0f} trades, " + (f"{speed:,.0f}/s" if speed else "-/s"))
+        total = f" of ~{task.total:,.0f}" if task.total else ""
+        rate = f"{speed:,.0f}/s" if speed else "-/s"
+        return Text(f"{task.completed:,.0f}{total} trades, {rate}")
 
 
 class BackfillProgress:
@@ -73,17 +75,21 @@ class BackfillProgress:
         return _BarTransfer(bars, bars.add_task(file.name, total=None))
 
     @contextlib.contextmanager
-    def replaying(self, trades: Callable[[], int], files: int) -> Iterator[None]:
-        """Shows ``trades()`` (the trades folded so far) and its rate while the block runs."""
+    def replaying(
+        self, trades: Callable[[], int], files: int, expected: int | None = None
+    ) -> Iterator[None]:
+        """Shows ``trades()`` (the trades folded so far), its rate and, with ``expected`` (an
+        estimate of all the trades), the time remaining, while the block runs."""
         log.info("replaying %d file%s into bars", files, "" if files == 1 else "s")
         self._stop()
         if not self.interactive:
             yield
             return
         bars = self._start(
-            TextColumn("{task.description}"), _TradesPerSecond(), TimeElapsedColumn()
-        )
-        task = bars.add_task("replay", total=None)
+            TextColumn("{task.description}"), BarColumn(), _TradesPerSecond(),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        task = bars.add_task("replay", total=expected or None)
         done = threading.Event()
 
         def refresh() -> None:
