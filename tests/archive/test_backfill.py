@@ -270,13 +270,14 @@ def test_a_microsecond_archive_gives_the_same_bars_as_its_trades(
     assert len(expected) == 48
 
 
-def test_history_then_live_trades_over_its_boundary_minute_merge_exactly(
+@pytest.mark.parametrize("order", ["history first", "live first"])
+def test_history_and_live_trades_over_its_boundary_minute_merge_exactly(
     tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str,
-    archive: LocalArchive,
+    archive: LocalArchive, order: str,
 ) -> None:  # fmt: skip
-    """The day 2024-08-08 from the archive, then a live capture that began during its last
-    minute (23:59:30) and runs into 2024-08-09: every minute, 23:59 included, is the reference
-    of all its trades, history and live together."""
+    """The day 2024-08-08 from the archive, and a live capture that began during its last
+    minute (23:59:30) and runs into 2024-08-09, in either order: every minute, 23:59 included,
+    is the reference of all its trades, history and live together."""
     midnight = 1_723_161_600_000  # 2024-08-09 00:00 UTC
     rows = trades_rows_from_capture(BTCUSDT_CAPTURE)
     day = [row for time_ms, row in rows if time_ms < midnight]
@@ -287,8 +288,11 @@ def test_history_then_live_trades_over_its_boundary_minute_merge_exactly(
     live.write_text("".join(live_lines[first_live:]))
 
     settings = settings_for(broker, empty_store, topic_prefix, archive, tmp_path)
+    if order == "live first":
+        replay([live], settings)
     run(settings, "BTCUSDT", (date(2024, 8, 8), date(2024, 8, 8)), "trades")
-    replay([live], settings)
+    if order == "history first":
+        replay([live], settings)
 
     trades = [r for r in read_recording(BTCUSDT_CAPTURE) if isinstance(r, TradeMessage)]
     expected = {start: k for (_, start), k in reference_klines(trades).items()}

@@ -144,3 +144,14 @@ def test_binances_own_checksum_lines_parse() -> None:
     digest = "dd579c62368ded93d3f01a1904575b932279e32936e181c062763e605793c1c2"
     line = f"{digest}  BTCUSDT-1m-2020-01-01.zip\n"
     assert parse_checksum(line, "BTCUSDT-1m-2020-01-01.zip") == digest
+
+
+def test_a_cache_that_cannot_be_written_is_one_error_naming_it(
+    archive: LocalArchive, tmp_path: Path
+) -> None:
+    (tmp_path / "cache").write_text("a file, not a directory")
+    with pytest.raises(DownloadError) as raised:
+        downloader(archive, tmp_path / "cache").fetch(DAY)
+    assert str(raised.value).startswith(
+        f"cannot keep {DAY.name} in {tmp_path / 'cache'}: Not a directory; DATA_DIR must be"
+    )

@@ -109,6 +109,15 @@ class Downloader:
         """The verified archive in the cache, downloaded if it is not there yet; None if the
         archive has no such file (404)."""
         local = self.cache.local(file)
+        try:
+            return self._fetch(file, local)
+        except OSError as exc:  # the cache's disk: full, read-only, not a directory...
+            raise DownloadError(
+                f"cannot keep {file.name} in {self.cache.root}: {exc.strerror or exc}; DATA_DIR "
+                "must be a writable directory with room for the archives"
+            ) from None
+
+    def _fetch(self, file: ArchiveFile, local: Path) -> Fetched | None:
         if self.cache.holds(file):
             expected = parse_checksum(_checksum_file(local).read_text(), file.name)
             try:
