@@ -16,6 +16,7 @@ import pytest
 from binance_metrics.archive.backfill import BackfillError, BackfillSummary, Request, backfill
 from binance_metrics.archive.checksum import ChecksumError
 from binance_metrics.archive.download import Retry
+from binance_metrics.archive.layout import DataKind, Market
 from binance_metrics.archive.progress import BackfillProgress
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.recordings import RecordingError, read_recording
@@ -34,6 +35,7 @@ from tests.archive.support import (
 )
 from tests.cli.test_replay import plain_stream_csv_trades
 from tests.support.data import (
+    BTCUSD_PERP_CM_AGG_TRADES,
     BTCUSDT_CAPTURE,
     BTCUSDT_KLINES,
     TRXUSDT_STREAM_CSV,
@@ -62,10 +64,10 @@ def settings_for(
 
 
 def run(
-    settings: Settings, symbol: str, days: tuple[date, date], kind: str = "aggTrades",
-    *, interactive: bool = False,
+    settings: Settings, symbol: str, days: tuple[date, date], kind: DataKind = "aggTrades",
+    *, interactive: bool = False, market: Market = "spot",
 ) -> BackfillSummary:  # fmt: skip
-    request = Request((symbol,), days[0], days[1], "spot", kind)  # type: ignore[arg-type]
+    request = Request((symbol,), days[0], days[1], market, kind)
     return backfill(
         request, settings, progress=BackfillProgress(interactive=interactive),
         retry=Retry(attempts=3, first_delay_s=0.05),
@@ -156,9 +158,9 @@ def test_an_interrupted_download_resumes_and_the_bars_are_exact(
 ) -> None:  # fmt: skip
     publish_xrpeth(archive, monthly=True, daily=False)
     month = path_of("XRPETH", "2019-10")
-    archive.cut_once[month] = 200_000
+    archive.cut_once[month] = 60_000
     run(settings_for(broker, empty_store, topic_prefix, archive, tmp_path), "XRPETH", OCTOBER)
-    assert [r.range for r in archive.downloads()] == [None, "bytes=200000-"]
+    assert [r.range for r in archive.downloads()] == [None, "bytes=60000-"]
     assert_binance_klines(table(empty_store, "XRPETH"))
 
 
@@ -268,6 +270,24 @@ def test_a_microsecond_archive_gives_the_same_bars_as_its_trades(
     expected = reference_klines(plain_stream_csv_trades(TRXUSDT_STREAM_CSV))
     assert table(empty_store, "TRXUSDT") == {start: k for (_, start), k in expected.items()}
     assert len(expected) == 48
+
+
+def test_a_coin_m_futures_archive_with_its_header(
+    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str,
+    archive: LocalArchive,
+) -> None:  # fmt: skip
+    path = path_of("BTCUSD_PERP", "2026-05-08", market="cm")
+    assert path.startswith("data/futures/cm/daily/aggTrades/BTCUSD_PERP/")
+    archive.publish(path, BTCUSD_PERP_CM_AGG_TRADES.read_text())
+    settings = settings_for(broker, empty_store, topic_prefix, archive, tmp_path)
+    summary = run(settings, "BTCUSD_PERP", (date(2026, 5, 8), date(2026, 5, 8)), market="cm")
+    trades = [
+        r for r in read_recording(BTCUSD_PERP_CM_AGG_TRADES, "BTCUSD_PERP")
+        if isinstance(r, TradeMessage)
+    ]  # fmt: skip
+    assert summary.replayed.messages == len(trades) == 3000
+    expected = {start: k for (_, start), k in reference_klines(trades).items()}
+    assert table(empty_store, "BTCUSD_PERP") == expected and len(expected) == 53
 
 
 @pytest.mark.parametrize("order", ["history first", "live first"])

@@ -153,10 +153,10 @@ class _LoggedTransfer:
         if not self._announced:
             self._announced = True
             size = f"{total / 1e6:,.1f} MB" if total is not None else "size unknown"
-            resumed = f", resuming at {done / 1e6:,.1f} MB" if done else ""
+            resumed = f", resuming at byte {done:,}" if done else ""
             log.info("downloading %s (%s%s)", self._name, size, resumed)
         elif done:
-            log.info("%s: resuming at %s MB", self._name, f"{done / 1e6:,.1f}")
+            log.info("%s: resuming at byte %s", self._name, f"{done:,}")
 
     def advance(self, count: int) -> None:
         self._received += count

@@ -60,6 +60,7 @@ class LocalArchive:
         target.parent.mkdir(parents=True, exist_ok=True)
         member = zipfile.ZipInfo(Path(path).with_suffix(".csv").name, date_time=_ZIP_TIME)
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            member.compress_type = zipfile.ZIP_DEFLATED  # a ZipInfo does not take the archive's
             archive.writestr(member, csv_text)
         digest = hashlib.sha256(
             target.read_bytes() if checksum_of is None else checksum_of
