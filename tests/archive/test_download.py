@@ -42,7 +42,7 @@ def test_a_download_is_verified_and_cached_and_a_rerun_downloads_nothing(
     archive: LocalArchive, tmp_path: Path
 ) -> None:
     fetched = downloader(archive, tmp_path / "cache").fetch(DAY)
-    assert fetched is not None
+    assert fetched is not None and not fetched.cached
     served = archive.root / DAY.path
     assert fetched.path == tmp_path / "cache" / DAY.path
     assert fetched.path.read_bytes() == served.read_bytes()
@@ -53,7 +53,7 @@ def test_a_download_is_verified_and_cached_and_a_rerun_downloads_nothing(
 
     archive.requests.clear()
     again = downloader(archive, tmp_path / "cache").fetch(DAY)
-    assert again is not None and again.downloaded_bytes == 0
+    assert again is not None and again.cached and again.downloaded_bytes == 0
     assert archive.requests == []
 
 

@@ -88,20 +88,22 @@ def backfill(
     cache = ArchiveCache(settings.DATA_DIR / "archive")
     fetched: list[Fetched] = []
     missing: list[str] = []
-    with display, httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
-        downloader = Downloader(
-            settings.BINANCE_ARCHIVE_URL, cache, client, display.transfer, retry
-        )
-        for symbol in request.symbols:
-            found = _fetch_symbol(downloader, request, symbol, missing)
-            if not found:
-                raise BackfillError(
-                    f"no archive of {symbol} ({request.market} {request.kind}) from "
-                    f"{request.start} to {request.end} at {settings.BINANCE_ARCHIVE_URL}: every "
-                    f"file was missing (404), the first {downloader.url(_first(request, symbol))}"
-                    "; is the symbol right, and was it listed on that market then?"
-                )
-            fetched.extend(found)
+    with display:
+        with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
+            downloader = Downloader(
+                settings.BINANCE_ARCHIVE_URL, cache, client, display.transfer, retry
+            )
+            for symbol in request.symbols:
+                found = _fetch_symbol(downloader, request, symbol, missing)
+                if not found:
+                    raise BackfillError(
+                        f"no archive of {symbol} ({request.market} {request.kind}) from "
+                        f"{request.start} to {request.end} at {settings.BINANCE_ARCHIVE_URL}: "
+                        f"every file was missing (404), the first "
+                        f"{downloader.url(_first(request, symbol))}; is the symbol right, and "
+                        "was it listed on that market then?"
+                    )
+                fetched.extend(found)
         paths = [item.path for item in fetched]
         for path in paths:
             _check_kind(path, request.kind)
@@ -110,8 +112,8 @@ def backfill(
         with display.replaying(lambda: stats.summary()["trades"], len(paths), expected):
             replayed = replay(paths, settings, stats=stats)
     return BackfillSummary(
-        downloaded=sum(1 for item in fetched if item.downloaded_bytes),
-        cached=sum(1 for item in fetched if not item.downloaded_bytes),
+        downloaded=sum(1 for item in fetched if not item.cached),
+        cached=sum(1 for item in fetched if item.cached),
         downloaded_bytes=sum(item.downloaded_bytes for item in fetched),
         missing=tuple(missing),
         replayed=replayed,
@@ -146,7 +148,7 @@ def _fetch_days(
     for day in days:
         fetched = downloader.fetch(day)
         if fetched is None:
-            log.warning("%s: not in the archive (404)", downloader.url(day))
+            log.info("%s: not in the archive (404)", downloader.url(day))
             missing.append(day.path)
         else:
             found.append(fetched)

@@ -67,7 +67,8 @@ class Retry:
 @dataclass(frozen=True)
 class Fetched:
     path: Path  # the verified archive in the cache
-    downloaded_bytes: int  # received over the network now (0: it was in the cache)
+    downloaded_bytes: int  # received over the network now
+    cached: bool  # it was in the cache already: nothing downloaded
 
 
 class ArchiveCache:
@@ -122,7 +123,7 @@ class Downloader:
             expected = parse_checksum(_checksum_file(local).read_text(), file.name)
             try:
                 verify(local, expected, file.name)
-                return Fetched(local, 0)
+                return Fetched(local, 0, cached=True)
             except ChecksumError:
                 log.warning("%s: the cached copy does not match its .CHECKSUM; downloading it "
                             "again", local)  # fmt: skip
@@ -143,7 +144,7 @@ class Downloader:
             raise
         _write_atomically(_checksum_file(local), checksum_text)
         os.replace(part, local)
-        return Fetched(local, received)
+        return Fetched(local, received, cached=False)
 
     # HTTP ---------------------------------------------------------------------------------
 
