@@ -194,6 +194,7 @@ def truncated_zip(archive: LocalArchive, path: str) -> None:
     [
         ("truncated", "not a zip archive, or a truncated one"),
         ("klines", "this is a klines file (12 columns), not trades or aggTrades"),
+        ("garbage", "not UTF-8 text (a binary file, or another encoding)"),
         ("trades", "it holds a data.binance.vision trades CSV"),
     ],
 )
@@ -207,6 +208,8 @@ def test_a_verified_file_that_is_not_the_trades_asked_for_stops_the_backfill(
         truncated_zip(archive, day)
     elif content == "klines":
         archive.publish(day, BTCUSDT_KLINES.read_text())
+    elif content == "garbage":
+        archive.publish(day, bytes(range(256)).decode("latin-1") * 8)
     else:
         archive.publish(day, "\n".join(trades_rows_from_stream_csv(TRXUSDT_STREAM_CSV)[:5]))
     settings = settings_for(broker, empty_store, topic_prefix, archive, tmp_path)
