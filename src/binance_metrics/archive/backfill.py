@@ -100,8 +100,9 @@ def backfill(
                         f"no archive of {symbol} ({request.market} {request.kind}) from "
                         f"{request.start} to {request.end} at {settings.BINANCE_ARCHIVE_URL}: "
                         f"every file was missing (404), the first "
-                        f"{downloader.url(_first(request, symbol))}; is the symbol right, and "
-                        "was it listed on that market then?"
+                        f"{downloader.url(_first(request, symbol))}; is the symbol right, was "
+                        "it listed on that market then, and are the days published yet (a "
+                        "day's file appears the day after)?"
                     )
                 fetched.extend(found)
         paths = [item.path for item in fetched]
