@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import httpx
 
@@ -28,6 +28,7 @@ from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import Backoff
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _RETRY_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE: Final = re.compile(r"^bytes (\d+)-\d+/(\d+|\*)$")
@@ -148,7 +149,7 @@ class Downloader:
 
     # HTTP ---------------------------------------------------------------------------------
 
-    def _attempts(self, url: str, attempt: Callable[[], bool | str | None]) -> bool | str | None:
+    def _attempts(self, url: str, attempt: Callable[[], _T]) -> _T:
         backoff = Backoff(self.retry.first_delay_s, self.retry.max_delay_s)
         for number in range(1, self.retry.attempts + 1):
             try:
@@ -171,9 +172,7 @@ class Downloader:
             _raise_for(response, url)
             return response.text
 
-        result = self._attempts(url, attempt)
-        assert result is None or isinstance(result, str)
-        return result
+        return self._attempts(url, attempt)
 
     def _download(self, file: ArchiveFile, part: Path) -> int | None:
         """Download ``file`` into ``part``, resuming what is there; the bytes received, or None
