@@ -85,16 +85,15 @@ def zip_of(path: Path, member: Path) -> Path:
     return path
 
 
-def test_a_zip_damaged_inside_is_one_line_and_stores_nothing(tmp_path: Path) -> None:
+def test_a_zip_damaged_inside_is_one_line_naming_it(tmp_path: Path) -> None:
     path = tmp_path / XRPETH_AGG_TRADES.with_suffix(".zip").name
     damaged = bytearray(zip_of(path, XRPETH_AGG_TRADES).read_bytes())
     for at in range(len(damaged) // 2, len(damaged) // 2 + 64):  # the central directory intact
         damaged[at] ^= 0x55
     path.write_bytes(bytes(damaged))
+    # Found only when the reading reaches the damage: what was read before may be stored.
     line = error_line(run_cli(tmp_path, "replay", path.name), 1, alone=False)
     assert line.startswith(f"binance-metrics: error: {path.name}: cannot be read to its end (")
-    bars = run_cli(tmp_path, "bars", "--symbol", "XRPETH")
-    assert bars.stdout.splitlines()[1:] == [], "no bar of a file that could not be read"
 
 
 @pytest.mark.parametrize(
