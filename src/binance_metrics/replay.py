@@ -146,6 +146,7 @@ def replay(
     paths: Sequence[Path],
     settings: Settings,
     symbol: str | None = None,
+    *,
     stats: FlowStats | None = None,
 ) -> ReplaySummary:
     """Produce the recordings, run the dataflow to the end of the topic, and summarise.
