@@ -20,6 +20,8 @@ from tests.cli.support import error_line, run_cli
         (["backfill"], ["(default: spot)", "(default: aggTrades)", "BINANCE_ARCHIVE_URL"]),
         (["bars"], ["(default: 1m)", "(default: csv)", "(default: the first bar)",
                     "or epoch ms", "(default: all, up to 100000)"]),
+        (["audit"], ["(default: table)", "(default: all)", "(default: the first bar)",
+                     "Exit status 0 when complete, 1 when not"]),
     ],
 )  # fmt: skip
 def test_help_of_every_command_shows_its_defaults(
