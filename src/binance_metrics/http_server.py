@@ -16,7 +16,14 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+#: How long a shutdown waits for open responses: the candle page's event streams never end.
+GRACEFUL_SHUTDOWN_S = 2
+
+
 def serve_app(app: FastAPI, host: str, port: int, log_level: str = "warning") -> None:
     """Serve ``app``; a signal shuts it down gracefully (lifespan shutdown runs) and returns."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )  # fmt: skip
     _Server(config).run()
