@@ -48,7 +48,7 @@ from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.sink import StoreHealth
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import load_trades
-from binance_metrics.web import create_live_router, create_router
+from binance_metrics.web import LiveBars, create_live_router, create_router
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             app = create_app(settings, kafka, checks, lambda: {"exchange": exchange()})
             ingestor = app.state.ingestor
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
+            live = LiveBars(lambda: store)
             app.include_router(
-                create_live_router(lambda: store, lambda: _page_status(ingestor, demo, exchange))
+                create_live_router(live, lambda: _page_status(ingestor, demo, exchange))
             )
             if demo is not None:
                 demo.watch(local.done, stop)
@@ -132,7 +133,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             log.info("candles at %s  (health: %shealth, metrics: %smetrics)", url, url, url)
             # Returns once the ingestor has stopped and its producer has flushed: every trade it
             # took is in Kafka before the dataflow is asked to stop.
-            serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT)
+            serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, on_exit=[live.close])
         finally:
             stop.set()
             log.info(

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.web import create_live_router, create_router
+from binance_metrics.web import LiveBars, create_live_router, create_router
 from binance_metrics.web.live import Status
 
 SCALE = 10**8
@@ -90,7 +90,7 @@ def make_app(
     """The page's routers around ``store``; ``status`` stands in for ``up``'s feed status."""
     app = FastAPI()
     app.include_router(create_router(lambda: store, default_symbols))
-    app.include_router(create_live_router(lambda: store, status))
+    app.include_router(create_live_router(LiveBars(lambda: store), status))
     return app
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import Store
 
-from .cdp import Browser, chromium_binary
+from .cdp import Browser
 from .support import BTC, ETH, SCALE, fill, make_app, serve
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -64,13 +63,6 @@ def rendered(symbol: str, interval: str, count: int) -> str:
     prefix = f"{symbol}|{interval}|{count}|"
     marker = "(document.getElementById('chart')?.dataset.rendered || '')"
     return f"{marker}.startsWith({json.dumps(prefix)})"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    binary = chromium_binary()
-    with Browser(binary, tmp_path / "profile") as running:
-        yield running
 
 
 def keep(path: Path) -> None:

@@ -111,6 +111,15 @@ class LiveBars:
                 if (task := self._tasks.pop(symbol, None)) is not None:
                     task.cancel()
 
+    def close(self) -> None:
+        """End every client's stream (a server shutdown waits for open responses)."""
+        for topics in self._topics.values():
+            for topic in topics.values():
+                for queue in topic.queues:
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()  # room for the end, whatever was waiting
+                    queue.put_nowait(_DROPPED)
+
     async def _watch(self, symbol: str) -> None:
         minutes: list[StoredBar] | None = None
         while symbol in self._topics:
@@ -164,12 +173,10 @@ def _event(name: str, data: Mapping[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def create_live_router(
-    get_store: Callable[[], Store], status: Status | None = None, *, poll_s: float = POLL_S
-) -> APIRouter:
-    """``/api/live`` (the events above) and ``/api/status`` (the last ``status`` event's body).
-    ``status`` gives the feeds' state (``up``: the ingestor's); without it there are none."""
-    live = LiveBars(get_store, poll_s)
+def create_live_router(live: LiveBars, status: Status | None = None) -> APIRouter:
+    """``/api/live`` (the events above) and ``/api/status`` (the last ``status`` event's body)
+    over ``live``'s pollers. ``status`` gives the feeds' state (``up``: the ingestor's); without
+    it there are none. Call ``live.close()`` when the server shuts down."""
     router = APIRouter()
 
     def current_status() -> dict[str, Any]:

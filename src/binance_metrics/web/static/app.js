@@ -118,7 +118,16 @@
     return data.bars;
   }
 
-  // Scroll or zoom before the earliest loaded bar: load the page of bars before it.
+  // The chart shows time before the earliest loaded bar (a scroll or zoom): load older bars.
+  function loadOlderIfShown() {
+    const range = chart.layout && chart.layout.xaxis && chart.layout.xaxis.range;
+    if (!range || !view || !view.bars.length || chart.layout.xaxis.autorange) return;
+    const left = range[0];
+    const leftMs = typeof left === "number" ? left : Date.parse(`${left}Z`.replace(" ", "T"));
+    if (leftMs < view.bars[0].open_time) loadOlder();
+  }
+
+  // The page of bars before the earliest loaded one; again while the chart shows time before it.
   async function loadOlder() {
     const mine = view;
     if (mine.loadingOlder || mine.exhausted || !mine.bars.length) return;
@@ -129,6 +138,8 @@
       if (older.length < PAGE) mine.exhausted = true;
       merge(older);
       await draw();
+      mine.loadingOlder = false;
+      loadOlderIfShown(); // the user may have zoomed out further meanwhile
     } catch (err) {
       if (err.name !== "AbortError") setStatus(`loading older bars failed (${err.message})`, true);
     } finally {
@@ -139,7 +150,7 @@
   async function onSnapshot(bars) {
     const mine = view;
     // History ends where the pushed bars begin: from here on every message continues the last.
-    const end = bars.length ? bars[0].open_time : view.end;
+    const end = view.end ?? (bars.length ? bars[0].open_time : null);
     const limit = view.start ? RANGE_LIMIT : PAGE;
     const history = await loadHistory(end, limit);
     if (mine !== view) return;
@@ -385,11 +396,7 @@
   function hookChart() {
     if (!chart.on) return;
     chart.on("plotly_relayout", (change) => {
-      const left = change["xaxis.range[0]"] ?? (change["xaxis.range"] || [])[0];
-      if (left !== undefined && view && view.bars.length) {
-        const leftMs = typeof left === "number" ? left : Date.parse(`${left}Z`.replace(" ", "T"));
-        if (leftMs < view.bars[0].open_time) loadOlder();
-      }
+      if ("xaxis.range[0]" in change || "xaxis.range" in change) loadOlderIfShown();
     });
     chart.on("plotly_hover", (event) => {
       const point = event.points && event.points[0];
