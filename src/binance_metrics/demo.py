@@ -32,6 +32,11 @@ DEMO_DIR: Final = "demo"
 NO_WATCHDOG_S: Final = 10.0**9
 
 
+def demo_data_dir(data_dir: Path) -> Path:
+    """Where the demo keeps its store: ``DATA_DIR/demo``."""
+    return data_dir / DEMO_DIR
+
+
 def demo_settings(settings: Settings, ws_url: str, rest_url: str) -> Settings:
     """``settings`` for a demo on the local exchange at ``ws_url``/``rest_url``."""
     if settings.CLICKHOUSE_URL is not None:
@@ -49,7 +54,7 @@ def demo_settings(settings: Settings, ws_url: str, rest_url: str) -> Settings:
         "BINANCE_WS_URL": ws_url,
         "BINANCE_REST_URL": rest_url,
         "INGEST": tuning,
-        "DATA_DIR": settings.DATA_DIR / DEMO_DIR,
+        "DATA_DIR": demo_data_dir(settings.DATA_DIR),
     }
     if not settings.embedded_kafka:
         update["KAFKA_TOPIC"] = f"{settings.KAFKA_TOPIC}-{DEMO_DIR}"

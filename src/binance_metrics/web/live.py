@@ -86,12 +86,14 @@ class LiveBars:
         self._topics: dict[str, dict[str, _Topic]] = {}  # symbol -> interval -> topic
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.problem: str | None = None  # the store's, while its queries fail
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's
 
     @contextlib.asynccontextmanager
     async def subscribe(self, symbol: str, interval: str) -> AsyncIterator[asyncio.Queue[object]]:
         topic = self._topics.setdefault(symbol, {}).setdefault(
             interval, _Topic(symbol, interval)
         )
+        self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_SIZE)
         topic.queues.add(queue)
         if topic.tail is not None:
@@ -111,8 +113,27 @@ class LiveBars:
                 if (task := self._tasks.pop(symbol, None)) is not None:
                     task.cancel()
 
+    @property
+    def watched(self) -> list[str]:
+        """The symbols being polled now."""
+        return sorted(self._tasks)
+
     def close(self) -> None:
-        """End every client's stream (a server shutdown waits for open responses)."""
+        """End every client's stream (a server shutdown waits for open responses). Safe to call
+        from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._close_now()
+        else:
+            loop.call_soon_threadsafe(self._close_now)
+
+    def _close_now(self) -> None:
         for topics in self._topics.values():
             for topic in topics.values():
                 for queue in topic.queues:
