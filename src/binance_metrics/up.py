@@ -109,13 +109,13 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         dataflow.start()
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
-            exchange = _exchange_info(settings, demo)
-            app = create_app(settings, kafka, checks, lambda: {"exchange": exchange()})
+            source_of_bars = _exchange_info(settings, demo)
+            app = create_app(settings, kafka, checks, lambda: {"exchange": source_of_bars()})
             ingestor = app.state.ingestor
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
             live = LiveBars(lambda: store)
             app.include_router(
-                create_live_router(live, lambda: _page_status(ingestor, demo, exchange))
+                create_live_router(live, lambda: _page_status(ingestor, demo, source_of_bars))
             )
             if demo is not None:
                 demo.watch(local.done, stop)

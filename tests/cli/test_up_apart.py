@@ -142,7 +142,8 @@ def test_the_demo_refuses_a_clickhouse_server(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "binance-metrics: --exchange replay: writes time-shifted demo bars"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("binance-metrics: --exchange replay: writes time-shifted demo bars")
     ), result.stderr
-

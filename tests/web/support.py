@@ -84,9 +84,7 @@ def bar_count(store: Store) -> int:
     return int(store.query("SELECT count() FROM binance.ohlcv FINAL")[0][0])
 
 
-def make_app(
-    store: Store, default_symbols: Sequence[str], status: Status | None = None
-) -> FastAPI:
+def make_app(store: Store, default_symbols: Sequence[str], status: Status | None = None) -> FastAPI:
     """The page's routers around ``store``; ``status`` stands in for ``up``'s feed status."""
     app = FastAPI()
     app.include_router(create_router(lambda: store, default_symbols))

@@ -65,9 +65,10 @@ def test_bars_are_pushed_from_one_shared_poller(store: Store) -> None:
     fill(store, [BTC])
     live = LiveBars(lambda: store, poll_s=0.05)
     with serve(app_with(live, store)) as base:
-        with events(base, symbol="btcusdt", interval="1m") as minute, events(
-            base, symbol="BTCUSDT", interval="15m"
-        ) as quarter:
+        with (
+            events(base, symbol="btcusdt", interval="1m") as minute,
+            events(base, symbol="BTCUSDT", interval="15m") as quarter,
+        ):
             assert minute.next("status") == {"feeds": {}, "store": None}
             snapshot = minute.next("snapshot")
             newest = fetch_bars(store, "BTCUSDT", limit=TAIL)
@@ -100,7 +101,7 @@ def test_bars_are_pushed_from_one_shared_poller(store: Store) -> None:
             grown = Bar().add(63_100 * SCALE, 3 * SCALE, 9_000_000, 9_000_049, True)
             store.insert_bars([BarUpdate("BTCUSDT", new_minute, grown)])
             again = minute.next("bars")
-            assert [b["open_time"] for b in again["bars"]] == BTC.open_times[-2:] + [new_minute]
+            assert [b["open_time"] for b in again["bars"]] == [*BTC.open_times[-2:], new_minute]
             assert again["bars"][-1] == bar_json(fetch_bars(store, "BTCUSDT", limit=1)[0])
             assert again["bars"][-1]["trade_count"] == 50
         # Both clients gone: the poller ends.

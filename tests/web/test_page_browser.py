@@ -13,8 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import Store
 

@@ -78,9 +78,9 @@ def test_the_newest_candle_changes_without_a_reload(store: Store, browser: Brows
         # 100 trades: more than the bar it replaces (the table keeps the higher trade count).
         grown = Bar().add(62_345_678_901_234, 7 * SCALE + 1, 8_000_000, 8_000_099, False)
         store.insert_bars([BarUpdate("BTCUSDT", last_time, grown)])
+        newest = "document.getElementById('chart').dataset.last"
         browser.wait_for(
-            f"document.getElementById('chart').dataset.last === {json.dumps(key(last_time, grown))}",
-            "the grown newest candle, pushed",
+            f"{newest} === {json.dumps(key(last_time, grown))}", "the grown newest candle, pushed"
         )
         now = drawn(browser)
         assert now["points"] == 503, now
@@ -135,7 +135,9 @@ def test_scrolling_back_loads_older_bars_and_a_date_range_can_be_chosen(
         )
         browser.wait_for(points_are(60), "the 60 bars of the range")
         ranged = drawn(browser)
-        assert ranged["first"] == start and ranged["last"] == key(start + 59 * 60_000, LONG.bars[159])
+        assert ranged["first"] == start and ranged["last"] == key(
+            start + 59 * 60_000, LONG.bars[159]
+        )
         assert browser.evaluate("location.search").endswith(
             f"&from={_local(start).replace(':', '%3A')}&to={_local(end).replace(':', '%3A')}"
         )
@@ -151,7 +153,10 @@ def _local(ms: int) -> str:
 
 def test_feed_status_and_an_unreachable_binance_are_shown(store: Store, browser: Browser) -> None:
     store.command("TRUNCATE TABLE binance.ohlcv")
-    reason = "cannot reach stream.binance.com:9443: DNS lookup failed (gaierror -2: Name or service not known)"
+    reason = (
+        "cannot reach stream.binance.com:9443: DNS lookup failed "
+        "(gaierror -2: Name or service not known)"
+    )
     state: dict[str, Any] = {
         "feeds": {"BTCUSDT": {"state": "unreachable", "reason": reason}},
         "exchange": {"kind": "binance", "replayed": False},
@@ -162,7 +167,9 @@ def test_feed_status_and_an_unreachable_binance_are_shown(store: Store, browser:
 
     with serve(make_app(store, ["BTCUSDT"], status)) as base:
         browser.navigate(f"{base}/")
-        browser.wait_for("document.getElementById('notice')?.hidden === false", "the unreachable notice")
+        browser.wait_for(
+            "document.getElementById('notice')?.hidden === false", "the unreachable notice"
+        )
         page = drawn(browser)
         assert page["notice"] == (
             f'Binance is unreachable: {reason}. Offline? "make demo" replays a recording '

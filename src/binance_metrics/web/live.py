@@ -36,7 +36,13 @@ from fastapi.responses import StreamingResponse
 
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import StoredBar, fetch_bars
-from binance_metrics.web.routes import MAX_LIMIT, InvalidInput, bar_json, parse_interval, parse_symbol
+from binance_metrics.web.routes import (
+    MAX_LIMIT,
+    InvalidInput,
+    bar_json,
+    parse_interval,
+    parse_symbol,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +96,7 @@ class LiveBars:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, symbol: str, interval: str) -> AsyncIterator[asyncio.Queue[object]]:
-        topic = self._topics.setdefault(symbol, {}).setdefault(
-            interval, _Topic(symbol, interval)
-        )
+        topic = self._topics.setdefault(symbol, {}).setdefault(interval, _Topic(symbol, interval))
         self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_SIZE)
         topic.queues.add(queue)
@@ -164,8 +168,10 @@ class LiveBars:
 
     async def _refresh(self, topic: _Topic, newest: list[StoredBar] | None) -> None:
         if topic.tail is None:
-            rows = newest if newest is not None else await self._query(
-                topic.symbol, topic.interval, None
+            rows = (
+                newest
+                if newest is not None
+                else await self._query(topic.symbol, topic.interval, None)
             )
             topic.tail = rows[-TAIL:]
             topic.publish(("snapshot", topic.tail))
@@ -182,9 +188,7 @@ class LiveBars:
         In a thread: the query waits for the store's lock, never on the event loop."""
         store = self._get_store()
         if since is None:
-            return await asyncio.to_thread(
-                fetch_bars, store, symbol, interval=interval, limit=TAIL
-            )
+            return await asyncio.to_thread(fetch_bars, store, symbol, interval=interval, limit=TAIL)
         return await asyncio.to_thread(
             fetch_bars, store, symbol, interval=interval, start=since, limit=MAX_LIMIT
         )
