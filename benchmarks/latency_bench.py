@@ -1,7 +1,7 @@
 """Latency, live: a local exchange trading at real speed, ``binance-metrics up`` as a user runs it,
 and the candle page in headless Chromium.
 
-    python benchmarks/latency_bench.py [--seconds 130] [--symbols 4] [--rate 10] [--poll-ms 100]
+    python benchmarks/latency_bench.py [--seconds 150] [--symbols 4] [--rate 10] [--poll-ms 100]
 
 The local exchange (:class:`binance_metrics.testing.exchange.LocalExchange`) sends synthetic
 trades of several symbols at the moment of their trade time ``T`` (so ``T`` is "now", as on
@@ -14,7 +14,7 @@ every ``--poll-ms``; Chromium shows the page of the first symbol. Printed, p50 /
   ``last_trade_id`` reaches it, or its minute's closed bar appears) minus ``ingestionTimeMs``;
   "not available" while ``/api/bars`` serves no forming bar (``"closed": false``);
 * **closed**: a minute's closed bar first visible through ``/api/bars`` minus the minute's end,
-  for every minute traded from its start to its end;
+  for every minute traded from its start to its end and for WATERMARK_WAIT_S + 5 s after;
 * **page**: the page drew the newest bar's version (open time, close, trade count) minus when
   the poller first saw that version through ``/api/bars``.
 
@@ -56,7 +56,7 @@ from tests.web.cdp import Browser  # noqa: E402
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "ADAUSDT", "DOGEUSDT")
 MINUTE_MS = 60_000
 #: ``up`` starts (broker check, store, dataflow, connections) before the market opens.
-LEAD_S = 25.0
+LEAD_S = 30.0
 
 
 def now_ms() -> int:
@@ -185,7 +185,7 @@ def forming_latencies(trades: Sequence[dict[str, Any]], seen: Seen) -> list[floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=130.0, help="how long the market trades")
+    parser.add_argument("--seconds", type=float, default=150.0, help="how long the market trades")
     parser.add_argument("--symbols", type=int, default=4, choices=range(1, len(SYMBOLS) + 1))
     parser.add_argument("--rate", type=float, default=10.0, help="trades per second per symbol")
     parser.add_argument("--poll-ms", type=float, default=100.0, help="/api/bars sampling period")
@@ -219,6 +219,16 @@ def main() -> int:
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         browser: Browser | None = None
+        # The market opens at start_ms on a timer of its own: the trades' times are "now" then.
+        opened_ms = [0]
+
+        def open_market() -> None:
+            time.sleep(max(0.0, (start_ms - now_ms()) / 1000))
+            gate.set()
+            opened_ms[0] = now_ms()
+
+        opener = threading.Thread(target=open_market, daemon=True)
+        opener.start()
         try:
             while not healthy(base):
                 if now_ms() > start_ms or up.poll() is not None:
@@ -232,8 +242,9 @@ def main() -> int:
                 target=poll, args=(base, symbols, symbols[0], args.poll_ms / 1000, stop, seen)
             )
             poller.start()
-            time.sleep(max(0.0, (start_ms - now_ms()) / 1000))
-            gate.set()
+            opener.join()
+            if opened_ms[0] - start_ms > 100:
+                print(f"warning: the market opened {opened_ms[0] - start_ms} ms late")
             print(f"market open: {len(trades)} trades of {', '.join(symbols)} over "
                   f"{args.seconds:g} s; up's log: {work / 'up.log'}", flush=True)  # fmt: skip
             exchange.wait_done(args.seconds + 60)
@@ -257,11 +268,12 @@ def main() -> int:
     end_ms = start_ms + int(args.seconds * 1000)
     ingest = [t["ingestionTimeMs"] - t["T"] for t in produced]
     forming = forming_latencies(produced, seen) if seen.any_forming else []
+    # Minutes traded from start to end, followed by enough trading for their bars to close.
     first_full = -(-start_ms // MINUTE_MS) * MINUTE_MS
     closed = [
         at - (minute + MINUTE_MS)
         for (symbol, minute), at in seen.closed.items()
-        if minute >= first_full and minute + MINUTE_MS <= end_ms
+        if minute >= first_full and minute + MINUTE_MS + (wait_s + 5) * 1000 <= end_ms
     ]
     page = [d["at"] - seen.versions[d["key"]] for d in draws if d["key"] in seen.versions]
     print(f"{len(produced)} of {len(trades)} trades produced; {len(symbols)} symbols; "
@@ -270,6 +282,9 @@ def main() -> int:
     print(f"forming  (visible in API - received)   {quantiles(forming)}"
           + ("" if seen.any_forming else "  (/api/bars serves no forming bar yet)"))  # fmt: skip
     print(f"closed   (visible in API - minute end) {quantiles(closed)}")
+    print(f"samples: {len(seen.closed)} closed bars, {sum(map(len, seen.forming.values()))} "
+          f"forming samples, {len(seen.versions)} versions of the page's newest bar, "
+          f"{len(draws)} page draws")  # fmt: skip
     page_figure = quantiles(page) if browser_binary else "not measured (no chromium, --no-page)"
     print(f"page     (drawn - visible in API)      {page_figure}")
     for name, values, limit in (

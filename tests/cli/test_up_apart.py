@@ -91,6 +91,8 @@ def test_the_demo_then_live_leaves_no_demo_bar_in_the_live_store(tmp_path: Path)
     assert "DEMO: the recording has ended" in log and "silent" not in log, log[-3000:]
     demo_bars = stored(tmp_path, tmp_path / "data" / "demo")
     assert len(demo_bars) >= 10
+    # At 60 times the recording's pace, still no bar dated in the future.
+    assert max(bar["open_time"] for bar in demo_bars) <= time.time() * 1000
 
     # Live, with Binance unreachable (a name that never resolves).
     live = Running(
