@@ -48,6 +48,18 @@ def trim(value: object) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def _readout_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _parse_readout_time(readout: str) -> int:
+    when = datetime.strptime(readout[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1000
+
+
 def drawn(browser: Browser) -> dict[str, Any]:
     value = browser.evaluate(DRAWN)
     assert isinstance(value, dict)
@@ -73,6 +85,28 @@ def test_the_newest_candle_changes_without_a_reload(store: Store, browser: Brows
         first = drawn(browser)
         assert first["last"] == key(last_time, LONG.bars[-1]), first
         assert first["first"] == LONG.open_times[-503]
+
+        # The readout shows the bar under the cursor, exact; away from the chart, the newest.
+        box = browser.evaluate(
+            "(() => { const r = document.querySelectorAll('#chart path.box')[250]"
+            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0], "y": box[1]})
+        hovered = browser.wait_for(
+            "document.getElementById('readout').textContent.includes('trades') &&"
+            " !document.getElementById('readout').textContent.startsWith("
+            f"{json.dumps(_readout_time(last_time))}) &&"
+            " document.getElementById('readout').textContent",
+            "the readout of the hovered candle",
+        )
+        index = LONG.open_times.index(_parse_readout_time(hovered))
+        values = LONG.bars[index].decimals()
+        assert hovered == "  ".join(
+            [_readout_time(LONG.open_times[index])]
+            + [f"{k} {trim(values[c])}" for k, c in zip("OHLCV", _COLUMNS, strict=True)]
+            + [f"{values['trade_count']} trades"]
+        )
+        browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 5, "y": 5})
 
         # The newest minute grows (as a forming bar or a late trade does): drawn in place.
         # 100 trades: more than the bar it replaces (the table keeps the higher trade count).
