@@ -121,6 +121,8 @@ def feeds(ingestor: Ingestor) -> dict[str, dict[str, str | None]]:
                 shard.never_connected or shard.failures_in_row >= UNREACHABLE_AFTER
             ):
                 state, reason = "unreachable", shard.last_error
+            elif shard.never_connected:
+                state, reason = "reconnecting", "the first connection is being opened"
             else:
                 state, reason = "reconnecting", shard.last_error
             states[symbol] = {"state": state, "reason": reason}
