@@ -126,7 +126,7 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
         next_minute = BTC.open_times[-1] + 60_000
         bar = Bar().add(62_000 * SCALE, 3 * SCALE, 9_000_000, 9_000_000, False)
         store.insert_bars([BarUpdate("BTCUSDT", next_minute, bar)])
-        browser.wait_for(rendered("BTCUSDT", "15m", 21), "the new bar, by polling", timeout=15)
+        browser.wait_for(rendered("BTCUSDT", "15m", 21), "the new bar, pushed", timeout=15)
         keep(browser.screenshot(tmp_path / "candles-btcusdt-15m.png"))
 
         # A configured symbol without bars: an empty chart that says so, not an error.

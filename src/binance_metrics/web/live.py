@@ -77,7 +77,8 @@ class _Topic:
             try:
                 queue.put_nowait(message)
             except asyncio.QueueFull:
-                # A snapshot of the tail is all a new connection needs: drop it, it reconnects.
+                # Too slow a client: its stream ends; its EventSource reconnects and starts
+                # again from a snapshot, which is all it needs.
                 self.queues.discard(queue)
                 queue.get_nowait()
                 queue.put_nowait(_DROPPED)
@@ -110,9 +111,10 @@ class LiveBars:
             yield queue
         finally:
             topic.queues.discard(queue)
-            if not topic.queues:
-                self._topics[symbol].pop(interval, None)
-            if not self._topics[symbol]:
+            topics = self._topics.get(symbol, {})
+            if not topic.queues and topics.get(interval) is topic:
+                del topics[interval]
+            if not topics:
                 self._topics.pop(symbol, None)
                 if (task := self._tasks.pop(symbol, None)) is not None:
                     task.cancel()
