@@ -4,7 +4,9 @@
 
     [local exchange]  ->  ingestor (FastAPI: /, /health, /metrics)  ->  Kafka (embedded Tansu
     or KAFKA_BOOTSTRAP_SERVERS)  ->  dataflow (Bytewax, in a thread)  ->  ClickHouse (embedded
-    chDB under DATA_DIR, or CLICKHOUSE_URL)  ->  candle page at /
+    chDB under DATA_DIR, or CLICKHOUSE_URL)  ->  candle page at /, pushed (web/live.py)
+
+The demo (``--exchange replay:``) is kept apart and labelled: :mod:`binance_metrics.demo`.
 
 One process, because chDB serves its data directory to one process: the dataflow writes and the
 candle page reads through the same client (docs/architecture.md, ClickHouse).
@@ -82,8 +84,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
     demo: DemoLabel | None = None
     with ExitStack() as stack:
         if paths is not None:
-            trades = load_trades(paths)
-            local = stack.enter_context(LocalExchange.replaying(trades, speed))
+            local = stack.enter_context(LocalExchange.replaying(load_trades(paths), speed))
             settings = demo_settings(settings, local.ws_url, local.rest_url)
             demo = DemoLabel(paths, speed, settings.DATA_DIR)
             log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
