@@ -26,6 +26,7 @@ page figures early by up to that much. Targets: forming p99 <= 1 s, closed p99 <
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import random
@@ -167,19 +168,27 @@ def healthy(base: str) -> bool:
 
 
 def forming_latencies(trades: Sequence[dict[str, Any]], seen: Seen) -> list[float]:
-    by_symbol: dict[str, list[tuple[int, int, int]]] = {}
+    # Per (symbol, minute): when the forming bar first reached each last_trade_id (running max).
+    reached: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
     for symbol, samples in seen.forming.items():
-        by_symbol[symbol] = sorted(samples)
+        for at, minute, last in sorted(samples):
+            times, highest = reached.setdefault((symbol, minute), ([], []))
+            if not highest or last > highest[-1]:
+                times.append(at)
+                highest.append(last)
     out = []
     for trade in trades:
-        symbol, minute = trade["s"], trade["T"] // MINUTE_MS * MINUTE_MS
-        visible = [
-            t for t, m, last in by_symbol.get(symbol, ()) if m == minute and last >= trade["t"]
-        ]
-        closed = seen.closed.get((symbol, minute))
-        first = min([*visible[:1], *([closed] if closed is not None else [])], default=None)
-        if first is not None:
-            out.append(first - trade["ingestionTimeMs"])
+        key = (trade["s"], trade["T"] // MINUTE_MS * MINUTE_MS)
+        candidates = []
+        if key in reached:
+            times, highest = reached[key]
+            index = bisect.bisect_left(highest, trade["t"])
+            if index < len(highest):
+                candidates.append(times[index])
+        if (closed := seen.closed.get(key)) is not None:
+            candidates.append(closed)
+        if candidates:
+            out.append(min(candidates) - trade["ingestionTimeMs"])
     return out
 
 
