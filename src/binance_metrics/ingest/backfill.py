@@ -18,6 +18,9 @@ that long before the next call. Other failures retry with exponential backoff. T
 429s in the first place, calls are serialised, and when ``X-MBX-USED-WEIGHT-1M`` (the IP's weight
 used in the current minute, limit 6000) leaves no room for another call under ``weight_budget``,
 the next call waits for the minute to roll over.
+
+:meth:`RestBackfill.get` is that machinery for any public GET (``exchangeInfo`` uses it too,
+:mod:`~binance_metrics.ingest.discovery`), so every REST call of the process shares one budget.
 """
 
 from __future__ import annotations
