@@ -257,6 +257,10 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.start > args.end:
         raise ConfigError(f"--start ({args.start}) must not be after --end ({args.end})")
+    from binance_metrics.ingest.discovery import is_pattern
+
+    if patterns := [s for s in settings.SYMBOLS if is_pattern(s)]:
+        raise ConfigError(f"SYMBOLS: backfill takes symbol names, not {', '.join(patterns)}")
     request = Request(settings.SYMBOLS, args.start, args.end, args.market, args.data)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise

@@ -9,7 +9,7 @@ from binance_metrics.kafka.broker import EmbeddedBroker, free_port
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import synthetic_market
 
-from .support import run_cli
+from .support import error_line, run_cli
 
 
 def test_a_pattern_matching_nothing_stops_ingest_naming_symbols(
@@ -30,3 +30,13 @@ def test_a_pattern_matching_nothing_stops_ingest_naming_symbols(
         "binance-metrics: SYMBOLS: *EUR matches none of the 2 TRADING symbols of exchangeInfo"
     )
     assert exchange.log.sessions == [], "no connection is opened"
+
+
+def test_backfill_takes_names_only(tmp_path: Path) -> None:
+    result = run_cli(
+        tmp_path, "backfill", "--symbols", "XRPETH,*USDT", "--start", "2019-10-11", "--end",
+        "2019-10-11",
+    )  # fmt: skip
+    assert error_line(result, 2) == (
+        "binance-metrics: SYMBOLS: backfill takes symbol names, not *USDT"
+    )
