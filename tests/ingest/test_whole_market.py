@@ -68,7 +68,8 @@ def test_all_symbols_over_several_connections_with_a_listing_and_a_delisting(
     assert all(
         s.ws.request is not None and "streams=" not in s.ws.request.path for s in log.sessions
     )
-    assert [outcome for _, outcome in log.handshakes] == ["ok"] * 3
+    outcomes = [outcome for _, outcome in log.handshakes]
+    assert len(outcomes) >= 3 and set(outcomes) == {"ok"}, "no handshake refused (414)"
     assert log.exchange_info_calls >= 2
 
 
