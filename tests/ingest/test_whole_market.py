@@ -75,3 +75,47 @@ def test_all_symbols_over_several_connections_with_a_listing_and_a_delisting(
 
 def stream(symbol: str) -> str:
     return f"{symbol.lower()}@trade"
+
+
+def test_listings_open_a_connection_when_the_shards_are_full_and_an_empty_one_closes(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """Two streams per connection: A, B | C at the start; D and E listed (D fills the second
+    connection, E opens a third), A and B delisted (the first closes)."""
+    first = synthetic_market(("AUSDT", "BUSDT", "CUSDT"), 2)
+    start = first[-1].trade_time + 1
+    then = synthetic_market(("CUSDT", "DUSDT", "EUSDT"), 2, start_ms=start, first_round=2)
+    faults = [
+        Fault(len(first), Listing("DUSDT")),
+        Fault(len(first), Listing("EUSDT")),
+        Fault(len(first), Delisting("AUSDT")),
+        Fault(len(first), Delisting("BUSDT")),
+    ]
+    trades = [*first, *then]
+    with LocalExchange(
+        trades,
+        faults,
+        unlisted=("DUSDT", "EUSDT"),
+        ping_interval_s=1.0,
+        message_rate_limit=5,
+    ) as exchange:
+        settings = settings_for(
+            exchange,
+            topic_prefix,
+            ("*USDT",),
+            symbols_refresh_s=0.3,
+            silence_timeout_s=30,
+            streams_per_connection=2,
+        )
+        with running_ingestor(settings, broker.bootstrap_servers) as app:
+            exchange.wait_done(60)
+            records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, len(trades), 60)
+            wait_until(
+                lambda: len(app.ingestor.shards) == 2, 30, "the empty connection was not closed"
+            )
+            _, health = app.health()
+            subscribed = exchange.subscribed()
+    assert_exactly_once_in_order(trades_of(records), trades)
+    assert subscribed == {stream(s) for s in ("CUSDT", "DUSDT", "EUSDT")}
+    assert sorted(c["streams"] for c in health["connections"]) == [1, 2]
+    assert exchange.log.rate_disconnects == 0
