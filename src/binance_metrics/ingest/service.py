@@ -77,6 +77,7 @@ class Ingestor:
         self.shards: list[Shard] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._shard_tasks: dict[Shard, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._limiter = AttemptLimiter(
             tuning.connection_attempts, tuning.connection_attempt_window_s
         )
@@ -123,7 +124,7 @@ class Ingestor:
 
     async def stop(self) -> int:
         """Close connections, release held trades, flush Kafka; return undelivered messages."""
-        tasks = [*self._tasks, *self._shard_tasks.values()]
+        tasks = [*self._tasks, *self._shard_tasks.values(), *self._closing]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -180,7 +181,10 @@ class Ingestor:
                 shard.remove(leaving)
             if not shard.symbols:
                 self.shards.remove(shard)
-                self._shard_tasks.pop(shard).cancel()
+                task = self._shard_tasks.pop(shard)
+                task.cancel()  # its connection closes as the task ends
+                self._closing.add(task)  # a reference until then
+                task.add_done_callback(self._closing.discard)
         self.symbols = tuple(s for s in self.symbols if s not in gone)
         self._known(added)
         self.symbols = (*self.symbols, *(s for s in added if s not in self.symbols))
