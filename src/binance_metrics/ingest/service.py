@@ -56,7 +56,6 @@ class Ingestor:
         self.dlq_topic = settings.KAFKA_DLQ_TOPIC
         # SYMBOLS' names; with ALL or patterns, start() adds the symbols exchangeInfo lists.
         self.selection = SymbolSelection.of(settings.SYMBOLS)
-        self.symbols: tuple[str, ...] = ()
         self.metrics = IngestMetrics(())
         self.metrics.add_state_collector(functools.partial(health.collect_state, self))
         self._parser = FrameParser(
@@ -82,7 +81,8 @@ class Ingestor:
             tuning.connection_attempts, tuning.connection_attempt_window_s
         )
         self.watch: SymbolWatch | None = None
-        self._known(self.selection.names)
+        self.symbols = self.selection.names
+        self._known(self.symbols)
         self._max_pending = tuning.max_pending_per_symbol
         self._observe_latency = self.metrics.trade_latency.observe
 
@@ -93,7 +93,8 @@ class Ingestor:
         settings, tuning = self.settings, self.tuning
         rest = RestBackfill.from_settings(settings)
         try:
-            self._known(await initial_symbols(self.selection, rest))
+            self.symbols = await initial_symbols(self.selection, rest)
+            self._known(self.symbols)
         except BaseException:
             await rest.aclose()
             raise
@@ -154,7 +155,6 @@ class Ingestor:
             self._keys[symbol] = symbol.encode()
             self.sequences[symbol] = SymbolSequence(symbol, self._emit)
             self.produced[symbol] = 0
-        self.symbols = (*self.symbols, *new)
         return new
 
     def _open_shard(self, symbols: Sequence[str]) -> None:
@@ -185,9 +185,9 @@ class Ingestor:
                 task.cancel()  # its connection closes as the task ends
                 self._closing.add(task)  # a reference until then
                 task.add_done_callback(self._closing.discard)
-        self.symbols = tuple(s for s in self.symbols if s not in gone)
+        kept = tuple(s for s in self.symbols if s not in gone)
         self._known(added)
-        self.symbols = (*self.symbols, *(s for s in added if s not in self.symbols))
+        self.symbols = (*kept, *(s for s in added if s not in kept))
         waiting = list(dict.fromkeys(s for s in added if s not in gone))
         extra, groups = place(
             [len(shard.symbols) for shard in self.shards],
