@@ -78,25 +78,31 @@ class FoldedChunk:
 
     fragments: list[Fragment]
     columns: TradeColumns  # sorted by (symbol, window, first id)
-    starts: Int64s  # fragment i holds the rows starts[i]..starts[i + 1] - 1
+    starts: Int64s  # fragment i holds the rows starts[i]..ends[i] - 1
+    ends: Int64s
     trades: int  # raw trades in the chunk
 
     def trades_of(self, index: int) -> list[FoldedTrade]:
         """The trades of fragment ``index``, as the per-trade path keeps them."""
-        lo, hi = int(self.starts[index]), int(self.starts[index + 1])
+        lo, hi = int(self.starts[index]), int(self.ends[index])
         return _trades(self.columns, lo, hi)
+
+    def reorder(self, order: npt.NDArray[np.intp]) -> None:
+        self.fragments = [self.fragments[i] for i in order]
+        self.starts, self.ends = self.starts[order], self.ends[order]
 
 
 def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
     """One fragment per (symbol, window) of ``columns`` (a window over more than
     :data:`MAX_GROUP_ROWS` rows comes as several)."""
     windows = columns.time_ms // window_ms
+    n = len(columns)
+    order: npt.NDArray[np.intp] | None = None
     if not _sorted(columns.symbol, windows, columns.first_id):
         order = np.lexsort((columns.first_id, windows, columns.symbol))
         columns, windows = columns.take(order), windows[order]
-    n = len(columns)
     if n == 0:
-        return FoldedChunk([], columns, np.zeros(1, np.int64), 0)
+        return FoldedChunk([], columns, np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
     symbol, first, last = columns.symbol, columns.first_id, columns.last_id
     price, qty = columns.price, columns.quantity
     change = np.flatnonzero((symbol[1:] != symbol[:-1]) | (windows[1:] != windows[:-1])) + 1
@@ -145,7 +151,12 @@ def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
             last_trade_id=int(last[hi - 1]),
         )
         fragments.append(Fragment(name, window, bar, int(latest[i])))
-    return FoldedChunk(fragments, columns, np.append(starts, n).astype(np.int64), int(counts.sum()))
+    folded = FoldedChunk(fragments, columns, starts, ends, int(counts.sum()))
+    if order is not None:
+        # In the order of the input (of each window's first row), as the per-trade path sees
+        # them: a trade of a year ago at the end of a chunk comes last, as a late trade.
+        folded.reorder(np.argsort(np.minimum.reduceat(order, starts), kind="stable"))
+    return folded
 
 
 def _sorted(symbol: npt.NDArray[np.int32], windows: Int64s, first: Int64s) -> bool:
