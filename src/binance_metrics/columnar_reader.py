@@ -23,6 +23,8 @@ Other formats (trade-stream CSV, JSON lines, REST arrays) are read by
 from __future__ import annotations
 
 import io
+import queue
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -334,3 +336,51 @@ def _empty_columns() -> TradeColumns:
     empty = np.zeros(0, np.int64)
     return TradeColumns([], np.zeros(0, np.int32), empty, empty, empty, empty, empty,
                         np.zeros(0, np.bool_))  # fmt: skip
+
+
+# Reading ahead ------------------------------------------------------------------------------
+
+
+_END: Final = object()
+
+
+def read_ahead(chunks: Iterator[Chunk], stop: threading.Event) -> Iterator[Chunk]:
+    """``chunks``, parsed one ahead in a thread of their own: pyarrow and numpy release the
+    GIL, so the next chunk is parsed on the other core while this one is folded. Memory: two
+    chunks at most. An error of the reader is raised here, in order; ``stop`` ends the thread
+    (when the consumer stops early)."""
+    handoff: queue.Queue[object] = queue.Queue(maxsize=1)
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+            return
+        put(_END)
+
+    reader = threading.Thread(target=read, name="read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Chunk)
+            yield item
+    finally:
+        stop.set()
+        reader.join()

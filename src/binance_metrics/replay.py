@@ -34,7 +34,7 @@ from types import FrameType
 from bytewax.testing import run_main
 from confluent_kafka import Producer
 
-from binance_metrics.columnar_reader import read_chunks
+from binance_metrics.columnar_reader import read_ahead, read_chunks
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, BrokerError
 from binance_metrics.history_bars import HistoryBars
@@ -213,10 +213,11 @@ def _replay_history(
     messages = bad = 0
     reasons: list[str] = []
     log.info("replaying %d files into the store (history path)", len(paths))
+    folding = time.monotonic()
     with _DeadLetters(settings) as dead_letters, _signals_abort(abort) as interrupted:
         for path in paths:
             before = (messages, bad)
-            for chunk in read_chunks(path, symbol, latest_ms):
+            for chunk in read_ahead(read_chunks(path, symbol, latest_ms), threading.Event()):
                 if abort.is_set():
                     break
                 for rejected in chunk.rejected:
@@ -235,6 +236,10 @@ def _replay_history(
                 log.warning("%s: every row (%d) was rejected", path, bad - before[1])
         if not abort.is_set():
             bars.finish()
+            seconds = time.monotonic() - folding
+            trades = stats.summary()["trades"]
+            log.info(f"history: {trades:,} trades folded in {seconds:.2f} s "
+                     f"({trades / max(seconds, 1e-9):,.0f} trades/s), bars written")  # fmt: skip
     if interrupted:
         raise KeyboardInterrupt(*interrupted)
     health.raise_if_given_up()
