@@ -45,7 +45,7 @@ import pyarrow.csv as pcsv
 START_MS = 1_722_470_400_000  # 2024-08-01 00:00:00 UTC: the files are monthly, August 2024
 REPO = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
-_RATE = re.compile(r"history: ([\d,]+) trades folded in ([\d.]+) s")
+_RATE = re.compile(r"history: ([\d,]+) trades folded in ([\d.]+) s .*; ([\d.]+) s of CPU")
 
 
 def generate(directory: Path, trades: int, files: int, seed: int = 7) -> list[Path]:
@@ -244,7 +244,8 @@ def main() -> None:
         steady = _RATE.search(result.output)
         if steady:
             trades, seconds = int(steady.group(1).replace(",", "")), float(steady.group(2))
-            line += f"  steady {trades / seconds:,.0f} trades/s"
+            cpu = float(steady.group(3))
+            line += f"  steady {trades / seconds:,.0f} trades/s ({cpu:.1f} s cpu)"
         print(line, flush=True)
     ours = {name: value for name, value in digests.items() if name != "naive"}
     assert len(set(ours.values())) <= 1, f"the replays wrote different bars: {digests}"

@@ -64,7 +64,9 @@ def monoid(chunk: list[Row]) -> dict[tuple[str, int], Bar]:
 
 @settings(max_examples=300, deadline=None)
 @given(rows(), st.data())
-def test_each_fragment_is_the_monoid_fold_of_its_trades(trades: list[Row], data: st.DataObject) -> None:
+def test_each_fragment_is_the_monoid_fold_of_its_trades(
+    trades: list[Row], data: st.DataObject
+) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(trades)), max_size=4)))
     chunks = [trades[a:b] for a, b in zip([0, *cuts], [*cuts, len(trades)], strict=True)]
     total: dict[tuple[str, int], Bar] = defaultdict(Bar)

@@ -62,7 +62,6 @@ from binance_metrics.trades import (
 CHUNK_BYTES: Final = 16 * 1024 * 1024
 RECORDS_PER_CHUNK: Final = 100_000
 _MICROSECONDS_FROM: Final = 10**14  # as in recordings: a time above this is in microseconds
-_DIGITS_AND_DOT: Final = np.array([c in b"0123456789." for c in range(256)], np.bool_)
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -172,39 +171,48 @@ def _archive_chunk(archive: _Archive, block: bytes, first_line: int) -> Chunk:
 
 def _rows(archive: _Archive, text: bytes, first_line: int) -> Iterator[TradeMessage | Rejected]:
     lines = io.StringIO(text.decode("utf-8", errors="surrogateescape"), newline="")
-    return read_csv_lines(archive.path, lines, archive.symbol, first_line)
+    return read_csv_lines(archive.path, lines, archive.symbol, first_line, archive.latest_ms)
 
 
 def _parse(archive: _Archive, block: bytes) -> tuple[TradeColumns, npt.NDArray[np.bool_]]:
     """The block as columns, and which rows the fast path does not vouch for. Raises
-    ``pa.ArrowInvalid`` (or ValueError) when the block cannot be parsed whole."""
+    ``pa.ArrowException`` (or ValueError) when the block cannot be parsed whole."""
     first = block[: block.find(b"\n")]
     width = first.count(b",") + 1
     lo = 7 if archive.aggregate else 6
     if not lo <= width <= lo + 1:
         raise ValueError(f"{width} columns")
+    # pyarrow's numbers also take signs, spaces and exponents, which the row reader refuses:
+    # a block with a sign or a space, or an "e" that is not one of a true/false, is not ours.
+    if b"+" in block or b" " in block:
+        raise ValueError("a sign or a space")
     if archive.aggregate:
         names = ["a", "price", "qty", "first", "last", "time", "maker", "best"][:width]
         types = {"first": pa.int64(), "last": pa.int64()}
     else:
         names = ["first", "price", "qty", "quote", "time", "maker", "best"][:width]
         types = {"first": pa.int64()}
-    types.update(price=pa.string(), qty=pa.string(), time=pa.int64(), maker=pa.bool_())
+    amount = pa.decimal128(38, 8)  # from the digits, exactly; more than 8 decimals fail
+    types.update(price=amount, qty=amount, time=pa.int64(), maker=pa.bool_())
     table = pcsv.read_csv(
         pa.py_buffer(block),
         read_options=pcsv.ReadOptions(column_names=names),
         parse_options=pcsv.ParseOptions(newlines_in_values=False),
         convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types)),
     )
+    flags = width - lo + 1  # true/false cells per row, each with one e or E
+    if block.count(b"e") + block.count(b"E") != table.num_rows * flags:
+        raise ValueError("an exponent")
     price, price_odd = _scaled(table.column("price"))
     qty, qty_odd = _scaled(table.column("qty"))
     first_id = _int64(table.column("first"))
     last_id = _int64(table.column("last")) if archive.aggregate else first_id
     time_ms = _int64(table.column("time"))
     time_ms = np.where(time_ms >= _MICROSECONDS_FROM, time_ms // 1000, time_ms)
-    maker = table.column("maker").to_numpy().astype(np.bool_)
-    if table.column("maker").null_count:
+    maker_column = table.column("maker")
+    if maker_column.null_count:
         raise ValueError("an empty flag")
+    maker = _bools(maker_column.combine_chunks())
     suspect = price_odd | qty_odd | (price <= 0) | (qty <= 0) | (first_id < 0)
     suspect |= last_id < first_id
     # Beyond what a trade may be (MAX_QUOTE); near the bound, the exact check decides.
@@ -221,33 +229,33 @@ def _parse(archive: _Archive, block: bytes) -> tuple[TradeColumns, npt.NDArray[n
     return columns, suspect
 
 
+# The arrays' buffers are read directly: ``to_numpy`` would import pandas and pyarrow.compute,
+# a second of CPU at start.
+
+
 def _int64(column: pa.ChunkedArray) -> npt.NDArray[np.int64]:
     if column.null_count:
         raise ValueError("an empty number")
-    return np.asarray(column.to_numpy(), dtype=np.int64)
+    array = column.combine_chunks()
+    values = np.frombuffer(array.buffers()[1], np.int64)
+    return values[array.offset : array.offset + len(array)]
+
+
+def _bools(array: pa.Array) -> npt.NDArray[np.bool_]:
+    bits = np.unpackbits(np.frombuffer(array.buffers()[1], np.uint8), bitorder="little")
+    return bits[array.offset : array.offset + len(array)].astype(np.bool_)
 
 
 def _scaled(
     column: pa.ChunkedArray,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Decimal strings as integers scaled by 10**8, and which do not fit an int64.
-
-    Only digits and a point are let through (pyarrow would also take signs and exponents,
-    which the row reader refuses); pyarrow's decimal parser rejects what has more than 8
-    decimals that are not zeros, or more than one point.
-    """
+    """``decimal128(38, 8)`` values as integers scaled by 10**8 (the low word of each), and
+    which do not fit an int64 (those go to the row reader)."""
     if column.null_count:
         raise ValueError("an empty number")
-    strings = column.combine_chunks()
-    offsets = np.frombuffer(strings.buffers()[1], np.int32)[: len(strings) + 1]
-    data = np.frombuffer(strings.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-    if not _DIGITS_AND_DOT[data].all():
-        raise ValueError("a character that is no digit")
-    try:
-        decimals = strings.cast(pa.decimal128(18, 8))
-    except pa.ArrowInvalid:  # more than 10 digits before the point
-        decimals = strings.cast(pa.decimal128(38, 8))
-    words = np.frombuffer(decimals.buffers()[1], np.int64).reshape(-1, 2)[: len(strings)]
+    decimals = column.combine_chunks()
+    words = np.frombuffer(decimals.buffers()[1], np.int64).reshape(-1, 2)
+    words = words[decimals.offset : decimals.offset + len(decimals)]
     low, high = words[:, 0], words[:, 1]
     return low.copy(), (high != 0) | (low < 0)
 

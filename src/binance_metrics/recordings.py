@@ -329,13 +329,18 @@ def _read(path: Path, layout: _Layout, symbol: str) -> Iterator[Record]:
 
 
 def read_csv_lines(
-    path: Path, lines: Iterable[str], symbol: str, first_line: int = 1
+    path: Path,
+    lines: Iterable[str],
+    symbol: str,
+    first_line: int = 1,
+    latest_ms: int | None = None,
 ) -> Iterator[Record]:
     """The records of some lines of the data.binance.vision CSV ``path`` (no header among
     them; ``first_line`` is the number of the first), exactly as :func:`read_recording` reads
-    them: for a reader that parses most of a file by other means."""
+    them, trade times after ``latest_ms`` rejected too: for a reader that parses most of a file
+    by other means."""
     layout = replace(_layout(path), header=False)
-    return _csv_rows(lines, path, layout, symbol.upper(), now_ms(), first_line - 1)
+    return _csv_rows(lines, path, layout, symbol.upper(), now_ms(), first_line - 1, latest_ms)
 
 
 def _csv_rows(
@@ -345,6 +350,7 @@ def _csv_rows(
     symbol: str,
     ingested: int,
     lines_before: int = 0,
+    latest_ms: int | None = None,
 ) -> Iterator[Record]:
     parse: _Parse
     if layout.format is TRADE_STREAM_CSV:
@@ -369,7 +375,7 @@ def _csv_rows(
             if not lo <= len(row) <= hi:
                 expected = str(lo) if lo == hi else f"{lo} or {hi}"
                 raise InvalidTradeError(f"{len(row)} columns, expected {expected}")
-            trade = validate_trade(parse(row, symbol, ingested))
+            trade = validate_trade(parse(row, symbol, ingested), latest_ms)
             if period is not None and not period[0] <= trade.trade_time_ms < period[1]:
                 raise InvalidTradeError(
                     f"trade time {trade.trade_time_ms} ms is outside the period the file's name "

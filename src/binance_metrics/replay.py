@@ -213,7 +213,7 @@ def _replay_history(
     messages = bad = 0
     reasons: list[str] = []
     log.info("replaying %d files into the store (history path)", len(paths))
-    folding = time.monotonic()
+    folding, folding_cpu = time.monotonic(), time.process_time()
     with _DeadLetters(settings) as dead_letters, _signals_abort(abort) as interrupted:
         for path in paths:
             before = (messages, bad)
@@ -237,9 +237,11 @@ def _replay_history(
         if not abort.is_set():
             bars.finish()
             seconds = time.monotonic() - folding
+            cpu = time.process_time() - folding_cpu
             trades = stats.summary()["trades"]
             log.info(f"history: {trades:,} trades folded in {seconds:.2f} s "
-                     f"({trades / max(seconds, 1e-9):,.0f} trades/s), bars written")  # fmt: skip
+                     f"({trades / max(seconds, 1e-9):,.0f} trades/s; {cpu:.2f} s of CPU), "
+                     "bars written")  # fmt: skip
     if interrupted:
         raise KeyboardInterrupt(*interrupted)
     health.raise_if_given_up()
