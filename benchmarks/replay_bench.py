@@ -160,8 +160,13 @@ def digest(data_dir: Path) -> str:
         "WHERE trade_count > 0')[0])"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, "-c", code, f"chdb://{data_dir}/clickhouse"],
-                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code, f"chdb://{data_dir}/clickhouse"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def run_naive(paths: list[Path], data_dir: Path) -> None:
@@ -186,8 +191,9 @@ def run_naive(paths: list[Path], data_dir: Path) -> None:
             symbol = symbol_from_name(path) or ""
             with path.open(newline="") as f:
                 for row in csv.reader(f):
-                    value = json.dumps({"e": "trade", "s": symbol, "t": int(row[0]), "p": row[1],
-                                        "q": row[2], "T": int(row[4]), "m": row[5] == "true"})  # fmt: skip
+                    trade = {"e": "trade", "s": symbol, "t": int(row[0]), "p": row[1],
+                             "q": row[2], "T": int(row[4]), "m": row[5] == "true"}  # fmt: skip
+                    value = json.dumps(trade)
                     while True:
                         try:
                             producer.produce("trades", key=symbol.encode(), value=value)
@@ -235,8 +241,9 @@ def main() -> None:
             command = [*cli, "replay", *map(str, paths)]
         result = results[name] = measure(command, run_env)
         digests[name] = digest(data_dir)
+        rss = result.peak_rss / 2**20
         line = (f"{name:8s} {result.seconds:7.1f} s  {total / result.seconds:>11,.0f} trades/s  "
-                f"cpu {result.cpu_seconds:6.1f} s  peak RSS {result.peak_rss / 2**20:6,.0f} MiB")  # fmt: skip
+                f"cpu {result.cpu_seconds:6.1f} s  peak RSS {rss:6,.0f} MiB")  # fmt: skip
         if "naive" in results and name != "naive":
             naive = results["naive"]
             line += (f"  {naive.seconds / result.seconds:5.1f}x naive "

@@ -5,8 +5,10 @@ chunk boundaries."""
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 import numpy as np
+import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,12 +47,18 @@ def rows(draw: st.DrawFn) -> list[Row]:
 
 
 def columns(chunk: list[Row]) -> TradeColumns:
-    array = np.array(chunk, dtype=object).reshape(-1, 7)
+    def column(k: int) -> npt.NDArray[np.int64]:
+        return np.array([row[k] for row in chunk], dtype=np.int64)
+
     return TradeColumns(
         SYMBOLS,
-        array[:, 0].astype(np.int32),
-        *(array[:, k].astype(np.int64) for k in range(1, 6)),
-        array[:, 6].astype(np.bool_),
+        np.array([row[0] for row in chunk], dtype=np.int32),
+        column(1),
+        column(2),
+        column(3),
+        column(4),
+        column(5),
+        np.array([row[6] for row in chunk], dtype=np.bool_),
     )
 
 
@@ -86,7 +94,7 @@ def test_each_fragment_is_the_monoid_fold_of_its_trades(
                 for _, first, last, price, qty, _, maker in mine
             )
             ids = sorted((r[1], r[2]) for r in mine)
-            one_run = all(b[0] == a[1] + 1 for a, b in zip(ids, ids[1:], strict=False))
+            one_run = all(b[0] == a[1] + 1 for a, b in pairwise(ids))
             assert fragment.consecutive == one_run
             assert bool(fragment.trades) == (not one_run)  # kept back while consecutive
             total[key] = merge(total[key], fragment.bar)

@@ -5,6 +5,7 @@ among good ones."""
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +53,8 @@ def files(draw: st.DrawFn) -> tuple[str, list[str]]:
             cells[column] = draw(st.sampled_from(BAD_CELLS[column]))
         span = draw(st.integers(0, 2)) if kind == "aggTrades" else 0
         if kind == "trades":
-            row = [str(trade_id), cells["price"], cells["qty"], "1.0", cells["time"], cells["maker"],
-                   "True"]  # fmt: skip
+            row = [str(trade_id), cells["price"], cells["qty"], "1.0", cells["time"],
+                   cells["maker"], "True"]  # fmt: skip
         else:
             row = [str(n), cells["price"], cells["qty"], str(trade_id), str(trade_id + span),
                    cells["time"], cells["maker"], "True"]  # fmt: skip
@@ -70,8 +71,8 @@ def files(draw: st.DrawFn) -> tuple[str, list[str]]:
     return kind, lines
 
 
-def from_chunks(chunks: list[Chunk]) -> tuple[list[tuple[int, ...]], list[tuple[bytes, str]]]:
-    trades = []
+def from_chunks(chunks: list[Chunk]) -> tuple[list[tuple[object, ...]], list[tuple[bytes, str]]]:
+    trades: list[tuple[object, ...]] = []
     for chunk in chunks:
         c = chunk.columns
         trades += [
@@ -85,7 +86,7 @@ def from_chunks(chunks: list[Chunk]) -> tuple[list[tuple[int, ...]], list[tuple[
                 c.time_ms.tolist(),
                 c.buyer_is_maker.tolist(),
                 strict=True,
-            )  # fmt: skip
+            )
         ]
         trades += [_row(trade) for trade in chunk.odd]
     rejected = [(r.payload, r.error) for chunk in chunks for r in chunk.rejected]
@@ -150,7 +151,7 @@ def test_reading_ahead_gives_the_chunks_in_order_and_raises_the_readers_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(columnar_reader, "CHUNK_BYTES", 4096)
-    ahead = list(read_ahead(read_chunks(XRPETH_AGG_TRADES), columnar_reader.threading.Event()))
+    ahead = list(read_ahead(read_chunks(XRPETH_AGG_TRADES), threading.Event()))
     assert from_chunks(ahead) == from_chunks(list(read_chunks(XRPETH_AGG_TRADES)))
     assert len(ahead) > 100
 
@@ -159,4 +160,4 @@ def test_reading_ahead_gives_the_chunks_in_order_and_raises_the_readers_error(
         raise RecordingError(XRPETH_AGG_TRADES, "cannot be read to its end (a test)")
 
     with pytest.raises(RecordingError, match="a test"):
-        list(read_ahead(failing(), columnar_reader.threading.Event()))
+        list(read_ahead(failing(), threading.Event()))

@@ -211,9 +211,7 @@ def _trades(columns: TradeColumns, lo: int, hi: int) -> list[FoldedTrade]:
     ]
 
 
-def trade_fragment(
-    symbol: str, window: int, trade: FoldedTrade, time_ms: int
-) -> Fragment:
+def trade_fragment(symbol: str, window: int, trade: FoldedTrade, time_ms: int) -> Fragment:
     """A fragment of one trade, for a trade the columns cannot hold (an amount of 2**63 or
     more); it merges with the window's other fragments like any other."""
     bar = Bar().add(trade.price, trade.quantity, trade.first_id, trade.last_id,

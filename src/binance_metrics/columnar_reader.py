@@ -326,17 +326,12 @@ def _records_chunk(
         rows.append((code, record.trade_id, record.last_trade_id, price, qty,
                      record.trade_time_ms, record.buyer_is_maker))  # fmt: skip
     if rows:
-        code, first, last, price, qty, time_ms, maker = zip(*rows, strict=True)
+        table = np.array(rows, dtype=object).reshape(-1, 7)  # amounts < 2**63: int64 below
+        ints = [table[:, k].astype(np.int64) for k in range(1, 6)]
         chunk.columns = TradeColumns(
-            list(symbols),
-            np.asarray(code, np.int32),
-            np.asarray(first, np.int64),
-            np.asarray(last, np.int64),
-            np.asarray(price, np.int64),
-            np.asarray(qty, np.int64),
-            np.asarray(time_ms, np.int64),
-            np.asarray(maker, np.bool_),
-        )
+            list(symbols), table[:, 0].astype(np.int32), ints[0], ints[1], ints[2], ints[3],
+            ints[4], table[:, 6].astype(np.bool_),
+        )  # fmt: skip
     return chunk
 
 

@@ -80,9 +80,7 @@ class HistoryBars:
         """Write what is pending."""
         self._write()
 
-    def _admit(
-        self, fragment: Fragment, chunk: FoldedChunk | None = None, index: int = 0
-    ) -> None:
+    def _admit(self, fragment: Fragment, chunk: FoldedChunk | None = None, index: int = 0) -> None:
         symbol = fragment.symbol
         seen = self._seen.get(symbol)
         if seen is None:

@@ -9,9 +9,9 @@ field, and the real XRPETH cases by Binance's own klines as well.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import pytest
