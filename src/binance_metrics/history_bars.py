@@ -63,6 +63,8 @@ class HistoryBars:
         folded = fold_columns(columns, self.window_ms)
         trades = folded.trades
         for index, fragment in enumerate(folded.fragments):
+            if self.abort.is_set():  # a signal, or a store given up: the run ends now
+                return
             self._admit(fragment, folded, index)
         for trade in odd or ():
             folded_trade = FoldedTrade(
