@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -345,13 +345,15 @@ def _empty_columns() -> TradeColumns:
 
 
 _END: Final = object()
+T = TypeVar("T")
 
 
-def read_ahead(chunks: Iterator[Chunk], stop: threading.Event) -> Iterator[Chunk]:
-    """``chunks``, parsed one ahead in a thread of their own: pyarrow and numpy release the
-    GIL, so the next chunk is parsed on the other core while this one is folded. Memory: two
-    chunks at most. An error of the reader is raised here, in order; ``stop`` ends the thread
-    (when the consumer stops early)."""
+def read_ahead(items: Iterator[T], stop: threading.Event) -> Iterator[T]:
+    """``items`` (chunks), made one ahead in a thread of their own: pyarrow and numpy release
+    the GIL, so the next chunk is parsed on the other core while this one is folded. Memory:
+    two chunks at most. An error of the reader is raised here, in order; ``stop`` ends the
+    thread (when the consumer stops early). Use one for a whole run: each new thread gets heaps
+    of its own from the allocators, which keep them (some tens of MB a file)."""
     handoff: queue.Queue[object] = queue.Queue(maxsize=1)
 
     def put(item: object) -> bool:
@@ -365,8 +367,8 @@ def read_ahead(chunks: Iterator[Chunk], stop: threading.Event) -> Iterator[Chunk
 
     def read() -> None:
         try:
-            for chunk in chunks:
-                if not put(chunk):
+            for item in items:
+                if not put(item):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             put(exc)
@@ -382,8 +384,7 @@ def read_ahead(chunks: Iterator[Chunk], stop: threading.Event) -> Iterator[Chunk
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, Chunk)
-            yield item
+            yield cast(T, item)
     finally:
         stop.set()
         reader.join()

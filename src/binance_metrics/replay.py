@@ -34,7 +34,7 @@ from types import FrameType
 from bytewax.testing import run_main
 from confluent_kafka import Producer
 
-from binance_metrics.columnar_reader import read_ahead, read_chunks
+from binance_metrics.columnar_reader import Chunk, read_ahead, read_chunks
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, BrokerError
 from binance_metrics.history_bars import HistoryBars
@@ -215,25 +215,25 @@ def _replay_history(
     log.info("replaying %d files into the store (history path)", len(paths))
     folding, folding_cpu = time.monotonic(), time.process_time()
     with _DeadLetters(settings) as dead_letters, _signals_abort(abort) as interrupted:
-        for path in paths:
-            before = (messages, bad)
-            for chunk in read_ahead(read_chunks(path, symbol, latest_ms), threading.Event()):
-                if abort.is_set():
-                    break
-                for rejected in chunk.rejected:
-                    dead_letters.send(rejected)
-                    if len(reasons) < FIRST_REASONS:
-                        reasons.append(rejected.error)
-                bad += len(chunk.rejected)
-                messages += len(chunk.columns) + len(chunk.odd)
-                bars.add(chunk.columns, chunk.odd)
+        counts = (0, 0)  # (messages, bad) at the start of the file
+        for path, chunk in read_ahead(_chunks(paths, symbol, latest_ms), threading.Event()):
             if abort.is_set():
                 break
-            rate = messages / max(time.monotonic() - started, 1e-9)
-            log.info(f"{path.name}: {messages:,} trade messages so far ({rate:,.0f}/s), "
-                     f"{bad} bad rows")  # fmt: skip
-            if len(paths) > 1 and messages == before[0] and bad > before[1]:
-                log.warning("%s: every row (%d) was rejected", path, bad - before[1])
+            if chunk is None:  # the end of a file
+                rate = messages / max(time.monotonic() - started, 1e-9)
+                log.info(f"{path.name}: {messages:,} trade messages so far ({rate:,.0f}/s), "
+                         f"{bad} bad rows")  # fmt: skip
+                if len(paths) > 1 and messages == counts[0] and bad > counts[1]:
+                    log.warning("%s: every row (%d) was rejected", path, bad - counts[1])
+                counts = (messages, bad)
+                continue
+            for rejected in chunk.rejected:
+                dead_letters.send(rejected)
+                if len(reasons) < FIRST_REASONS:
+                    reasons.append(rejected.error)
+            bad += len(chunk.rejected)
+            messages += len(chunk.columns) + len(chunk.odd)
+            bars.add(chunk.columns, chunk.odd)
         if not abort.is_set():
             bars.finish()
             seconds = time.monotonic() - folding
@@ -249,6 +249,16 @@ def _replay_history(
     if messages == 0:
         raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
     return _summary(paths, produced, stats, started)
+
+
+def _chunks(
+    paths: Sequence[Path], symbol: str | None, latest_ms: int
+) -> Iterator[tuple[Path, Chunk | None]]:
+    """The chunks of every file, each file ended by ``(path, None)``."""
+    for path in paths:
+        for chunk in read_chunks(path, symbol, latest_ms):
+            yield path, chunk
+        yield path, None
 
 
 class _DeadLetters:
