@@ -58,7 +58,7 @@ def generate(directory: Path, trades: int, files: int, seed: int = 7) -> list[Pa
         path = directory / f"SYM{i:03d}USDT-trades-2024-08.csv"
         paths.append(path)
         marker = path.with_suffix(".rows")
-        if marker.exists() and marker.read_text() == str(per_file):
+        if marker.exists() and marker.read_text() == f"{per_file} v2":
             continue
         # A busy spot market: ~1,000 trades a minute, prices on a random walk from a SHIB-like
         # 0.00001 to a BTC-like 60,000, quantities the other way round.
@@ -72,13 +72,13 @@ def generate(directory: Path, trades: int, files: int, seed: int = 7) -> list[Pa
             "id": np.arange(10**6, 10**6 + per_file, dtype=np.int64),
             "price": _decimals(prices),
             "qty": _decimals(quantities),
-            "quote_qty": prices / 1e8 * (quantities / 1e8),
+            "quote_qty": _decimals(np.round(prices / 1e8 * quantities).astype(np.int64)),
             "time": times,
             "is_buyer_maker": rnd.random(per_file) < 0.5,
             "is_best_match": np.ones(per_file, np.bool_),
         })  # fmt: skip
         pcsv.write_csv(table, path, pcsv.WriteOptions(include_header=False, quoting_style="none"))
-        marker.write_text(str(per_file))
+        marker.write_text(f"{per_file} v2")
     return paths
 
 

@@ -16,7 +16,6 @@ last ``BAR_HISTORY_MINUTES``, plus the bars not yet written.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Final
@@ -55,8 +54,9 @@ class HistoryBars:
             give_up_after_s=self.give_up_after_s, abort=self.abort,
         )  # fmt: skip
         self._sink = sink.build("history_bars", 0, 1)
-        # As in the dataflow: the seen-trades step remembers the windows that can be open too.
-        self._seen_history = self.history_windows + math.ceil(2_000 / self.window_ms) + 2
+        # The seen-trades step must remember what the book holds, and a window more: no window
+        # stays open here (the book gets every fragment at once), unlike in the dataflow.
+        self._seen_history = self.history_windows + 2
 
     def add(self, columns: TradeColumns, odd: list[TradeMessage] | None = None) -> None:
         """Fold ``columns`` (and ``odd``: valid trades the columns cannot hold) in."""
