@@ -39,6 +39,7 @@ import pyarrow.csv as pcsv
 
 from binance_metrics.columnar import TradeColumns
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.fragments import NOT_MARKET
 from binance_metrics.recordings import (
     AGG_TRADES_CSV,
     TRADES_CSV,
@@ -312,12 +313,13 @@ def _records_chunk(
             continue
         try:
             price, qty = price_and_quantity(record, latest_ms)
-            if record.trade_type is not None and record.trade_type != "MARKET":
-                raise InvalidTradeError(
-                    f"not a market trade (X={record.trade_type}); klines exclude it"
-                )
         except InvalidTradeError as exc:
             chunk.rejected.append(Rejected(encode_trade(record), f"{path.name}: {exc}"))
+            continue
+        if record.trade_type is not None and record.trade_type != "MARKET":
+            # As the dataflow does: dead-lettered, its ids accounted for (not market trades).
+            message = f"not a market trade (X={record.trade_type}); klines exclude it"
+            chunk.rejected.append(Rejected(encode_trade(record), message, NOT_MARKET))
             continue
         if price >= _INT63 or qty >= _INT63:
             chunk.odd.append(record)

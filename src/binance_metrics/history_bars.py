@@ -25,8 +25,9 @@ from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.columnar import FoldedChunk, TradeColumns, fold_columns, trade_fragment
 from binance_metrics.dataflow import FlowStats
 from binance_metrics.fragments import FoldedTrade, Fragment, StaleFragment
+from binance_metrics.ledger.accounted import AccountedTrades
 from binance_metrics.seen_trades import SeenTrades
-from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
+from binance_metrics.store.sink import ClickHouseBarSink, SinkItem, StoreHealth
 from binance_metrics.trades import TradeMessage, parse_scaled
 
 #: Bar updates held before a write (the store takes them best in batches of thousands).
@@ -47,13 +48,14 @@ class HistoryBars:
     _seen: dict[str, SeenTrades] = field(default_factory=dict)
     _books: dict[str, BarBook] = field(default_factory=dict)
     _pending: dict[tuple[str, int], Bar] = field(default_factory=dict)
+    _accounted: list[AccountedTrades] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         sink = ClickHouseBarSink(
             self.dsn, self.stats.add, health=self.health,
             give_up_after_s=self.give_up_after_s, abort=self.abort,
         )  # fmt: skip
-        self._sink = sink.build("history_bars", 0, 1)
+        self._sink = sink.build_part("history_bars", "bars", None)
         # The seen-trades step must remember what the book holds, and a window more: no window
         # stays open here (the book gets every fragment at once), unlike in the dataflow.
         self._seen_history = self.history_windows + 2
@@ -77,6 +79,11 @@ class HistoryBars:
         self.stats.add(trades=trades)
         if len(self._pending) >= WRITE_EVERY:
             self._write()
+
+    def account(self, entries: list[AccountedTrades]) -> None:
+        """Record trade ids klines exclude on purpose (written with the next bars), as the
+        dataflow does, so that the ledger counts them as accounted for."""
+        self._accounted += entries
 
     def finish(self) -> None:
         """Write what is pending."""
@@ -117,11 +124,13 @@ class HistoryBars:
             self._write([StaleFragment(symbol, forward.window * self.window_ms, forward)])
 
     def _write(self, then: list[StaleFragment] | None = None) -> None:
-        items: list[BarUpdate | StaleFragment] = [
+        items: list[SinkItem] = [
             BarUpdate(symbol, window * self.window_ms, bar)
             for (symbol, window), bar in self._pending.items()
         ]
         self._pending.clear()
         items += then or []
+        items += self._accounted
+        self._accounted = []
         if items:
             self._sink.write_batch(items)

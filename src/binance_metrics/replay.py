@@ -41,6 +41,7 @@ from binance_metrics.history_bars import HistoryBars
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import SAFE_CONFIG
+from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.recordings import check_recording, read_recording
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 100_000  # records produced between progress lines
 PROGRESS_EVERY_S = 5.0  # seconds between progress lines while the dataflow runs
 FIRST_REASONS = 3  # reasons of rejected rows kept for the summary or the error
+LOGGED_REJECTS = 100  # rejected rows logged one by one by the history path, then counted
 
 
 class ReplayError(BinanceMetricsError):
@@ -231,8 +233,11 @@ def _replay_history(
                 dead_letters.send(rejected)
                 if len(reasons) < FIRST_REASONS:
                     reasons.append(rejected.error)
-            bad += len(chunk.rejected)
+                if bad < LOGGED_REJECTS:
+                    log.warning("dead-lettered: %s", rejected.error)
+                bad += 1
             messages += len(chunk.columns) + len(chunk.odd)
+            bars.account([a for r in chunk.rejected if (a := accounted_trades(r)) is not None])
             bars.add(chunk.columns, chunk.odd)
         if not abort.is_set():
             bars.finish()
@@ -242,6 +247,8 @@ def _replay_history(
             log.info(f"history: {trades:,} trades folded in {seconds:.2f} s "
                      f"({trades / max(seconds, 1e-9):,.0f} trades/s; {cpu:.2f} s of CPU), "
                      "bars written")  # fmt: skip
+    if bad > LOGGED_REJECTS:
+        log.warning("dead-lettered %d more rows (not logged one by one)", bad - LOGGED_REJECTS)
     if interrupted:
         raise KeyboardInterrupt(*interrupted)
     health.raise_if_given_up()
