@@ -175,9 +175,12 @@ def replay(
     symbol: str | None = None,
     *,
     through_kafka: bool = False,
+    stats: FlowStats | None = None,
 ) -> ReplaySummary:
     """Replay the recordings into the store (the history path, or ``through_kafka``), and
     summarise.
+
+    ``stats``, if given, receives the counts as it runs (for a progress display).
 
     Raises :class:`~binance_metrics.recordings.RecordingError` for a file that is not trades
     and :class:`~binance_metrics.errors.StoreError` for a store that cannot be opened, both
@@ -190,17 +193,18 @@ def replay(
     # The dataflow's sink opens the store inside Bytewax, where a failure is a panic and a
     # cascade of tracebacks: open it here first (the sink then shares this client).
     open_store(settings.clickhouse_dsn)
+    stats = FlowStats() if stats is None else stats
     if through_kafka:
-        return _replay_through_kafka(paths, settings, symbol, started)
-    return _replay_history(paths, settings, symbol, started)
+        return _replay_through_kafka(paths, settings, symbol, started, stats)
+    return _replay_history(paths, settings, symbol, started, stats)
 
 
 def _replay_history(
-    paths: Sequence[Path], settings: Settings, symbol: str | None, started: float
-) -> ReplaySummary:
+    paths: Sequence[Path], settings: Settings, symbol: str | None, started: float,
+    stats: FlowStats,
+) -> ReplaySummary:  # fmt: skip
     """The history path: files -> columns -> seen trades -> bar book -> store."""
     latest_ms = now_ms() + int(settings.MAX_TRADE_TIME_AHEAD_S * 1000)
-    stats = FlowStats()
     health = StoreHealth()
     abort = threading.Event()
     bars = HistoryBars(
@@ -323,8 +327,9 @@ def _summary(
 
 
 def _replay_through_kafka(
-    paths: Sequence[Path], settings: Settings, symbol: str | None, started: float
-) -> ReplaySummary:
+    paths: Sequence[Path], settings: Settings, symbol: str | None, started: float,
+    stats: FlowStats,
+) -> ReplaySummary:  # fmt: skip
     """Produce the recordings, run the dataflow to the end of the topic."""
     update: dict[str, object] = {"STOP_AT_END": True}
     if not settings.embedded_kafka:
@@ -338,7 +343,6 @@ def _replay_through_kafka(
         if produced.messages == 0:
             raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
         log.info("running the dataflow to the end of the topic")
-        stats = FlowStats()
         store_health = StoreHealth()
         abort = threading.Event()
         flow = build_flow(
