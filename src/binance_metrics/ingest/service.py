@@ -34,6 +34,7 @@ from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import Resume
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, shard_symbols
+from binance_metrics.ingest.tail import TailWatch
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
@@ -71,6 +72,7 @@ class Ingestor:
         self._kafka = kafka
         self.producer: KafkaProducer | None = None
         self.gaps: GapFiller | None = None
+        self.tail: TailWatch | None = None
         self.shards: list[Shard] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._max_pending = tuning.max_pending_per_symbol
@@ -91,9 +93,13 @@ class Ingestor:
             on_ack=self._on_ack,
             on_error=self._on_delivery_error,
         ).start()
-        self.gaps = GapFiller(
-            self.sequences, RestBackfill.from_settings(settings), tuning, self._dead_letter
+        rest = RestBackfill.from_settings(settings)
+        self.gaps = GapFiller(self.sequences, rest, tuning, self._dead_letter)
+        self.tail = TailWatch(
+            self.sequences, rest, self.gaps, self.last_trade_at, tuning, self.resume.awaiting
         )
+        if self.tail.enabled:
+            self._tasks.append(asyncio.create_task(self.tail.run(), name="tail-watch"))
         limiter = AttemptLimiter(tuning.connection_attempts, tuning.connection_attempt_window_s)
         self.shards = [
             Shard(
@@ -108,7 +114,7 @@ class Ingestor:
             )
             for i, group in enumerate(shard_symbols(self.symbols, tuning.streams_per_connection))
         ]
-        self._tasks = [asyncio.create_task(s.run(), name=f"shard-{s.index}") for s in self.shards]
+        self._tasks += [asyncio.create_task(s.run(), name=f"shard-{s.index}") for s in self.shards]
         log.info(
             "ingesting %d symbols over %d connections to %s",
             len(self.symbols),
@@ -178,6 +184,10 @@ class Ingestor:
     async def wait_for_room(self) -> None:
         if self.producer is not None:
             await self.producer.wait_for_room()
+
+    def on_connected(self, symbols: tuple[str, ...]) -> None:
+        if self.tail is not None and self.tail.enabled:
+            self.tail.connected(symbols)
 
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None
