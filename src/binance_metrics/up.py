@@ -113,7 +113,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         dataflow.start()
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
-            app = create_app(settings, kafka, checks)
+            app = create_app(settings, kafka, checks, store)
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.

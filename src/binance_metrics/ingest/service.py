@@ -38,6 +38,7 @@ from binance_metrics.ingest.tail import TailWatch
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import Store
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ class Ingestor:
     It is the connections' :class:`~binance_metrics.ingest.stream.FrameConsumer`.
     """
 
-    def __init__(self, settings: Settings, kafka: KafkaConnection) -> None:
+    def __init__(
+        self, settings: Settings, kafka: KafkaConnection, store: Store | None = None
+    ) -> None:
+        """``store``: the bars store, the resume's checkpoint next to Kafka (optional)."""
         self.settings = settings
         self.tuning = tuning = settings.INGEST
         self.topic = settings.KAFKA_TOPIC
@@ -70,6 +74,7 @@ class Ingestor:
         self.produced: dict[str, int] = dict.fromkeys(self.symbols, 0)  # acknowledged trades
         self.dlq = 0  # dead letters produced
         self._kafka = kafka
+        self.store = store
         self.producer: KafkaProducer | None = None
         self.gaps: GapFiller | None = None
         self.tail: TailWatch | None = None
@@ -83,7 +88,7 @@ class Ingestor:
     async def start(self) -> None:
         """Resume from Kafka, then open the producer, the REST client and the connections."""
         settings, tuning = self.settings, self.tuning
-        await self.resume.seed(self._kafka, self.sequences)
+        await self.resume.seed(self._kafka, self.sequences, self.store)
         self.producer = KafkaProducer(
             self._kafka,
             max_buffered_messages=tuning.max_buffered_messages,
