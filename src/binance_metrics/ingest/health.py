@@ -95,6 +95,8 @@ def health(
         "symbols": symbols,
         **checked,
     }
+    if ingestor.healer is not None:
+        body["ledger"] = ingestor.healer.health_body()
     return not problems, body
 
 

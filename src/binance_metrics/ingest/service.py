@@ -30,6 +30,7 @@ from binance_metrics.ingest.backfill import RestBackfill
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.frames import Control, FrameParser
 from binance_metrics.ingest.gaps import GapFiller
+from binance_metrics.ingest.heal import Healer
 from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import Resume
 from binance_metrics.ingest.sequence import SymbolSequence
@@ -78,6 +79,7 @@ class Ingestor:
         self.producer: KafkaProducer | None = None
         self.gaps: GapFiller | None = None
         self.tail: TailWatch | None = None
+        self.healer: Healer | None = None
         self.shards: list[Shard] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._max_pending = tuning.max_pending_per_symbol
@@ -105,6 +107,10 @@ class Ingestor:
         )
         if self.tail.enabled:
             self._tasks.append(asyncio.create_task(self.tail.run(), name="tail-watch"))
+        if self.store is not None and tuning.heal_every_s > 0:
+            self.healer = Healer(self.store, rest, self._emit, self.sequences, tuning)
+            self.metrics.add_state_collector(self.healer.collect)
+            self._tasks.append(asyncio.create_task(self.healer.run(), name="heal"))
         limiter = AttemptLimiter(tuning.connection_attempts, tuning.connection_attempt_window_s)
         self.shards = [
             Shard(

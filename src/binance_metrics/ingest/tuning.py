@@ -98,6 +98,12 @@ class IngestTuning(BaseModel):
     trades missed at the tail are backfilled without waiting for the next trade; 0: never."""
     quiet_after_s: float = Field(default=20.0, gt=0)
     """A symbol without a live trade for this long is checked every ``tail_check_s``."""
+    heal_every_s: float = Field(default=60.0, ge=0)
+    """How often the ledger of the stored bars is checked and its gaps fetched over REST and
+    produced again (only with a store: ``up``, or ``ingest`` with ``CLICKHOUSE_URL``); 0: never."""
+    heal_settle_s: float = Field(default=30.0, ge=0)
+    """A gap is healed once its last minute closed this long ago (the dataflow may still be
+    writing newer minutes)."""
     max_pending_per_symbol: int = Field(default=200_000, ge=1)
     """Trades held behind one symbol's gap before the gap is given up (memory bound)."""
 
