@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
@@ -91,7 +91,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
                 }
             )
             log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
-        kafka = stack.enter_context(kafka_for(settings))
+        # After a restart of the embedded broker (empty topics), the producer starts afresh.
+        broker_restarted: list[Callable[[], None]] = []
+        kafka = stack.enter_context(kafka_for(settings, broker_restarted))
         store = open_store(settings.clickhouse_dsn)
 
         stats = FlowStats()
@@ -115,6 +117,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
             app = create_app(settings, kafka, checks, store)
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
+            broker_restarted.append(app.state.ingestor.broker_restarted)
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.
             app.state.ingestor.metrics.registry.register(_DefaultRegistry())

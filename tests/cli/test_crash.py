@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import load_trades
-from tests.cli.local_up import UpRuns, alive, as_message
+from tests.cli.local_up import UpRuns, alive, as_message, children_of
 from tests.cli.support import run_cli
 from tests.pipeline.support import assert_bars_equal_reference, wait_for
 from tests.support.data import BTCUSDT_CAPTURE, ETHUSDT_CAPTURE
@@ -70,5 +71,39 @@ def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path
         except AssertionError as exc:
             raise AssertionError(f"{symbol}: {exc} ({context})\n{runs.logs()}") from exc
     assert brokers, "no kill found a broker to orphan: the kills came too early to test that"
+    audit = run_cli(tmp_path, "audit", "--format", "json")
+    assert (audit.returncode, json.loads(audit.stdout)) == (0, []), audit.stderr[-2000:]
+
+
+def test_the_embedded_broker_killed_is_restarted_and_nothing_is_lost(tmp_path: Path) -> None:
+    trades = load_trades([BTCUSDT_CAPTURE, ETHUSDT_CAPTURE])
+    with LocalExchange.replaying(trades, SPEED) as exchange:
+        exchange.ping_interval_s = exchange.ping_timeout_s = 2.0
+        runs = UpRuns(
+            tmp_path, exchange, SYMBOLS, INGEST__HEAL_EVERY_S="2", INGEST__HEAL_SETTLE_S="2"
+        )
+        up = runs.start()
+        try:
+            wait_for(lambda: runs.health()["produced"] > 5000, 120, "trades flowing")
+            (broker,) = children_of(up.pid)
+            os.kill(broker, signal.SIGKILL)  # every record of every topic is gone with it
+            restarted = wait_for(
+                lambda: [pid for pid in children_of(up.pid) if pid != broker and alive(pid)],
+                60, "up to start its broker again",
+            )  # fmt: skip
+            exchange.wait_done(300)
+            total = len(exchange.trades)
+            wait_for(lambda: runs.stored_trades() >= total, 240, f"all {total} trades stored")
+            healed = runs.health()["ledger"]["healedTrades"]
+            assert runs.stop() == 0, runs.logs()
+        finally:
+            if up.poll() is None:
+                up.kill()
+    print(f"broker {broker} killed, restarted as {restarted}; {healed} trades healed")
+    happened = [as_message(trade) for trade in exchange.trades]
+    for symbol in SYMBOLS:
+        assert_bars_equal_reference(
+            runs.stored_bars(symbol), [t for t in happened if t.symbol == symbol]
+        )
     audit = run_cli(tmp_path, "audit", "--format", "json")
     assert (audit.returncode, json.loads(audit.stdout)) == (0, []), audit.stderr[-2000:]

@@ -196,6 +196,12 @@ class Ingestor:
         if self.producer is not None:
             await self.producer.wait_for_room()
 
+    def broker_restarted(self) -> None:
+        """The broker lost its state (any thread): a new producer; the heal loop fetches what
+        the broker lost."""
+        if self.producer is not None:
+            self.producer.replace()
+
     def on_connected(self, symbols: tuple[str, ...]) -> None:
         if self.tail is not None and self.tail.enabled:
             self.tail.connected(symbols)
