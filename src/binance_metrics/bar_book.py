@@ -67,9 +67,13 @@ class BarBook:
         :class:`Fragment`, which keeps its trades).
         """
         previous = self.bars.get(window)
-        if previous is None and self.windows and (
-            window < self.windows[-1] - self.history
-            or (isinstance(item, Fragment) and item.backfilled and window < self.windows[0])
+        if (
+            previous is None
+            and self.windows
+            and (
+                window < self.windows[-1] - self.history
+                or (isinstance(item, Fragment) and item.backfilled and window < self.windows[0])
+            )
         ):
             fragment = item if isinstance(item, Fragment) else _bar_only(window, item)
             return BookUpdate(forward=fragment)

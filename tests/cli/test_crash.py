@@ -4,6 +4,7 @@ stored bars equal the reference klines of every trade the exchange made, each tr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -24,9 +25,15 @@ KILLS = 5
 SEED = int(os.environ.get("CRASH_SEED", "20240809"))
 
 
+def all_dead(pids: list[int]) -> bool:
+    return not any(alive(pid) for pid in pids)
+
+
 def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    plan = [(round(rng.uniform(1.0, 9.0), 2), round(rng.uniform(0.5, 3.0), 2)) for _ in range(KILLS)]
+    plan = [
+        (round(rng.uniform(1.0, 9.0), 2), round(rng.uniform(0.5, 3.0), 2)) for _ in range(KILLS)
+    ]
     # Printed with every failure: the moments (seconds after each start) and the downtimes.
     context = f"seed {SEED}, kill plan (after start s, down s): {plan}"
     trades = load_trades([BTCUSDT_CAPTURE, ETHUSDT_CAPTURE])
@@ -44,7 +51,7 @@ def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path
                 orphans = runs.kill()
                 brokers += orphans
                 wait_for(
-                    lambda: not any(alive(pid) for pid in orphans), 30,
+                    functools.partial(all_dead, orphans), 30,
                     f"the broker {orphans} to die with its parent ({context})",
                 )  # fmt: skip
                 time.sleep(down_s)  # the market trades on

@@ -59,7 +59,9 @@ def test_heal_minute_fetches_every_id_between_the_stored_bars_around_it(
     empty_store.insert_bars([BarUpdate(SYMBOL, lost_start, bar_of(lost[: len(lost) // 2]))])
     produced: list[TradeMessage] = []
     with LocalExchange(trades, rest_serves_all=True) as exchange:
-        result = asyncio.run(healer(exchange, empty_store, produced).heal_minute(SYMBOL, lost_start))
+        result = asyncio.run(
+            healer(exchange, empty_store, produced).heal_minute(SYMBOL, lost_start)
+        )
     assert result.unfilled is None
     assert [t.trade_id for t in produced] == [t.id for t in lost]
     assert all(t.backfilled for t in produced), "healed trades are marked as fetched over REST"
@@ -78,4 +80,7 @@ def test_ids_rest_does_not_have_are_reported_not_dropped(empty_store: Store) -> 
         result = asyncio.run(heal.fetch_range(SYMBOL, first - 10, first + 9))
     assert [t.trade_id for t in produced] == list(range(first, first + 10))
     assert result.produced == 10
-    assert result.unfilled == f"REST has no trades {first - 10}..{first - 1} (older than Binance keeps?)"
+    assert (
+        result.unfilled
+        == f"REST has no trades {first - 10}..{first - 1} (older than Binance keeps?)"
+    )

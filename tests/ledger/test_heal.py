@@ -64,7 +64,9 @@ def test_a_hole_the_backfill_gave_up_is_healed_and_the_bars_are_exact(tmp_path: 
     assert len(dropped) == DROPPED
     assert health["symbols"]["BTCUSDT"]["unfilled"] == DROPPED, "the gap filler gave the gap up"
     assert health["ledger"]["healedTrades"] >= DROPPED, health["ledger"]
-    assert_bars_equal_reference(runs.stored_bars("BTCUSDT"), [as_message(t) for t in exchange.trades])
+    assert_bars_equal_reference(
+        runs.stored_bars("BTCUSDT"), [as_message(t) for t in exchange.trades]
+    )
     audit = run_cli(tmp_path, "audit", "--format", "json")
     assert (audit.returncode, json.loads(audit.stdout)) == (0, []), audit.stderr[-2000:]
 

@@ -167,7 +167,9 @@ class RestBackfill:
                 params["symbols"] = json.dumps(batch, separators=(",", ":"))
             weight = TICKER_WEIGHT if batch else TICKER_ALL_WEIGHT
             rows = await self._get(TICKER_24HR, params, _ticker_decoder, weight, "ticker")
-            latest.update((r.symbol, r.lastId) for r in rows if r.symbol in wanted and r.lastId >= 0)
+            latest.update(
+                (r.symbol, r.lastId) for r in rows if r.symbol in wanted and r.lastId >= 0
+            )
         return latest
 
     async def _get(

@@ -114,8 +114,9 @@ class Resume:
                 self.topic,
                 scan.error,
                 scan.seconds,
-                "resuming from the store only" if stored else "not resuming; trades made while "
-                "the ingestor was down are not backfilled",
+                "resuming from the store only"
+                if stored
+                else "not resuming; trades made while the ingestor was down are not backfilled",
             )
             if not stored:
                 return

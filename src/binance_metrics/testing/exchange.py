@@ -115,7 +115,9 @@ class ExchangeLog:
     sessions: list[Session] = field(default_factory=list)
     rest_calls: list[RestCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
-    ticker_calls: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)  # (time, symbols)
+    ticker_calls: list[tuple[float, tuple[str, ...]]] = field(
+        default_factory=list
+    )  # (time, symbols)
     shutdowns_sent: int = 0
 
 
