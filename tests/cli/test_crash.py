@@ -35,7 +35,7 @@ def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path
         (round(rng.uniform(1.0, 9.0), 2), round(rng.uniform(0.5, 3.0), 2)) for _ in range(KILLS)
     ]
     # Printed with every failure: the moments (seconds after each start) and the downtimes.
-    context = f"seed {SEED}, kill plan (after start s, down s): {plan}"
+    context = f"seed {SEED}, kill plan (s after the broker started, s down): {plan}"
     trades = load_trades([BTCUSDT_CAPTURE, ETHUSDT_CAPTURE])
     with LocalExchange.replaying(trades, SPEED) as exchange:
         exchange.ping_interval_s = exchange.ping_timeout_s = 2.0
@@ -43,7 +43,10 @@ def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path
         brokers: list[int] = []
         try:
             for after_s, down_s in plan:
-                runs.start()
+                up = runs.start()
+                # The moments count from the broker's start: up is then opening the store,
+                # resuming, backfilling or running, and there is a broker to orphan.
+                wait_for(lambda: children_of(up.pid), 120, f"up to start its broker ({context})")
                 time.sleep(after_s)
                 assert runs.process is not None and runs.process.poll() is None, (
                     f"{context}\n{runs.logs()}"

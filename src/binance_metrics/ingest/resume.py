@@ -48,7 +48,7 @@ from binance_metrics.errors import InvalidTradeError
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.kafka.config import KafkaConnection
-from binance_metrics.store.checkpoint import StoredTail, stored_tails
+from binance_metrics.store.checkpoint import StoredTail, start_points, stored_tails
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.trades import decode_trade
 
@@ -81,9 +81,11 @@ class Resume:
             return
         loop = asyncio.get_running_loop()
         stored: dict[str, StoredTail] = {}
+        starts: dict[str, int] = {}
         if store is not None:
             try:
                 stored = await loop.run_in_executor(None, stored_tails, store, list(sequences))
+                starts = await loop.run_in_executor(None, start_points, store, list(sequences))
             except Exception as exc:  # noqa: BLE001 - the resume goes on from Kafka alone
                 log.error("could not read the last stored bars (%s): resuming from Kafka", exc)
         scan = await loop.run_in_executor(
@@ -97,17 +99,20 @@ class Resume:
                 timeout_s=tuning.resume_timeout_s,
             ),
         )
-        self.apply(scan, sequences, stored)
+        self.apply(scan, sequences, stored, starts)
 
     def apply(
         self,
         scan: TailScan,
         sequences: Mapping[str, SymbolSequence],
         stored: Mapping[str, StoredTail] | None = None,
+        starts: Mapping[str, int] | None = None,
     ) -> None:
         """Seed each symbol's sequence after its last id in ``scan``, or before its last stored
-        minute when Kafka does not reach the store's newest trade; nothing if both failed."""
+        minute when Kafka does not reach the store's newest trade, or, with nothing stored yet,
+        before the trade an earlier run started at; nothing if all failed."""
         stored = stored or {}
+        starts = starts or {}
         if scan.error is not None:
             log.error(
                 "could not read the end of %s (%s, %.1f s): %s",
@@ -118,7 +123,7 @@ class Resume:
                 if stored
                 else "not resuming; trades made while the ingestor was down are not backfilled",
             )
-            if not stored:
+            if not stored and not starts:
                 return
             scan = TailScan()
         log.info(
@@ -140,6 +145,14 @@ class Resume:
                     symbol, tail.last_trade_id,
                     "Kafka none" if last is None else f"Kafka only up to {last}",
                     tail.resume_after, tail.window_start_ms,
+                )  # fmt: skip
+                continue
+            start = starts.get(symbol)
+            if tail is None and start is not None and (last is None or last < start):
+                self._seed(sequence, start - 1)
+                log.info(
+                    "%s: no bar stored yet: resuming before trade %d, where an earlier run "
+                    "started", symbol, start,
                 )  # fmt: skip
                 continue
             if last is None:

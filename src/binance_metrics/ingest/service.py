@@ -39,6 +39,7 @@ from binance_metrics.ingest.tail import TailWatch
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
+from binance_metrics.store.checkpoint import record_start
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms
 
@@ -165,6 +166,8 @@ class Ingestor:
             symbol = trade.symbol
             self.last_trade_at[symbol] = time.monotonic()
             sequence = self.sequences[symbol]
+            if sequence.next_id is None and self.store is not None:
+                self._record_start(symbol, trade.trade_id)
             awaiting = self._awaiting
             give_up = (
                 self.resume.judge(sequence, trade.trade_id)
@@ -195,6 +198,21 @@ class Ingestor:
     async def wait_for_room(self) -> None:
         if self.producer is not None:
             await self.producer.wait_for_room()
+
+    def _record_start(self, symbol: str, trade_id: int) -> None:
+        """The symbol starts here, with nothing to resume from: the store keeps it (off the
+        loop) as the checkpoint until a first bar is stored."""
+        store = self.store
+        assert store is not None
+
+        def record() -> None:
+            try:
+                record_start(store, symbol, trade_id)
+            except Exception as exc:  # noqa: BLE001 - a crash before the first bar loses more
+                log.warning("%s: could not record the start at trade %d: %s", symbol, trade_id,
+                            exc)  # fmt: skip
+
+        asyncio.get_running_loop().run_in_executor(None, record)
 
     def broker_restarted(self) -> None:
         """The broker lost its state (any thread): a new producer; the heal loop fetches what

@@ -9,6 +9,10 @@ trades: the complete bar has more trades than any partial one written before, so
 (the table keeps the version with the most trades), and trades already stored are not counted
 twice (a new dataflow counts each trade id once; an older minute's re-sent trades are merged into
 the stored bar by its ``trade_ids``, :mod:`binance_metrics.store.stale`).
+
+Before the first bar of a symbol is stored, the checkpoint is where the ingestor started it
+(:func:`record_start`, table ``binance.ingest_starts``): a crash in the first minute of the
+first run then still backfills from that trade on (:func:`start_points`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from binance_metrics.store.clickhouse import BARS_TABLE, Store
+
+STARTS_TABLE = "binance.ingest_starts"
 
 
 @dataclass(frozen=True)
@@ -46,3 +52,22 @@ def stored_tails(store: Store, symbols: Sequence[str]) -> dict[str, StoredTail]:
         str(symbol): StoredTail(int(start), int(first), int(last))
         for symbol, start, first, last in rows
     }
+
+
+def record_start(store: Store, symbol: str, first_trade_id: int) -> None:
+    """The ingestor started ``symbol`` at ``first_trade_id`` with nothing to resume from."""
+    store.command(
+        f"INSERT INTO {STARTS_TABLE} (symbol, first_trade_id) VALUES ({{symbol:String}}, "
+        "{first:Int64})",
+        {"symbol": symbol, "first": first_trade_id},
+    )
+
+
+def start_points(store: Store, symbols: Sequence[str]) -> dict[str, int]:
+    """symbol -> the first trade id the ingestor ever started it at (``record_start``)."""
+    rows = store.query(
+        f"SELECT symbol, min(first_trade_id) FROM {STARTS_TABLE} "
+        "WHERE symbol IN {symbols:Array(String)} GROUP BY symbol",
+        {"symbols": list(symbols)},
+    )
+    return {str(symbol): int(first) for symbol, first in rows}
