@@ -68,8 +68,8 @@ def _write_table(holes: list[Hole], out: TextIO) -> None:
         rows.append([str(record[name]) for name in COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        out.write("\n")
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        out.write("  ".join(cells).rstrip() + "\n")
     gaps = sum(hole.missing_trades for hole in holes if hole.kind == "gap")
     doubled = sum(hole.missing_trades for hole in holes if hole.kind == "overlap")
     out.write(f"{len(holes)} holes: {gaps} trades missing, {doubled} counted twice\n")

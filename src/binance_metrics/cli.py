@@ -129,10 +129,16 @@ def _parser() -> argparse.ArgumentParser:
         "gap (ids no bar counts) and overlap (ids counted twice) with the minutes it affects. "
         "Exit status 0 when complete, 1 when not. See docs/ledger.md.",
     )
-    audit.add_argument("--symbol", help="only this symbol (any case; default: all)")
-    audit.add_argument("--start", type=time_value, help="first open time: ISO or epoch ms")
-    audit.add_argument("--end", type=time_value, help="open times before this: ISO or epoch ms")
-    audit.add_argument("--format", choices=["table", "json"], default="table")
+    audit.add_argument("--symbol", help="only this symbol, any case (default: all)")
+    audit.add_argument(
+        "--start", type=time_value, help="first open time: ISO or epoch ms (default: the first bar)"
+    )
+    audit.add_argument(
+        "--end", type=time_value, help="open times before this: ISO or epoch ms (default: no end)"
+    )
+    audit.add_argument(
+        "--format", choices=["table", "json"], default="table", help="json: a list of holes"
+    )
     return parser
 
 

@@ -15,7 +15,13 @@ import pytest
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import error_line, on_the_store, run_cli
-from tests.support.data import BTCUSDT_CAPTURE, ETHUSDT_CAPTURE, XRPETH_AGG_TRADES
+from tests.support.data import (
+    BTCUSDT_CAPTURE,
+    BTCUSDT_FUTURES_CAPTURE,
+    ETHUSDT_CAPTURE,
+    INSURANCE_FUND_TRADE_ID,
+    XRPETH_AGG_TRADES,
+)
 
 MINUTE_MS = 60_000
 #: The busiest XRPETH minute: 230 aggTrades, 246 raw trades.
@@ -149,3 +155,26 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
         run_cli(tmp_path, "audit", "--start", "2024-08-09T01:00", "--end", "2024-08-09"), 2
     )
     assert line.startswith("binance-metrics: --start (2024-08-09T01:00:00+00:00) must be"), line
+
+
+def test_a_futures_trade_klines_exclude_is_accounted_for_not_missing(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "replay", str(BTCUSDT_FUTURES_CAPTURE))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not a market trade (X=INSURANCE_FUND)" in result.stderr
+    assert _audit_json(tmp_path) == (0, [])
+
+    # Without its record in the ledger, the dead-lettered trade's id would be a hole.
+    on_the_store(tmp_path, "TRUNCATE TABLE binance.accounted_trades")
+    minute = 1_680_652_860_000  # 2023-04-05T00:01Z: the trade and its neighbours
+    assert _audit_json(tmp_path) == (
+        1,
+        [
+            {
+                "symbol": "BTCUSDT", "kind": "gap",
+                "first_missing_id": INSURANCE_FUND_TRADE_ID,
+                "last_missing_id": INSURANCE_FUND_TRADE_ID, "missing_trades": 1,
+                "first_minute_ms": minute, "last_minute_ms": minute,
+                "first_minute": "2023-04-05T00:01:00Z", "last_minute": "2023-04-05T00:01:00Z",
+            }
+        ],
+    )  # fmt: skip

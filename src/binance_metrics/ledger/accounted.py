@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
+from binance_metrics.fragments import NOT_MARKET
 from binance_metrics.ledger.holes import ACCOUNTED_TABLE
 from binance_metrics.store.clickhouse import Store
+from binance_metrics.trades import Rejected, decode_trade
 
 _COLUMNS: Final = ("symbol", "first_trade_id", "last_trade_id", "trade_time", "reason")
 
@@ -38,3 +40,15 @@ def record_accounted(store: Store, entries: Sequence[AccountedTrades]) -> None:
         for e in entries
     ]  # fmt: skip
     store.insert(ACCOUNTED_TABLE, rows, _COLUMNS)
+
+
+def accounted_trades(rejected: Rejected) -> AccountedTrades | None:
+    """The ids of a dead-lettered trade that klines exclude on purpose, or None (any other
+    rejection: its ids, if it has any, are not accounted for)."""
+    if rejected.kind != NOT_MARKET:
+        return None
+    trade = decode_trade(rejected.payload)
+    return AccountedTrades(
+        trade.symbol, trade.trade_id, trade.last_trade_id, trade.trade_time_ms,
+        f"X={trade.trade_type}",
+    )  # fmt: skip
