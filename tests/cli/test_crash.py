@@ -46,7 +46,10 @@ def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path
                 up = runs.start()
                 # The moments count from the broker's start: up is then opening the store,
                 # resuming, backfilling or running, and there is a broker to orphan.
-                wait_for(lambda: children_of(up.pid), 120, f"up to start its broker ({context})")
+                wait_for(
+                    functools.partial(children_of, up.pid), 120,
+                    f"up to start its broker ({context})",
+                )  # fmt: skip
                 time.sleep(after_s)
                 assert runs.process is not None and runs.process.poll() is None, (
                     f"{context}\n{runs.logs()}"
