@@ -14,8 +14,9 @@ Other routers (the candle page at ``/``) may be added with ``app.include_router`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -35,11 +36,13 @@ def create_app(
     settings: Settings,
     kafka: KafkaConnection,
     checks: Mapping[str, Check] | None = None,
+    info: Callable[[], Mapping[str, Any]] | None = None,
     store: Store | None = None,
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
-    are reported by ``/health`` next to the ingestor's own state. ``store``: the bars store
-    (the resume's checkpoint)."""
+    are reported by ``/health`` next to the ingestor's own state; ``info`` adds parts that
+    describe the process without judging it (``up``: ``"exchange"``). ``store``: the bars
+    store (the resume's checkpoint, the ledger the heal loop repairs)."""
     ingestor = Ingestor(settings, kafka, store)
 
     @asynccontextmanager
@@ -67,6 +70,8 @@ def create_app(
     @app.get("/health")
     async def health() -> JSONResponse:
         ok, body = ingestor.health(checks)
+        if info is not None:
+            body.update(info())
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
