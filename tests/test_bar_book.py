@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from binance_metrics.bar_book import BarBook, WindowBar
 from binance_metrics.bars import Bar
+from binance_metrics.fragments import FoldedTrade, Fragment
 from binance_metrics.trades import TradeMessage
 from tests.support.oracle import MINUTE_MS, as_fields, reference_klines
 from tests.support.strategies import symbol_trades
@@ -164,3 +165,29 @@ def test_the_book_holds_exactly_the_windows_of_its_history(
     windows = {trade.trade_time_ms // MINUTE_MS for trade in admitted}
     assert book.windows == sorted(book.bars)
     assert set(book.bars) == {window for window in windows if window >= max(windows) - history}
+
+
+def _fragment(window: int, *trades: tuple[int, int], backfilled: bool) -> Fragment:
+    folded = bar(*trades)
+    folded_trades = [FoldedTrade(i, i, price, 1, False) for i, price in trades]
+    return Fragment(SYMBOL, window, folded, 0, folded_trades, backfilled=backfilled)
+
+
+def test_backfilled_trades_of_a_minute_before_the_first_held_go_to_the_stored_bar() -> None:
+    # A restarted dataflow holds minutes from 10 on; trades of minute 5 fetched over REST (a hole
+    # healed) belong to the bar an earlier run stored: forwarded, never a bar of their own.
+    book = BarBook(history=100)
+    book.update(10, bar((50, 100)))
+    healed = _fragment(5, (7, 90), (8, 95), backfilled=True)
+    update = book.update(5, healed)
+    assert update.forward is healed and update.bars == []
+    assert book.windows == [10]
+
+
+def test_live_trades_of_a_minute_before_the_first_held_are_the_books_to_merge() -> None:
+    book = BarBook(history=100)
+    book.update(10, bar((50, 100)))
+    late = _fragment(8, (7, 90), backfilled=False)
+    update = book.update(8, late)
+    assert update.forward is None
+    assert update.bars == [WindowBar(8, bar((7, 90))), *fillers([9], 90)]

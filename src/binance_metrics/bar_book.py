@@ -10,7 +10,11 @@ What reaches the book has been checked for repeated trade ids by the seen-trades
 (:mod:`binance_metrics.seen_trades`), except fragments for windows that step no longer
 remembers: the book takes out of those the trades its bar already counts. A fragment for a window
 older than the book's own history is not the book's to merge: it is forwarded
-(:class:`~binance_metrics.fragments.StaleFragment`) for the sink to merge into the stored bar.
+(:class:`~binance_metrics.fragments.StaleFragment`) for the sink to merge into the stored bar. So
+is a late fragment of backfilled trades for a window before the first the book holds: this run
+of the dataflow never saw that minute, whose bar an earlier run stored (a dataflow restarted
+without its recovery state, then the trades of a hole fetched over REST); written as it is, it
+would compete with the stored bar instead of completing it.
 
 It also produces Binance's zero-trade bars: every window between two bars the book holds that has
 no trades gets O = H = L = C = previous close, volume 0 — only windows the book knows to be empty,
@@ -64,7 +68,14 @@ class BarBook(PickleCopied):
         :class:`Fragment`, which keeps its trades).
         """
         previous = self.bars.get(window)
-        if previous is None and self.windows and window < self.windows[-1] - self.history:
+        if (
+            previous is None
+            and self.windows
+            and (
+                window < self.windows[-1] - self.history
+                or (isinstance(item, Fragment) and item.backfilled and window < self.windows[0])
+            )
+        ):
             fragment = item if isinstance(item, Fragment) else _bar_only(window, item)
             return BookUpdate(forward=fragment)
         result = BookUpdate()

@@ -363,8 +363,15 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             "(the trades must outlive it); `binance-metrics up` is the all-in-one pipeline with "
             "an embedded broker"
         )
+    store = None
+    if settings.CLICKHOUSE_URL is not None:
+        from binance_metrics.store.clickhouse import open_store
+
+        # The checkpoint of the resume and the ledger the heal loop repairs (a server: the
+        # embedded store belongs to the process that runs the dataflow).
+        store = open_store(settings.clickhouse_dsn)
     with kafka_for(settings) as kafka:
-        serve(settings, kafka)
+        serve(settings, kafka, store)
     return 0
 
 

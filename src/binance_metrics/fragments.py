@@ -45,6 +45,8 @@ class Fragment:
     #: True while the trades came in as one run of consecutive ids, each once (the live case):
     #: then the ids are exactly ``bar.first_trade_id..bar.last_trade_id``.
     consecutive: bool = True
+    #: True when every trade was fetched over REST (a gap filled, a hole healed), none live.
+    backfilled: bool = False
 
     def ids(self) -> IdRuns:
         """The trade ids of the fragment (every id of every aggregate)."""
@@ -81,7 +83,9 @@ class Fragment:
         for first_id, last_id, price, quantity, buyer_is_maker in kept:
             bar.add(price, quantity, first_id, last_id, buyer_is_maker)
         # ``kept`` is sorted and free of overlaps, but may have holes: not ``consecutive``.
-        fragment = Fragment(self.symbol, self.window, bar, self.max_trade_time_ms, kept, False)
+        fragment = Fragment(
+            self.symbol, self.window, bar, self.max_trade_time_ms, kept, False, self.backfilled
+        )
         return fragment, duplicates, conflicts
 
 
@@ -125,9 +129,11 @@ def preaggregate(
         fragment = groups.get((trade.symbol, window))
         if fragment is None:
             fragment = groups[(trade.symbol, window)] = Fragment(
-                trade.symbol, window, Bar(), trade.trade_time_ms
+                trade.symbol, window, Bar(), trade.trade_time_ms, backfilled=trade.backfilled
             )
         else:
+            if not trade.backfilled:
+                fragment.backfilled = False
             if trade.trade_time_ms > fragment.max_trade_time_ms:
                 fragment.max_trade_time_ms = trade.trade_time_ms
             if trade.trade_id != fragment.bar.last_trade_id + 1:

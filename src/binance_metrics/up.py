@@ -94,7 +94,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
                 len(local.symbols),
                 ", ".join(local.symbols[:10]) + (", ..." if len(local.symbols) > 10 else ""),
             )
-        kafka = stack.enter_context(kafka_for(settings))
+        # After a restart of the embedded broker (empty topics), the producer starts afresh.
+        broker_restarted: list[Callable[[], None]] = []
+        kafka = stack.enter_context(kafka_for(settings, broker_restarted))
         store = open_store(settings.clickhouse_dsn)
 
         stats = FlowStats()
@@ -117,8 +119,11 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
             source_of_bars = _exchange_info(settings, demo)
-            app = create_app(settings, kafka, checks, lambda: {"exchange": source_of_bars()})
+            app = create_app(
+                settings, kafka, checks, lambda: {"exchange": source_of_bars()}, store=store
+            )
             ingestor = app.state.ingestor
+            broker_restarted.append(ingestor.broker_restarted)
             # The names of SYMBOLS; ALL and patterns are not symbols to offer.
             names = tuple(s for s in settings.SYMBOLS if not is_pattern(s))
             app.include_router(create_router(lambda: store, names))

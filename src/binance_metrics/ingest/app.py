@@ -27,6 +27,7 @@ from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,13 @@ def create_app(
     kafka: KafkaConnection,
     checks: Mapping[str, Check] | None = None,
     info: Callable[[], Mapping[str, Any]] | None = None,
+    store: Store | None = None,
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
     are reported by ``/health`` next to the ingestor's own state; ``info`` adds parts that
-    describe the process without judging it (``up``: ``"exchange"``)."""
-    ingestor = Ingestor(settings, kafka)
+    describe the process without judging it (``up``: ``"exchange"``). ``store``: the bars
+    store (the resume's checkpoint, the ledger the heal loop repairs)."""
+    ingestor = Ingestor(settings, kafka, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +86,7 @@ def create_app(
     return app
 
 
-def serve(settings: Settings, kafka: KafkaConnection) -> None:
+def serve(settings: Settings, kafka: KafkaConnection, store: Store | None = None) -> None:
     """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush)."""
-    app = create_app(settings, kafka)
+    app = create_app(settings, kafka, store=store)
     serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, settings.LOG_LEVEL.lower())

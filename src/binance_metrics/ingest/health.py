@@ -97,6 +97,8 @@ def health(
         "feeds": feeds(ingestor),
         **checked,
     }
+    if ingestor.healer is not None:
+        body["ledger"] = ingestor.healer.health_body()
     return not problems, body
 
 

@@ -31,13 +31,17 @@ from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.discovery import SymbolSelection, SymbolWatch, initial_symbols
 from binance_metrics.ingest.frames import Control, FrameParser
 from binance_metrics.ingest.gaps import GapFiller
+from binance_metrics.ingest.heal import Healer
 from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import Resume
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, place, shard_symbols
+from binance_metrics.ingest.tail import TailWatch
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
 from binance_metrics.settings import Settings
+from binance_metrics.store.checkpoint import record_start
+from binance_metrics.store.clickhouse import Store
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,10 @@ class Ingestor:
     It is the connections' :class:`~binance_metrics.ingest.stream.FrameConsumer`.
     """
 
-    def __init__(self, settings: Settings, kafka: KafkaConnection) -> None:
+    def __init__(
+        self, settings: Settings, kafka: KafkaConnection, store: Store | None = None
+    ) -> None:
+        """``store``: the bars store, the resume's checkpoint next to Kafka (optional)."""
         self.settings = settings
         self.tuning = tuning = settings.INGEST
         self.topic = settings.KAFKA_TOPIC
@@ -71,8 +78,11 @@ class Ingestor:
         self.produced: dict[str, int] = {}  # acknowledged trades
         self.dlq = 0  # dead letters produced
         self._kafka = kafka
+        self.store = store
         self.producer: KafkaProducer | None = None
         self.gaps: GapFiller | None = None
+        self.tail: TailWatch | None = None
+        self.healer: Healer | None = None
         self.shards: list[Shard] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._shard_tasks: dict[Shard, asyncio.Task[None]] = {}
@@ -98,7 +108,7 @@ class Ingestor:
         except BaseException:
             await rest.aclose()
             raise
-        await self.resume.seed(self._kafka, self.sequences)
+        await self.resume.seed(self._kafka, self.sequences, self.store)
         self.producer = KafkaProducer(
             self._kafka,
             max_buffered_messages=tuning.max_buffered_messages,
@@ -109,6 +119,15 @@ class Ingestor:
             on_error=self._on_delivery_error,
         ).start()
         self.gaps = GapFiller(self.sequences, rest, tuning, self._dead_letter)
+        self.tail = TailWatch(
+            self.sequences, rest, self.gaps, self.last_trade_at, tuning, self.resume.awaiting
+        )
+        if self.tail.enabled:
+            self._tasks.append(asyncio.create_task(self.tail.run(), name="tail-watch"))
+        if self.store is not None and tuning.heal_every_s > 0:
+            self.healer = Healer(self.store, rest, self._emit, self.sequences, tuning)
+            self.metrics.add_state_collector(self.healer.collect)
+            self._tasks.append(asyncio.create_task(self.healer.run(), name="heal"))
         for group in shard_symbols(self.symbols, tuning.streams_per_connection):
             self._open_shard(group)
         if self.selection.needs_discovery:
@@ -212,6 +231,8 @@ class Ingestor:
             symbol = trade.symbol
             self.last_trade_at[symbol] = time.monotonic()
             sequence = self.sequences[symbol]
+            if sequence.next_id is None and self.store is not None:
+                self._record_start(symbol, trade.trade_id)
             awaiting = self._awaiting
             give_up = (
                 self.resume.judge(sequence, trade.trade_id)
@@ -242,6 +263,31 @@ class Ingestor:
     async def wait_for_room(self) -> None:
         if self.producer is not None:
             await self.producer.wait_for_room()
+
+    def _record_start(self, symbol: str, trade_id: int) -> None:
+        """The symbol starts here, with nothing to resume from: the store keeps it (off the
+        loop) as the checkpoint until a first bar is stored."""
+        store = self.store
+        assert store is not None
+
+        def record() -> None:
+            try:
+                record_start(store, symbol, trade_id)
+            except Exception as exc:  # noqa: BLE001 - a crash before the first bar loses more
+                log.warning("%s: could not record the start at trade %d: %s", symbol, trade_id,
+                            exc)  # fmt: skip
+
+        asyncio.get_running_loop().run_in_executor(None, record)
+
+    def broker_restarted(self) -> None:
+        """The broker lost its state (any thread): a new producer; the heal loop fetches what
+        the broker lost."""
+        if self.producer is not None:
+            self.producer.replace()
+
+    def on_connected(self, symbols: tuple[str, ...]) -> None:
+        if self.tail is not None and self.tail.enabled:
+            self.tail.connected(symbols)
 
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None

@@ -62,6 +62,9 @@ class FrameConsumer(Protocol):
     async def wait_for_room(self) -> None:
         """Return once the consumer can take frames again."""
 
+    def on_connected(self, symbols: tuple[str, ...]) -> None:
+        """A connection for ``symbols`` opened (trades may have been missed meanwhile)."""
+
 
 def stream_url(ws_url: str, symbols: Sequence[str]) -> str:
     """``wss://.../stream?streams=btcusdt@trade/ethusdt@trade`` (stream names are lower case)."""
@@ -331,6 +334,7 @@ class Shard:
                 self.reconnects += 1
                 self._metrics.reconnects.labels(reason).inc()
             log.info("connection %s open (%s, %d streams)", name, reason, len(conn.streams))
+            self._consumer.on_connected(self.symbols)
             return conn
 
     async def _sleep_backoff(self) -> None:

@@ -27,6 +27,11 @@ BINANCE_ATTEMPT_WINDOW_S: Final = 300.0
 BINANCE_WEIGHT_PER_MINUTE: Final = 6000
 HISTORICAL_TRADES_WEIGHT: Final = 25
 EXCHANGE_INFO_WEIGHT: Final = 20
+#: ``GET /api/v3/ticker/24hr``: weight 2 for 1 to 20 symbols (``symbols=[...]``), 80 for all
+#: symbols at once (no parameter); 21 to 100 symbols cost 40, never cheaper than 20 at a time.
+TICKER_SYMBOLS_PER_CALL: Final = 20
+TICKER_WEIGHT: Final = 2
+TICKER_ALL_WEIGHT: Final = 80
 #: librdkafka's upper bound of ``queue.buffering.max.messages``.
 _LIBRDKAFKA_MAX_QUEUE: Final = 2_147_483_647
 
@@ -100,6 +105,18 @@ class IngestTuning(BaseModel):
         default=5000, ge=HISTORICAL_TRADES_WEIGHT, le=BINANCE_WEIGHT_PER_MINUTE
     )
     """Request weight per minute the backfill may use; over it, it waits for the next minute."""
+    tail_check_s: float = Field(default=10.0, ge=0)
+    """How often symbols without a live trade for ``quiet_after_s`` (and, once, the symbols of a
+    connection just (re)opened) have their latest trade id asked over REST (ticker), so that
+    trades missed at the tail are backfilled without waiting for the next trade; 0: never."""
+    quiet_after_s: float = Field(default=20.0, gt=0)
+    """A symbol without a live trade for this long is checked every ``tail_check_s``."""
+    heal_every_s: float = Field(default=60.0, ge=0)
+    """How often the ledger of the stored bars is checked and its gaps fetched over REST and
+    produced again (only with a store: ``up``, or ``ingest`` with ``CLICKHOUSE_URL``); 0: never."""
+    heal_settle_s: float = Field(default=30.0, ge=0)
+    """A gap is healed once its last minute closed this long ago (the dataflow may still be
+    writing newer minutes)."""
     max_pending_per_symbol: int = Field(default=200_000, ge=1)
     """Trades held behind one symbol's gap before the gap is given up (memory bound)."""
 

@@ -1,4 +1,5 @@
-"""A local Binance: the combined-stream WebSocket and ``/api/v3/historicalTrades``, on 127.0.0.1.
+"""A local Binance: the combined-stream WebSocket, ``/api/v3/historicalTrades`` and
+``/api/v3/ticker/24hr``, on 127.0.0.1.
 
 It serves what the ingestor uses of Binance:
 
@@ -13,7 +14,10 @@ It serves what the ingestor uses of Binance:
   ``unlisted`` at the start; :class:`~binance_metrics.testing.faults.Listing` and ``Delisting``
   change it during the run);
 * ``GET /api/v3/historicalTrades?symbol=&fromId=&limit=``: the trades that have happened (or all
-  of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them.
+  of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them;
+* ``GET /api/v3/ticker/24hr?symbols=["BTCUSDT",...]`` (or ``symbol=``, or neither: every
+  symbol): each symbol's ``firstId``, ``lastId`` and ``count`` of the trades that have happened
+  (``-1`` and 0 before the first), the fields the ingestor reads (:func:`ticker_24hr`).
 
 A *market* walks the trades in order; a trade has happened once the market passed it, whether it
 was sent or not. The market opens when every stream has a listener (or, ``open_on_first_listener``,
@@ -71,6 +75,7 @@ log = logging.getLogger(__name__)
 
 HISTORICAL_TRADES = "/api/v3/historicalTrades"
 EXCHANGE_INFO = "/api/v3/exchangeInfo"
+TICKER_24HR = "/api/v3/ticker/24hr"
 MAX_LIMIT = 1000
 MAX_STREAMS = 1024  # per connection, as on Binance
 
@@ -125,6 +130,9 @@ class ExchangeLog:
     sessions: list[Session] = field(default_factory=list)
     rest_calls: list[RestCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
+    ticker_calls: list[tuple[float, tuple[str, ...]]] = field(
+        default_factory=list
+    )  # (time, symbols)
     shutdowns_sent: int = 0
     exchange_info_calls: int = 0
     refused_subscriptions: int = 0  # SUBSCRIBE over 1024 streams
@@ -264,6 +272,8 @@ class LocalExchange:
             return await self._historical_trades(conn, parse_qs(url.query))
         if url.path == EXCHANGE_INFO:
             return self._exchange_info(conn)
+        if url.path == TICKER_24HR:
+            return self._ticker(conn, parse_qs(url.query))
         if len(_url_streams(request.path)) > MAX_STREAMS:
             return conn.respond(http.HTTPStatus.BAD_REQUEST, "more than 1024 streams\n")
         with self.lock:
@@ -307,6 +317,20 @@ class LocalExchange:
             ]
             self.log.exchange_info_calls += 1
         body = {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": symbols}
+        response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _ticker(self, conn: ServerConnection, query: dict[str, list[str]]) -> Response:
+        try:
+            asked = ticker_symbols(query, self.symbols)
+        except ValueError:
+            return conn.respond(http.HTTPStatus.BAD_REQUEST, '{"code":-1100,"msg":"bad symbols"}')
+        with self.lock:
+            self.log.ticker_calls.append((time.monotonic(), asked))
+        happened = {s: self._by_symbol.get(s, [])[: self._happened.get(s, 0)] for s in asked}
+        rows = [ticker_24hr(symbol, trades) for symbol, trades in happened.items()]
+        body = rows[0] if "symbol" in query else rows
         response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
         response.headers["Content-Type"] = "application/json"
         return response
@@ -551,6 +575,33 @@ def _url_streams(path: str) -> frozenset[str]:
     """The streams a connection URL names (``/stream?streams=a@trade/b@trade``), maybe none."""
     named = parse_qs(urlsplit(path).query).get("streams", [""])[0]
     return frozenset(stream for stream in named.split("/") if stream)
+
+
+def ticker_symbols(query: dict[str, list[str]], every: Sequence[str]) -> tuple[str, ...]:
+    """The symbols a ticker query asks for: ``symbol=X``, ``symbols=["X","Y"]`` or all."""
+    if "symbol" in query:
+        return (query["symbol"][0].upper(),)
+    if "symbols" in query:
+        names = json.loads(query["symbols"][0])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("symbols must be a JSON list of names")
+        return tuple(n.upper() for n in names)
+    return tuple(every)
+
+
+def ticker_24hr(symbol: str, happened: Sequence[MarketTrade]) -> dict[str, object]:
+    """The part of a ``/api/v3/ticker/24hr`` row that tells which trades exist (Binance answers
+    ``firstId``/``lastId`` -1 for a symbol without trades in the window)."""
+    if not happened:
+        return {"symbol": symbol, "firstId": -1, "lastId": -1, "count": 0}
+    return {
+        "symbol": symbol,
+        "lastPrice": str(happened[-1].data["p"]),
+        "firstId": happened[0].id,
+        "lastId": happened[-1].id,
+        "count": len(happened),
+        "closeTime": happened[-1].trade_time,
+    }
 
 
 def _as_binance_sends(raw: str | bytes) -> str | bytes:

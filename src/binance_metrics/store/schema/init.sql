@@ -55,6 +55,19 @@ ENGINE = ReplacingMergeTree
 ORDER BY (symbol, first_trade_id, last_trade_id)
 ;
 
+-- Where the ingestor started each symbol when nothing told it where to resume (no trade in Kafka,
+-- no bar stored): the resume's checkpoint until a first bar is stored, so that a crash of the
+-- very first run still backfills from its first trade (docs/healing.md).
+CREATE TABLE IF NOT EXISTS binance.ingest_starts
+(
+    symbol         LowCardinality(String),
+    first_trade_id Int64,
+    written_at     DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (symbol, first_trade_id)
+;
+
 -- Rollups: exact bars of 5m, 15m, 1h, 4h and 1d computed from the current 1-minute bars, so they
 -- follow every correction. A filler minute (no trades: O = H = L = C = previous close) must not
 -- lend its price to the open, high or low of a longer bar that has trades.
