@@ -155,10 +155,13 @@ class RestBackfill:
             self._not_before = max(self._not_before, next_call_at(int(used), self._weight_budget))
 
 
-def next_call_at(used_weight: int, budget: int, now: float | None = None) -> float:
-    """Wall-clock time of the next allowed call: now, or the next minute if over budget."""
+def next_call_at(
+    used_weight: int, budget: int, now: float | None = None, cost: int = HISTORICAL_TRADES_WEIGHT
+) -> float:
+    """Wall-clock time of the next allowed call (of weight ``cost``): now, or the next minute
+    if over budget."""
     now = time.time() if now is None else now
-    if used_weight + HISTORICAL_TRADES_WEIGHT <= budget:
+    if used_weight + cost <= budget:
         return now
     return now - now % 60 + 60  # Binance's weight window is the calendar minute
 

@@ -7,7 +7,9 @@ It serves what the ingestor uses of Binance:
   subscribed to its stream; the exchange pings every connection and cuts one that does not pong
   in time, as Binance does, and ignores what clients send (``SUBSCRIBE`` and the like);
 * ``GET /api/v3/historicalTrades?symbol=&fromId=&limit=``: the trades that have happened (or all
-  of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them.
+  of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them;
+* ``GET /api/v3/klines`` (and the futures paths), when given ``klines``: kline rows of a file,
+  paged as Binance pages them (:mod:`binance_metrics.testing.klines`).
 
 A *market* walks the trades in order; a trade has happened once the market passed it, whether it
 was sent or not. The market opens when every stream has a listener (or, ``open_on_first_listener``,
@@ -36,7 +38,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,6 +57,7 @@ from binance_metrics.testing.faults import (
     Shutdown,
     Silence,
 )
+from binance_metrics.testing.klines import KLINES_PATHS, WEIGHT, KlineRow, klines_page
 from binance_metrics.testing.market import MarketTrade, shifted_to_now
 from binance_metrics.trades import TradeMessage
 
@@ -91,6 +94,13 @@ class RestCall:
     status: int
 
 
+@dataclass(frozen=True)
+class KlinesCall:
+    path: str
+    query: str
+    status: int
+
+
 @dataclass(eq=False)  # identity equality: sessions live in a set
 class Session:
     """One client connection."""
@@ -109,6 +119,7 @@ class ExchangeLog:
     handshakes: list[tuple[float, str]] = field(default_factory=list)  # (time, "ok"|"refused")
     sessions: list[Session] = field(default_factory=list)
     rest_calls: list[RestCall] = field(default_factory=list)
+    klines_calls: list[KlinesCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
     shutdowns_sent: int = 0
 
@@ -130,14 +141,18 @@ class LocalExchange:
         rest_errors: Iterable[tuple[int, float]] = (),
         rest_serves_all: bool = False,
         start_gate: threading.Event | None = None,
+        klines: Mapping[str, Sequence[KlineRow]] | None = None,
     ) -> None:
         """``ping_*``: the exchange's own pings (often by default, so a test sees pongs).
         ``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
-        ``rest_serves_all``: REST serves trades before they happen (REST without a client)."""
-        if not trades:
+        ``rest_serves_all``: REST serves trades before they happen (REST without a client).
+        ``klines``: symbol -> 12-column kline rows served at ``/api/v3/klines`` (no trades are
+        needed then)."""
+        if not trades and not klines:
             raise ValueError("nothing to trade")
+        self.klines = klines
         self.trades = trades
-        self.symbols = sorted({trade.symbol for trade in trades})
+        self.symbols = sorted({trade.symbol for trade in trades} | set(klines or ()))
         self.faults: dict[int, list[Action]] = {}
         for fault in faults:
             self.faults.setdefault(fault.at, []).append(fault.action)
@@ -160,6 +175,7 @@ class LocalExchange:
         self._happened: dict[str, int] = {}  # symbol -> how many of its trades have happened
         self._sessions: set[Session] = set()
         self._refuse = 0
+        self._weight = (0, 0)  # (minute, REST weight used in it)
         self._closing: set[asyncio.Future[None]] = set()  # closes after a Shutdown's grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # the set of listeners changed
@@ -237,6 +253,8 @@ class LocalExchange:
         url = urlsplit(request.path)
         if url.path == HISTORICAL_TRADES:
             return await self._historical_trades(conn, parse_qs(url.query))
+        if url.path in KLINES_PATHS and self.klines is not None:
+            return self._klines(conn, url.path, url.query)
         with self.lock:
             if self._refuse > 0:
                 self._refuse -= 1
@@ -267,6 +285,23 @@ class LocalExchange:
         response = conn.respond(http.HTTPStatus.OK, json.dumps(rows))
         response.headers["Content-Type"] = "application/json"
         self._record_rest(symbol, from_id, limit, 200)
+        return response
+
+    def _klines(self, conn: ServerConnection, path: str, query: str) -> Response:
+        if self._rest_errors:
+            status, retry_after = self._rest_errors.pop(0)
+            response = conn.respond(status, json.dumps({"code": -1003, "msg": "Too many"}))
+            response.headers["Retry-After"] = f"{retry_after:g}"
+        else:
+            assert self.klines is not None
+            status, body = klines_page(self.klines, parse_qs(query))
+            response = conn.respond(status, json.dumps(body))
+            response.headers["Content-Type"] = "application/json"
+        minute = int(time.time() // 60)
+        with self.lock:
+            self.log.klines_calls.append(KlinesCall(path, query, status))
+            self._weight = (minute, (self._weight[1] if self._weight[0] == minute else 0) + WEIGHT)
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight[1])
         return response
 
     def _record_rest(self, symbol: str, from_id: int, limit: int, status: int) -> None:
@@ -329,6 +364,9 @@ class LocalExchange:
     # -- the market ----------------------------------------------------------------------
 
     async def _run_market(self) -> None:
+        if not self.trades:  # an exchange of klines only
+            self.done.set()
+            return
         streams = sorted({t.stream for t in self.trades})
         await self._wait_for_listeners(streams, every=not self.open_on_first_listener)
         while self.start_gate is not None and not self.start_gate.is_set():
