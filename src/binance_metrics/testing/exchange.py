@@ -96,6 +96,7 @@ class RestCall:
 
 @dataclass(frozen=True)
 class KlinesCall:
+    time: float  # monotonic
     path: str
     query: str
     status: int
@@ -299,7 +300,7 @@ class LocalExchange:
             response.headers["Content-Type"] = "application/json"
         minute = int(time.time() // 60)
         with self.lock:
-            self.log.klines_calls.append(KlinesCall(path, query, status))
+            self.log.klines_calls.append(KlinesCall(time.monotonic(), path, query, status))
             self._weight = (minute, (self._weight[1] if self._weight[0] == minute else 0) + WEIGHT)
             response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight[1])
         return response
