@@ -40,6 +40,7 @@ from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.reconcile.continuous import build_reconciler
 from binance_metrics.recordings import RecordingError, check_raw_trades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
@@ -113,7 +114,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         dataflow.start()
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
-            app = create_app(settings, kafka, checks)
+            # The local exchange of a replay serves no klines: nothing to reconcile with.
+            reconciler = build_reconciler(settings, lambda: store) if paths is None else None
+            app = create_app(settings, kafka, checks, reconciler)
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.

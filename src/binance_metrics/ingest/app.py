@@ -13,6 +13,7 @@ Other routers (the candle page at ``/``) may be added with ``app.include_router`
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,17 +26,22 @@ from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.reconcile.continuous import ContinuousReconciler, build_reconciler
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import open_store
 
 log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, kafka: KafkaConnection, checks: Mapping[str, Check] | None = None
+    settings: Settings,
+    kafka: KafkaConnection,
+    checks: Mapping[str, Check] | None = None,
+    reconciler: ContinuousReconciler | None = None,
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
-    are reported by ``/health`` next to the ingestor's own state."""
-    ingestor = Ingestor(settings, kafka)
+    are reported by ``/health`` next to the ingestor's own state; ``reconciler`` runs with it."""
+    ingestor = Ingestor(settings, kafka, reconciler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +78,11 @@ def create_app(
 
 
 def serve(settings: Settings, kafka: KafkaConnection) -> None:
-    """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush)."""
-    app = create_app(settings, kafka)
+    """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush).
+    With CLICKHOUSE_URL it reconciles the stored bars with Binance (``RECONCILE_EVERY_S``)."""
+    store = None
+    if settings.CLICKHOUSE_URL is not None:
+        dsn = settings.clickhouse_dsn
+        store = functools.partial(open_store, dsn)
+    app = create_app(settings, kafka, reconciler=build_reconciler(settings, store))
     serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, settings.LOG_LEVEL.lower())

@@ -36,6 +36,7 @@ from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, shard_symbols
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
+from binance_metrics.reconcile.continuous import ContinuousReconciler
 from binance_metrics.settings import Settings
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms
 
@@ -48,7 +49,13 @@ class Ingestor:
     It is the connections' :class:`~binance_metrics.ingest.stream.FrameConsumer`.
     """
 
-    def __init__(self, settings: Settings, kafka: KafkaConnection) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kafka: KafkaConnection,
+        reconciler: ContinuousReconciler | None = None,
+    ) -> None:
+        """``reconciler``: run beside the connections, shown on /health and /metrics."""
         self.settings = settings
         self.tuning = tuning = settings.INGEST
         self.topic = settings.KAFKA_TOPIC
@@ -75,6 +82,7 @@ class Ingestor:
         self._tasks: list[asyncio.Task[None]] = []
         self._max_pending = tuning.max_pending_per_symbol
         self._observe_latency = self.metrics.trade_latency.observe
+        self.reconciler = reconciler
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -109,6 +117,8 @@ class Ingestor:
             for i, group in enumerate(shard_symbols(self.symbols, tuning.streams_per_connection))
         ]
         self._tasks = [asyncio.create_task(s.run(), name=f"shard-{s.index}") for s in self.shards]
+        if self.reconciler is not None:
+            self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         log.info(
             "ingesting %d symbols over %d connections to %s",
             len(self.symbols),

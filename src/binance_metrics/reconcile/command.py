@@ -11,27 +11,22 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 
-from binance_metrics.arguments import EPOCH
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.reconcile.compare import FIELDS, Kline, reconcile
 from binance_metrics.reconcile.files import read_klines, symbol_and_interval
 from binance_metrics.reconcile.report import Heading, write_json, write_table
 from binance_metrics.reconcile.rest import RestKlines
 from binance_metrics.settings import Settings
-from binance_metrics.store.clickhouse import Store, open_store
-from binance_metrics.store.queries import INTERVALS, fetch_bars
-
-#: fetch_bars returns at most this many bars a call; longer ranges are read in pieces.
-_PIECE = 100_000
-
+from binance_metrics.reconcile.stored import epoch_ms, stored_klines
+from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.queries import INTERVALS
 
 def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     symbol = args.symbol.upper()
-    start_ms = _ms(args.start) if args.start else None
-    end_ms = _ms(args.end) if args.end else None
+    start_ms = epoch_ms(args.start) if args.start else None
+    end_ms = epoch_ms(args.end) if args.end else None
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise ConfigError(
             f"--start ({args.start.isoformat()}) must be before --end ({args.end.isoformat()})"
@@ -67,23 +62,6 @@ def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.equal else 1
 
 
-def stored_klines(
-    store: Store, symbol: str, interval: str, start_ms: int, end_ms: int
-) -> list[Kline]:
-    """The stored bars of ``[start_ms, end_ms)``, read as ``bars`` reads them, as klines."""
-    found: list[Kline] = []
-    end = _utc(end_ms)
-    while True:
-        bars = fetch_bars(store, symbol, interval=interval, start=_utc(start_ms), end=end,
-                          limit=_PIECE)  # fmt: skip
-        found[:0] = [
-            Kline(bar.open_time_ms, {name: getattr(bar, name) for name in FIELDS}) for bar in bars
-        ]
-        if len(bars) < _PIECE:
-            return found
-        end = bars[0].open_time
-
-
 async def _fetch(
     client: RestKlines, symbol: str, interval: str, start_ms: int, end_ms: int
 ) -> list[Kline]:
@@ -113,12 +91,3 @@ def _kline_files(against: Sequence[str], symbol: str, interval: str) -> list[Pat
 def _length_ms(interval: str) -> int:
     """An interval's length; 1 ms for months, whose length varies (the end is exclusive)."""
     return 1 if interval == "1M" else INTERVALS.get(interval, 0) * 1000 or 1
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def _utc(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
-

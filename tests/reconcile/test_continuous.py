@@ -1,0 +1,81 @@
+"""Continuous reconciliation in the running ingestor: a stored bar that is not Binance's kline is
+counted in ``binance_metrics_reconcile_mismatches_total``, shown on ``/health`` and handed to
+``on_mismatch``, once."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+from binance_metrics.bars import BarUpdate, from_decimals
+from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.reconcile.continuous import ContinuousReconciler
+from binance_metrics.reconcile.files import read_klines
+from binance_metrics.reconcile.rest import RestKlines
+from binance_metrics.reconcile.stored import stored_klines
+from binance_metrics.store.clickhouse import Store
+from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.klines import read_kline_rows
+from tests.ingest.captures import real_trades
+from tests.ingest.harness import running_ingestor, settings_for, wait_until
+from tests.support.data import BTCUSDT_KLINES
+
+T0 = 1577836800000  # 2020-01-01T00:00Z, the first kline of the file
+MINUTE = 60_000
+ALTERED = T0 + 2 * MINUTE
+
+
+def test_a_mismatch_is_counted_shown_and_handed_on(
+    broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+) -> None:
+    # The store holds Binance's first five minutes, exactly; Binance serves its klines, but one
+    # close is not what the store has.
+    rows = read_kline_rows(BTCUSDT_KLINES)
+    stored = read_klines([BTCUSDT_KLINES])[:5]
+    empty_store.insert_bars(
+        [
+            BarUpdate("BTCUSDT", k.open_time_ms, from_decimals(
+                {**k.values, "first_trade_id": 1000, "last_trade_id": 999 + int(k.values["trade_count"])}
+            ))
+            for k in stored
+        ]
+    )  # fmt: skip
+    served = [list(row) for row in rows]
+    served[2][4] = f"{Decimal(rows[2][4]) + Decimal('0.01'):.8f}"
+    handed: list[tuple[str, int]] = []
+    handed_on = threading.Event()
+
+    def on_mismatch(symbol: str, open_time_ms: int) -> None:
+        handed.append((symbol, open_time_ms))
+        handed_on.set()
+
+    with LocalExchange(real_trades("BTCUSDT", 200), klines={"BTCUSDT": served}) as exchange:
+        settings = settings_for(exchange, topic_prefix, ("BTCUSDT",), backfill_retry_base_s=0.05)
+        reconciler = ContinuousReconciler(
+            settings.SYMBOLS,
+            lambda symbol, start, end: stored_klines(empty_store, symbol, "1m", start, end),
+            RestKlines.from_settings(settings),
+            every_s=0.1,
+            on_mismatch=on_mismatch,
+            since_ms=T0,
+            clock_ms=lambda: T0 + 6 * MINUTE,  # the five minutes have closed a minute ago
+        )
+        with running_ingestor(settings, broker.bootstrap_servers, reconciler) as running:
+            wait_until(handed_on.is_set, 30, "no mismatch was handed on")
+            wait_until(lambda: reconciler.runs >= 3, 30, "the reconciler stopped running")
+            _, health = running.health()
+            metrics = running.metrics()
+    assert handed == [("BTCUSDT", ALTERED)], "each minute is checked once"
+    part = health["reconcile"]
+    assert (part["checkedMinutes"], part["matchedMinutes"], part["mismatchedMinutes"]) == (5, 4, 1)
+    assert (part["mismatches"], part["lastError"], part["checkedUntil"]) == (
+        1, None, {"BTCUSDT": T0 + 5 * MINUTE},
+    )  # fmt: skip
+    assert part["recent"] == [
+        {"symbol": "BTCUSDT", "openTime": ALTERED, "field": "close",
+         "ours": rows[2][4], "binance": served[2][4]},
+    ]  # fmt: skip
+    assert 'binance_metrics_reconcile_mismatches_total{field="close",symbol="BTCUSDT"} 1.0' in (
+        metrics
+    )
+    assert [call.status for call in exchange.log.klines_calls] == [200]
