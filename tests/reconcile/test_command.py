@@ -102,7 +102,9 @@ def test_rest_klines_paged_over_2880_minutes_with_a_429_honoured(
     # Each page starts just after the last open time of the one before.
     first = 1570752000000
     assert [int(q["startTime"][0]) for q in queries] == [
-        first, first + 999 * 60_000 + 1, first + 1999 * 60_000 + 1
+        first,
+        first + 999 * 60_000 + 1,
+        first + 1999 * 60_000 + 1,
     ]
     assert all(q["limit"] == ["1000"] and q["endTime"] == ["1570924799999"] for q in queries)
 

@@ -45,7 +45,7 @@ def test_every_change_is_reported_where_it_was_made(
 ) -> None:
     times = sorted(ours)
     dropped_here = data.draw(st.sets(st.sampled_from(times)))
-    dropped_there = data.draw(st.sets(st.sampled_from(times)) .map(lambda s: s - dropped_here))
+    dropped_there = data.draw(st.sets(st.sampled_from(times)).map(lambda s: s - dropped_here))
     changes = data.draw(
         st.lists(st.tuples(st.sampled_from(times), st.sampled_from(FIELDS)), unique=True)
     )

@@ -32,10 +32,11 @@ def test_a_mismatch_is_counted_shown_and_handed_on(
     # close is not what the store has.
     rows = read_kline_rows(BTCUSDT_KLINES)
     stored = read_klines([BTCUSDT_KLINES])[:5]
+    ids = {"first_trade_id": 1000}  # a complete run of ids: the bar's version is its trade count
     empty_store.insert_bars(
         [
             BarUpdate("BTCUSDT", k.open_time_ms, from_decimals(
-                {**k.values, "first_trade_id": 1000, "last_trade_id": 999 + int(k.values["trade_count"])}
+                {**k.values, **ids, "last_trade_id": 999 + int(k.values["trade_count"])}
             ))
             for k in stored
         ]

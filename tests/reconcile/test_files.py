@@ -31,7 +31,8 @@ def test_the_official_file_is_read_with_every_field() -> None:
         "open": Decimal("7195.24"), "high": Decimal("7196.25"), "low": Decimal("7183.14"),
         "close": Decimal("7186.68"), "volume": Decimal("51.642812"),
         "quote_volume": Decimal("371233.51835535"), "trade_count": 493,
-        "taker_buy_volume": Decimal("19.59823"), "taker_buy_quote_volume": Decimal("140888.41428273"),
+        "taker_buy_volume": Decimal("19.59823"),
+        "taker_buy_quote_volume": Decimal("140888.41428273"),
     }  # fmt: skip
     assert symbol_and_interval(BTCUSDT_KLINES) == ("BTCUSDT", "1m")
 
@@ -78,8 +79,10 @@ def test_an_export_with_named_columns(tmp_path: Path) -> None:
                     "2024-08-09T00:00:00Z,1.5,2,1,1.50000000,3,7\n")  # fmt: skip
     (kline,) = read_klines([path])
     assert kline.open_time_ms == 1723161600000
-    assert dict(kline.values) == {"open": Decimal("1.5"), "high": 2, "low": 1,
-                                  "close": Decimal("1.5"), "volume": 3, "trade_count": 7}  # fmt: skip
+    assert dict(kline.values) == {
+        "open": Decimal("1.5"), "high": 2, "low": 1, "close": Decimal("1.5"), "volume": 3,
+        "trade_count": 7,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

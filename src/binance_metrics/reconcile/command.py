@@ -18,10 +18,11 @@ from binance_metrics.reconcile.compare import FIELDS, Kline, reconcile
 from binance_metrics.reconcile.files import read_klines, symbol_and_interval
 from binance_metrics.reconcile.report import Heading, write_json, write_table
 from binance_metrics.reconcile.rest import RestKlines
-from binance_metrics.settings import Settings
 from binance_metrics.reconcile.stored import epoch_ms, stored_klines
+from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.queries import INTERVALS
+
 
 def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     symbol = args.symbol.upper()

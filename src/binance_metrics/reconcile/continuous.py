@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -163,7 +162,7 @@ class ContinuousReconciler:
         for open_time in minutes:
             try:
                 self._on_mismatch(symbol, open_time)
-            except Exception:  # noqa: BLE001 - the hook's failure must not stop the checks
+            except Exception:
                 log.exception("reconcile: on_mismatch(%s, %d) failed", symbol, open_time)
 
     def status(self) -> dict[str, Any]:

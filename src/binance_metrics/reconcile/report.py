@@ -97,6 +97,4 @@ def _value(value: Value) -> str | int:
 
 
 def _more(count: int) -> list[str]:
-    return [f"  ... and {count - TABLE_ROWS} more (--format json lists all)"] * (
-        count > TABLE_ROWS
-    )
+    return [f"  ... and {count - TABLE_ROWS} more (--format json lists all)"] * (count > TABLE_ROWS)
