@@ -130,18 +130,16 @@ class ContinuousReconciler:
         self.last_error = error
 
     async def _check_symbol(self, symbol: str, end: int) -> None:
-        start = self._next[symbol]
-        if start >= end:
+        unchecked = self._next[symbol]
+        if unchecked >= end:
             return
-        if end - start > PAGE_MINUTES * MINUTE_MS:
-            behind = end - PAGE_MINUTES * MINUTE_MS
-            self.skipped += (behind - start) // MINUTE_MS
-            start = behind
+        start = max(unchecked, end - PAGE_MINUTES * MINUTE_MS)  # a longer backlog is skipped
         # end - start is whole minutes, at most one page: 1m klines of exactly those minutes.
         ours = await asyncio.to_thread(self._read_bars, symbol, start, end)
         theirs = await self._klines.klines(symbol, "1m", start, end, max_pages=1)
         result = reconcile(ours, theirs, self._klines.market.fields)
         self._next[symbol] = end
+        self.skipped += (start - unchecked) // MINUTE_MS
         self.checked += (end - start) // MINUTE_MS
         self.matched += result.matched
         for difference in result.mismatched:

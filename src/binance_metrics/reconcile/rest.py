@@ -147,7 +147,7 @@ class RestKlines:
         return found
 
     async def _page(self, params: dict[str, str]) -> list[list[Any]]:
-        what = f"{self.market.path} {params['symbol']} startTime={params['startTime']}"
+        what = f"{self.base_url}{self.market.path} {params['symbol']} from {params['startTime']}"
         backoff = Backoff(self._retry_base_s, self._retry_cap_s)
         for _ in range(self._max_attempts):
             async with self._lock:
@@ -170,17 +170,13 @@ class RestKlines:
                         delay = _retry_after(response) or backoff.next_delay()
                         why = f"HTTP {status}, Retry-After {delay:g} s"
                     elif 400 <= status < 500:
-                        raise KlinesError(
-                            f"Binance {self.base_url}{self.market.path} refused {what}: "
-                            f"HTTP {status} {_message(response)}"
-                        )
+                        refusal = f"HTTP {status} {_message(response)}"
+                        raise KlinesError(f"Binance refused {what}: {refusal}")
                     else:
                         delay, why = backoff.next_delay(), f"HTTP {status}: {response.text[:200]}"
                 log.warning("klines %s: %s; retrying in %.2f s", what, why, delay)
                 await asyncio.sleep(delay)  # under the lock: a 429/418 is per IP
-        raise KlinesError(
-            f"{self.base_url}{self.market.path}: {what}: gave up after {self._max_attempts} tries"
-        )
+        raise KlinesError(f"{what}: gave up after {self._max_attempts} tries")
 
     def _note_weight(self, response: httpx.Response) -> None:
         used = response.headers.get(USED_WEIGHT_HEADER)
