@@ -1,14 +1,15 @@
 """Continuous reconciliation inside ``up`` and ``ingest``: every ``RECONCILE_EVERY_S`` the closed
 1-minute bars of each symbol not checked yet are compared with Binance's REST klines.
 
-Which minutes: those that began at least 30 s after the process started (earlier ones were not
-all seen by this ingestor: the first is partial) and closed at least :data:`SETTLE_MS` ago (the
+Which minutes: those that began at least 30 s after the process started (earlier ones were not all
+seen by this ingestor: the first is partial) and closed at least :data:`SETTLE_MS` ago (the
 dataflow writes a bar ``WATERMARK_WAIT_S`` after its close; a trade backfilled after a reconnect
-comes later). Each minute is checked once, at most :data:`PAGE_MINUTES` per symbol and run (one
-REST page, weight 2): a backlog beyond that is skipped, and counted. A run that fails (REST or
-the store unreachable) is logged, shown on ``/health`` and retried at the next run from the same
-minute. Requests wait when the IP's used weight in the minute (``X-MBX-USED-WEIGHT-1M``) leaves
-less than ``RECONCILE_WEIGHT_BUDGET``, so the trade backfill keeps the rest.
+comes later), up to the symbol's newest stored bar (a quiet symbol's minutes without trades are
+written when its next trade comes). Each minute is checked once, at most :data:`PAGE_MINUTES` per
+symbol and run (one REST page, weight 2): a backlog beyond that is skipped, and counted. A run that
+fails (REST or the store unreachable) is logged, shown on ``/health`` and retried at the next run
+from the same minute. Requests wait when the IP's used weight in the minute (``X-MBX-USED-
+WEIGHT-1M``) leaves less than ``RECONCILE_WEIGHT_BUDGET``, so the trade backfill keeps the rest.
 
 Each minute that differs, or that Binance has and the store has not, is handed to
 ``on_mismatch(symbol, open_time_ms)`` (by default logged; the heal path refetches its trades)
@@ -134,8 +135,12 @@ class ContinuousReconciler:
         if unchecked >= end:
             return
         start = max(unchecked, end - PAGE_MINUTES * MINUTE_MS)  # a longer backlog is skipped
-        # end - start is whole minutes, at most one page: 1m klines of exactly those minutes.
         ours = await asyncio.to_thread(self._read_bars, symbol, start, end)
+        if not ours:
+            return  # nothing written yet: checked when it is
+        # Up to the newest stored bar: a quiet symbol's minutes without trades are written when
+        # its next trade comes. end - start is whole minutes, at most one page.
+        end = ours[-1].open_time_ms + MINUTE_MS
         theirs = await self._klines.klines(symbol, "1m", start, end, max_pages=1)
         result = reconcile(ours, theirs, self._klines.market.fields)
         self._next[symbol] = end
