@@ -8,8 +8,9 @@ comes later), up to the symbol's newest stored bar (a quiet symbol's minutes wit
 written when its next trade comes). Each minute is checked once, at most :data:`PAGE_MINUTES` per
 symbol and run (one REST page, weight 2): a backlog beyond that is skipped, and counted. A run that
 fails (REST or the store unreachable) is logged, shown on ``/health`` and retried at the next run
-from the same minute. Requests wait when the IP's used weight in the minute (``X-MBX-USED-
-WEIGHT-1M``) leaves less than ``RECONCILE_WEIGHT_BUDGET``, so the trade backfill keeps the rest.
+from the same minute. Requests wait when the IP's used weight in the minute
+(``X-MBX-USED-WEIGHT-1M``) leaves less than ``RECONCILE_WEIGHT_BUDGET``, so the trade backfill
+keeps the rest.
 
 Each minute that differs, or that Binance has and the store has not, is handed to
 ``on_mismatch(symbol, open_time_ms)`` (by default logged; the heal path refetches its trades)
