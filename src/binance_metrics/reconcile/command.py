@@ -32,15 +32,18 @@ def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(
             f"--start ({args.start.isoformat()}) must be before --end ({args.end.isoformat()})"
         )
-    if args.against == ["rest"]:
-        if start_ms is None or end_ms is None:
-            raise ConfigError("--against rest needs --start and --end")
+    rest = args.against == ["rest"]
+    if rest and (start_ms is None or end_ms is None):
+        raise ConfigError("--against rest needs --start and --end")
+    paths = [] if rest else _kline_files(args.against, symbol, args.interval)
+    store = open_store(settings.clickhouse_dsn)  # before asking Binance: it may be in use
+    if rest:
+        assert start_ms is not None and end_ms is not None
         client = RestKlines.from_settings(settings, args.market, base_url=args.rest_url)
         against = f"{client.base_url}{client.market.path}"
         fields = client.market.fields
         klines = asyncio.run(_fetch(client, symbol, args.interval, start_ms, end_ms))
     else:
-        paths = _kline_files(args.against, symbol, args.interval)
         klines = read_klines(paths)
         if not klines:
             raise BinanceMetricsError(f"no klines in {', '.join(map(str, paths))}")
@@ -50,8 +53,7 @@ def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         klines = [k for k in klines if start_ms <= k.open_time_ms < end_ms]
         against = ", ".join(path.name for path in paths)
         fields = FIELDS
-    ours = stored_klines(open_store(settings.clickhouse_dsn), symbol, args.interval,
-                         start_ms, end_ms)  # fmt: skip
+    ours = stored_klines(store, symbol, args.interval, start_ms, end_ms)
     if not ours and not klines:
         raise BinanceMetricsError(
             f"nothing to compare: no {symbol} bars stored and no klines from {against} in that "
