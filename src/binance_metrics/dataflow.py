@@ -43,7 +43,7 @@ from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
-from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
+from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
 from binance_metrics.trades import Rejected
 
 log = logging.getLogger(__name__)
@@ -314,5 +314,5 @@ def build_flow(
         give_up_after_s=give_up_after_s,
         abort=abort,
     )
-    op.output("bars", bars, bars_sink)
+    output_bars("bars", bars, bars_sink)
     return flow
