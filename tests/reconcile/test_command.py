@@ -14,12 +14,16 @@ from urllib.parse import parse_qs
 import pytest
 
 from binance_metrics.cli import main
+from binance_metrics.reconcile.compare import FIELDS
+from binance_metrics.reconcile.files import read_klines
 from binance_metrics.recordings import read_recording
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.klines import read_kline_rows
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import error_line, run_cli
-from tests.support.data import XRPETH_AGG_TRADES, XRPETH_KLINES
+from tests.reconcile.support import store_klines
+from tests.support.data import BTCUSDT_KLINES, XRPETH_AGG_TRADES, XRPETH_KLINES
 from tests.support.oracle import reference_klines
 
 START, END = "2019-10-11T00:00:00Z", "2019-10-13T00:00:00Z"
@@ -93,7 +97,7 @@ def test_rest_klines_paged_over_2880_minutes_with_a_429_honoured(
     with LocalExchange([], klines={"XRPETH": rows}, rest_errors=[(429, 0.5)]) as exchange:
         monkeypatch.setenv("BINANCE_REST_URL", exchange.rest_url)
         code, report = reconcile(capsys, "--start", START, "--end", END, "--against", "rest")
-    assert (code, report["matched"], report["fields"]) == (0, 2880, list(FULL_FIELDS))
+    assert (code, report["matched"], report["fields"]) == (0, 2880, list(FIELDS))
     assert report["mismatched"] == report["missing_here"] == report["missing_there"] == []
     calls = exchange.log.klines_calls
     assert [call.status for call in calls] == [429, 200, 200, 200]
@@ -109,8 +113,28 @@ def test_rest_klines_paged_over_2880_minutes_with_a_429_honoured(
     assert all(q["limit"] == ["1000"] and q["endTime"] == ["1570924799999"] for q in queries)
 
 
-FULL_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count",
-               "taker_buy_volume", "taker_buy_quote_volume")  # fmt: skip
+@pytest.mark.parametrize(
+    ("market", "path", "fields"),
+    [
+        ("um", "/fapi/v1/klines", FIELDS),
+        # COIN-M's "quote" columns are base-asset volumes, which bars do not hold.
+        ("cm", "/dapi/v1/klines", tuple(name for name in FIELDS if "quote" not in name)),
+    ],
+)
+def test_futures_markets_ask_their_path_and_compare_their_fields(
+    empty_store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    market: str, path: str, fields: tuple[str, ...],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CLICKHOUSE_URL", empty_store.dsn)
+    store_klines(empty_store, "BTCUSDT", read_klines([BTCUSDT_KLINES]))
+    with LocalExchange([], klines={"BTCUSDT": read_kline_rows(BTCUSDT_KLINES)}) as exchange:
+        code = main(["reconcile", "--symbol", "BTCUSDT", "--market", market, "--rest-url",
+                     exchange.rest_url, "--start", "2020-01-01", "--end", "2020-01-02",
+                     "--format", "json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert (code, report["matched"], tuple(report["fields"])) == (0, 1440, fields)
+    assert report["against"] == exchange.rest_url + path
+    assert {call.path for call in exchange.log.klines_calls} == {path}
 
 
 def _binance_klines() -> dict[int, dict[str, str]]:

@@ -8,7 +8,6 @@ import asyncio
 import threading
 from decimal import Decimal
 
-from binance_metrics.bars import BarUpdate, from_decimals
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.reconcile.compare import Kline
 from binance_metrics.reconcile.continuous import ContinuousReconciler, build_reconciler
@@ -22,6 +21,7 @@ from binance_metrics.testing.klines import read_kline_rows
 from binance_metrics.trades import now_ms
 from tests.ingest.captures import real_trades
 from tests.ingest.harness import running_ingestor, settings_for, wait_until
+from tests.reconcile.support import store_klines
 from tests.support.data import BTCUSDT_KLINES
 
 T0 = 1577836800000  # 2020-01-01T00:00Z, the first kline of the file
@@ -36,15 +36,7 @@ def test_a_mismatch_is_counted_shown_and_handed_on(
     # close is not what the store has.
     rows = read_kline_rows(BTCUSDT_KLINES)
     stored = read_klines([BTCUSDT_KLINES])[:5]
-    ids = {"first_trade_id": 1000}  # a complete run of ids: the bar's version is its trade count
-    empty_store.insert_bars(
-        [
-            BarUpdate("BTCUSDT", k.open_time_ms, from_decimals(
-                {**k.values, **ids, "last_trade_id": 999 + int(k.values["trade_count"])}
-            ))
-            for k in stored
-        ]
-    )  # fmt: skip
+    store_klines(empty_store, "BTCUSDT", stored)
     served = [list(row) for row in rows]
     served[2][4] = f"{Decimal(rows[2][4]) + Decimal('0.01'):.8f}"
     handed: list[tuple[str, int]] = []
