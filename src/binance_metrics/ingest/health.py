@@ -140,5 +140,5 @@ def collect_state(ingestor: Ingestor) -> Iterable[Metric]:
     queued.add_metric([], ingestor.producer.queued if ingestor.producer else 0)
     state: list[Metric] = [connected, age, held, queued, *per_symbol.values()]
     if ingestor.reconciler is not None:
-        state.append(reconcile_mismatches(dict(ingestor.reconciler.mismatches)))
+        state.append(reconcile_mismatches(ingestor.reconciler.mismatch_counts()))
     return state

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -44,7 +45,8 @@ PAGE_MINUTES: Final = 1000
 #: Mismatches kept for ``/health``.
 RECENT: Final = 20
 
-#: ``on_mismatch(symbol, open_time_ms)``: a stored minute that is not Binance's.
+#: ``on_mismatch(symbol, open_time_ms)``: a stored minute that is not Binance's. Called on the
+#: ingestor's event loop: it must return at once (start a task for the work).
 OnMismatch = Callable[[str, int], None]
 #: ``read_bars(symbol, start_ms, end_ms)``: the stored 1-minute bars of the range.
 ReadBars = Callable[[str, int, int], list[Kline]]
@@ -93,6 +95,7 @@ class ContinuousReconciler:
         self.last_run_ms: int | None = None
         self.last_error: str | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self._lock = threading.Lock()  # /health and scrapes may read off the event loop
 
     @classmethod
     def from_settings(
@@ -144,33 +147,43 @@ class ContinuousReconciler:
         end = ours[-1].open_time_ms + MINUTE_MS
         theirs = await self._klines.klines(symbol, "1m", start, end, max_pages=1)
         result = reconcile(ours, theirs, self._klines.market.fields)
-        self._next[symbol] = end
-        self.skipped += (start - unchecked) // MINUTE_MS
-        self.checked += (end - start) // MINUTE_MS
-        self.matched += result.matched
-        for difference in result.mismatched:
-            self.mismatches[(symbol, difference.field)] += 1
-            self.recent.append(
-                {"symbol": symbol, "openTime": difference.open_time_ms,
-                 "field": difference.field, "ours": _text(difference.ours),
-                 "binance": _text(difference.binance)}
-            )  # fmt: skip
-        for kind, times in (("missing_here", result.missing_here),
-                            ("missing_there", result.missing_there)):  # fmt: skip
-            for open_time in times:
-                self.mismatches[(symbol, kind)] += 1
-                self.recent.append({"symbol": symbol, "openTime": open_time, "field": kind})
         # A minute Binance has and the store has not, or has otherwise, is handed on to heal.
         minutes = sorted({*result.mismatched_minutes, *result.missing_here})
-        self.mismatched_minutes += len(minutes)
+        with self._lock:
+            self._next[symbol] = end
+            self.skipped += (start - unchecked) // MINUTE_MS
+            self.checked += (end - start) // MINUTE_MS
+            self.matched += result.matched
+            self.mismatched_minutes += len(minutes)
+            for difference in result.mismatched:
+                self.mismatches[(symbol, difference.field)] += 1
+                self.recent.append(
+                    {"symbol": symbol, "openTime": difference.open_time_ms,
+                     "field": difference.field, "ours": _text(difference.ours),
+                     "binance": _text(difference.binance)}
+                )  # fmt: skip
+            for kind, times in (("missing_here", result.missing_here),
+                                ("missing_there", result.missing_there)):  # fmt: skip
+                for open_time in times:
+                    self.mismatches[(symbol, kind)] += 1
+                    self.recent.append({"symbol": symbol, "openTime": open_time, "field": kind})
         for open_time in minutes:
             try:
                 self._on_mismatch(symbol, open_time)
             except Exception:
                 log.exception("reconcile: on_mismatch(%s, %d) failed", symbol, open_time)
 
+    def mismatch_counts(self) -> dict[tuple[str, str], int]:
+        """``(symbol, field) -> count`` so far, for the metric."""
+        with self._lock:
+            return dict(self.mismatches)
+
     def status(self) -> dict[str, Any]:
-        """The ``"reconcile"`` part of ``/health``."""
+        """The ``"reconcile"`` part of ``/health`` (also read off the event loop)."""
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> dict[str, Any]:
         return {
             "everyS": self.every_s,
             "runs": self.runs,
