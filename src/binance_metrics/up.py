@@ -114,8 +114,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         dataflow.start()
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
-            # The local exchange of a replay serves no klines: nothing to reconcile with.
-            reconciler = build_reconciler(settings, lambda: store) if paths is None else None
+            reconciler = build_reconciler(settings, lambda: store)
             app = create_app(settings, kafka, checks, reconciler)
             app.include_router(create_router(lambda: store, settings.SYMBOLS))
             # /metrics shows the ingestor's registry; add the default one, where the dataflow

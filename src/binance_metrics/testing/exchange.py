@@ -57,7 +57,13 @@ from binance_metrics.testing.faults import (
     Shutdown,
     Silence,
 )
-from binance_metrics.testing.klines import KLINES_PATHS, WEIGHT, KlineRow, klines_page
+from binance_metrics.testing.klines import (
+    KLINES_PATHS,
+    WEIGHT,
+    KlineRow,
+    kline_rows_of,
+    klines_page,
+)
 from binance_metrics.testing.market import MarketTrade, shifted_to_now
 from binance_metrics.trades import TradeMessage
 
@@ -189,15 +195,18 @@ class LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
-        listens (REST fills what a reconnect missed); a ping every 20 s."""
+        listens (REST fills what a reconnect missed); a ping every 20 s; the klines of those
+        trades at ``/api/v3/klines``."""
+        shifted = shifted_to_now(trades, speed)
         return cls(
-            shifted_to_now(trades, speed),
+            shifted,
             pace=RealTime(speed),
             advance_when_idle=True,
             tail_guard=0,
             open_on_first_listener=True,
             ping_interval_s=20.0,
             ping_timeout_s=20.0,
+            klines=kline_rows_of(shifted),
         )
 
     # -- addresses ------------------------------------------------------------------------

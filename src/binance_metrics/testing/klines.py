@@ -3,7 +3,9 @@ kline rows given to it, served with Binance's paging.
 
 The rows are data.binance.vision's 12 columns as text (:func:`read_kline_rows`), served as
 Binance serves them: times and the trade count as numbers, the rest as the strings of the file,
-so what a client reads is the file, not something computed by this project. Paging as Binance's:
+so what a client reads is the file, not something computed by this project. The replaying
+exchange of ``up --exchange replay:`` has no such file: it serves the klines of the trades it
+plays (:func:`kline_rows_of`, folded with the project's own bar). Paging as Binance's:
 ``startTime`` and ``endTime`` (inclusive, open times, ms) choose the range, ``limit`` (default
 500, at most 1000) how many; with only ``endTime`` (or neither) the most recent ``limit``.
 """
@@ -11,9 +13,13 @@ so what a client reads is the file, not something computed by this project. Pagi
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from binance_metrics.bars import Bar
+from binance_metrics.testing.market import MarketTrade
+from binance_metrics.trades import parse_scaled
 
 KLINES_PATHS: Final = frozenset({"/api/v3/klines", "/fapi/v1/klines", "/dapi/v1/klines"})
 MAX_LIMIT: Final = 1000
@@ -29,6 +35,32 @@ def read_kline_rows(path: Path) -> list[list[str]]:
     with path.open(newline="") as f:
         rows = [row for row in csv.reader(f) if row]
     return [row for row in rows if row[0].isdigit()]
+
+
+def kline_rows_of(trades: Iterable[MarketTrade]) -> dict[str, list[list[str]]]:
+    """Symbol -> the 12-column 1m kline rows of ``trades``, minutes without trades filled as
+    Binance fills them (the previous close, no volume)."""
+    bars: dict[str, dict[int, Bar]] = {}
+    for trade in trades:
+        minute = trade.trade_time // 60_000 * 60_000
+        bar = bars.setdefault(trade.symbol, {}).setdefault(minute, Bar())
+        data = trade.data
+        bar.add(parse_scaled(data["p"]), parse_scaled(data["q"]), trade.id, trade.id, data["m"])
+    rows: dict[str, list[list[str]]] = {}
+    for symbol, minutes in bars.items():
+        first, last = min(minutes), max(minutes)
+        close = 0
+        for start in range(first, last + 60_000, 60_000):
+            bar = minutes.get(start) or Bar.filler(close)
+            close = bar.close
+            v = {name: str(value) if isinstance(value, int) else format(value, "f")
+                 for name, value in bar.decimals().items()}  # fmt: skip
+            rows.setdefault(symbol, []).append(
+                [str(start), v["open"], v["high"], v["low"], v["close"], v["volume"],
+                 str(start + 59_999), v["quote_volume"], v["trade_count"], v["taker_buy_volume"],
+                 v["taker_buy_quote_volume"], "0"]
+            )  # fmt: skip
+    return rows
 
 
 def klines_page(
