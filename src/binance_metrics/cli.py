@@ -160,7 +160,12 @@ def _add_reconcile(commands: Any) -> None:
         help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for spot, "
         "fapi.binance.com / dapi.binance.com for futures)",
     )
-    reconcile.add_argument("--format", choices=["table", "json"], default="table")
+    reconcile.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table: to read, differing fields side by side; json: every difference",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
