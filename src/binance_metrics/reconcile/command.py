@@ -35,6 +35,8 @@ def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     rest = args.against == ["rest"]
     if rest and (start_ms is None or end_ms is None):
         raise ConfigError("--against rest needs --start and --end")
+    if args.rest_url and not args.rest_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--rest-url must start with http:// or https://, not {args.rest_url!r}")
     paths = [] if rest else _kline_files(args.against, symbol, args.interval)
     store = open_store(settings.clickhouse_dsn)  # before asking Binance: it may be in use
     if rest:
