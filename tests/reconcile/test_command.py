@@ -176,7 +176,16 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
         ("--symbol", "XRPETH", "--against", "rest", str(other)): "not both",
         ("--symbol", "XRPETH", "--start", END, "--end", START): "must be before --end",
         ("--symbol", "XRPETH", "--format", "csv"): "invalid choice",
-        ("--symbol", "XRPETH", "--rest-url", "fapi.binance.com"): "--rest-url must start with",
+        (
+            "--symbol",
+            "XRPETH",
+            "--start",
+            START,
+            "--end",
+            END,
+            "--rest-url",
+            "fapi.binance.com",
+        ): "--rest-url must start with",
     }
     for args, words in cases.items():
         line = error_line(run_cli(tmp_path, "reconcile", *args), 2)
