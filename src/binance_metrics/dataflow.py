@@ -41,6 +41,7 @@ from binance_metrics.bars import Bar, BarUpdate, merge
 from binance_metrics.fragments import Fragment, StaleFragment, preaggregate
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
@@ -314,5 +315,8 @@ def build_flow(
         give_up_after_s=give_up_after_s,
         abort=abort,
     )
-    output_bars("bars", bars, bars_sink)
+    # The ids of the trades klines exclude (not market trades) go to the store with the bars,
+    # so that the completeness ledger counts them as accounted for (docs/ledger.md).
+    accounted = op.filter_map("accounted", rejected, accounted_trades)
+    output_bars("bars", op.merge("to_store", bars, accounted), bars_sink)
     return flow
