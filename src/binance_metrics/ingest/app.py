@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -37,10 +38,13 @@ def create_app(
     settings: Settings,
     kafka: KafkaConnection,
     checks: Mapping[str, Check] | None = None,
+    info: Callable[[], Mapping[str, Any]] | None = None,
     reconciler: ContinuousReconciler | None = None,
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
-    are reported by ``/health`` next to the ingestor's own state; ``reconciler`` runs with it."""
+    are reported by ``/health`` next to the ingestor's own state; ``info`` adds parts that
+    describe the process without judging it (``up``: ``"exchange"``); ``reconciler`` runs with
+    it."""
     ingestor = Ingestor(settings, kafka, reconciler)
 
     @asynccontextmanager
@@ -68,6 +72,8 @@ def create_app(
     @app.get("/health")
     async def health() -> JSONResponse:
         ok, body = ingestor.health(checks)
+        if info is not None:
+            body.update(info())
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
