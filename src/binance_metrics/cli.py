@@ -180,7 +180,51 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--format", choices=["table", "json"], default="table", help="json: a list of holes"
     )
+    _add_reconcile(commands)
     return parser
+
+
+def _add_reconcile(commands: Any) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare stored bars with Binance's klines (REST or kline files)",
+        description="Compare stored bars with Binance's klines on every field (open, high, low, "
+        "close, volume, quote volume, trade count, taker-buy volumes), exactly. Exit status 0 "
+        "when all are equal, 1 when anything differs. See docs/reconcile.md.",
+    )
+    reconcile.add_argument("--symbol", required=True, help="the symbol, e.g. BTCUSDT (any case)")
+    reconcile.add_argument(
+        "--start", type=time_value, help="first open time: ISO or epoch ms (files: their first)"
+    )
+    reconcile.add_argument(
+        "--end", type=time_value, help="open times before this: ISO or epoch ms (files: all)"
+    )
+    reconcile.add_argument("--interval", choices=list(INTERVALS), default="1m", help="bar length")
+    reconcile.add_argument(
+        "--against",
+        nargs="+",
+        default=["rest"],
+        metavar="rest|PATH",
+        help="'rest' (Binance's REST klines; needs --start and --end) or data.binance.vision "
+        "kline files (.csv or .zip)",
+    )
+    reconcile.add_argument(
+        "--market",
+        choices=["spot", "um", "cm"],
+        default="spot",
+        help="with rest: spot (/api/v3/klines), USD-M (/fapi/v1) or COIN-M (/dapi/v1) futures",
+    )
+    reconcile.add_argument(
+        "--rest-url",
+        help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for spot, "
+        "fapi.binance.com / dapi.binance.com for futures)",
+    )
+    reconcile.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table: to read, differing fields side by side; json: every difference",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
         handler = {
             "up": _up, "ingest": _ingest, "replay": _replay, "backfill": _backfill, "bars": _bars,
-            "audit": _audit,
+            "audit": _audit, "reconcile": _reconcile,
         }[args.command]  # fmt: skip
         with _terminate_as_interrupt():
             return handler(args, settings)
@@ -349,6 +393,12 @@ def _write_rows(rows: list[list[str]], fmt: str, out: TextIO) -> None:
         for row in table:
             out.write("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
             out.write("\n")
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.reconcile.command import run_reconcile
+
+    return run_reconcile(args, settings)
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     STOP_AT_END: bool = False
     KAFKA_BATCH_SIZE: int = Field(default=5000, ge=1)
 
+    # Continuous reconciliation with Binance's REST klines (up, ingest); 0 turns it off.
+    RECONCILE_EVERY_S: float = Field(default=300.0, ge=0)
+    # It waits while the IP's REST weight used in the minute leaves less than this.
+    RECONCILE_WEIGHT_BUDGET: int = Field(default=1000, ge=5, le=6000)
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("SYMBOLS", mode="before")

@@ -45,6 +45,7 @@ from binance_metrics.ingest.health import Check, feeds
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.reconcile.continuous import build_reconciler
 from binance_metrics.recordings import RecordingError, check_raw_trades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
@@ -120,7 +121,12 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
             source_of_bars = _exchange_info(settings, demo)
             app = create_app(
-                settings, kafka, checks, lambda: {"exchange": source_of_bars()}, store=store
+                settings,
+                kafka,
+                checks,
+                lambda: {"exchange": source_of_bars()},
+                store=store,
+                reconciler=build_reconciler(settings, lambda: store),
             )
             ingestor = app.state.ingestor
             broker_restarted.append(ingestor.broker_restarted)

@@ -18,6 +18,7 @@ from binance_metrics.ingest.app import create_app
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import ensure_topics, free_port
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.reconcile.continuous import ContinuousReconciler
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import MarketTrade
@@ -75,11 +76,13 @@ class Running:
 
 
 @contextmanager
-def running_ingestor(settings: Settings, bootstrap: str) -> Iterator[Running]:
+def running_ingestor(
+    settings: Settings, bootstrap: str, reconciler: ContinuousReconciler | None = None
+) -> Iterator[Running]:
     """The app under a real uvicorn on HEALTH_PORT, in a thread; stopped (and flushed) on exit."""
     kafka = KafkaConnection(bootstrap)
     ensure_topics(kafka, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
-    app = create_app(settings, kafka)
+    app = create_app(settings, kafka, reconciler=reconciler)
     config = uvicorn.Config(
         app,
         host=settings.HEALTH_HOST,

@@ -39,6 +39,7 @@ from binance_metrics.ingest.stream import Connection, Shard, place, shard_symbol
 from binance_metrics.ingest.tail import TailWatch
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import KafkaProducer
+from binance_metrics.reconcile.continuous import ContinuousReconciler
 from binance_metrics.settings import Settings
 from binance_metrics.store.checkpoint import record_start
 from binance_metrics.store.clickhouse import Store
@@ -54,9 +55,15 @@ class Ingestor:
     """
 
     def __init__(
-        self, settings: Settings, kafka: KafkaConnection, store: Store | None = None
+        self,
+        settings: Settings,
+        kafka: KafkaConnection,
+        store: Store | None = None,
+        reconciler: ContinuousReconciler | None = None,
     ) -> None:
-        """``store``: the bars store, the resume's checkpoint next to Kafka (optional)."""
+        """``store``: the bars store, the resume's checkpoint next to Kafka (optional);
+        ``reconciler``: run beside the connections, shown on /health and /metrics, its
+        mismatched minutes fetched again by the heal loop."""
         self.settings = settings
         self.tuning = tuning = settings.INGEST
         self.topic = settings.KAFKA_TOPIC
@@ -95,6 +102,7 @@ class Ingestor:
         self._known(self.symbols)
         self._max_pending = tuning.max_pending_per_symbol
         self._observe_latency = self.metrics.trade_latency.observe
+        self.reconciler = reconciler
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,6 +143,10 @@ class Ingestor:
                 self.selection, rest, self.symbols, tuning.symbols_refresh_s, self.change_symbols
             )
             self._tasks.append(asyncio.create_task(self.watch.run(), name="symbol-watch"))
+        if self.reconciler is not None:
+            if self.healer is not None:
+                self.reconciler.on_mismatch = self._heal_minute
+            self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         log.info(
             "ingesting %d symbols over %d connections to %s",
             len(self.symbols),
@@ -284,6 +296,20 @@ class Ingestor:
         the broker lost."""
         if self.producer is not None:
             self.producer.replace()
+
+    def _heal_minute(self, symbol: str, open_time_ms: int) -> None:
+        """A stored minute that differs from Binance's kline: its trades are fetched again."""
+        task = asyncio.create_task(self._fetch_minute(symbol, open_time_ms), name=f"heal-{symbol}")
+        self._closing.add(task)  # a reference until it is done; cancelled by stop()
+        task.add_done_callback(self._closing.discard)
+
+    async def _fetch_minute(self, symbol: str, open_time_ms: int) -> None:
+        assert self.healer is not None
+        result = await self.healer.heal_minute(symbol, open_time_ms)
+        if result.unfilled is not None:
+            log.warning(
+                "%s: minute %d not fetched again: %s", symbol, open_time_ms, result.unfilled
+            )
 
     def on_connected(self, symbols: tuple[str, ...]) -> None:
         if self.tail is not None and self.tail.enabled:

@@ -18,6 +18,8 @@ It serves what the ingestor uses of Binance:
 * ``GET /api/v3/ticker/24hr?symbols=["BTCUSDT",...]`` (or ``symbol=``, or neither: every
   symbol): each symbol's ``firstId``, ``lastId`` and ``count`` of the trades that have happened
   (``-1`` and 0 before the first), the fields the ingestor reads (:func:`ticker_24hr`).
+* ``GET /api/v3/klines`` (and the futures paths), when given ``klines``: kline rows of a file,
+  paged as Binance pages them (:mod:`binance_metrics.testing.klines`).
 
 A *market* walks the trades in order; a trade has happened once the market passed it, whether it
 was sent or not. The market opens when every stream has a listener (or, ``open_on_first_listener``,
@@ -47,7 +49,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,6 +69,13 @@ from binance_metrics.testing.faults import (
     Refuse,
     Shutdown,
     Silence,
+)
+from binance_metrics.testing.klines import (
+    KLINES_PATHS,
+    WEIGHT,
+    KlineRow,
+    kline_rows_of,
+    klines_page,
 )
 from binance_metrics.testing.market import MarketTrade, shifted_to_now
 from binance_metrics.trades import TradeMessage
@@ -107,6 +116,14 @@ class RestCall:
     status: int
 
 
+@dataclass(frozen=True)
+class KlinesCall:
+    time: float  # monotonic
+    path: str
+    query: str
+    status: int
+
+
 @dataclass(eq=False)  # identity equality: sessions live in a set
 class Session:
     """One client connection."""
@@ -129,6 +146,7 @@ class ExchangeLog:
     handshakes: list[tuple[float, str]] = field(default_factory=list)  # (time, "ok"|"refused")
     sessions: list[Session] = field(default_factory=list)
     rest_calls: list[RestCall] = field(default_factory=list)
+    klines_calls: list[KlinesCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
     ticker_calls: list[tuple[float, tuple[str, ...]]] = field(
         default_factory=list
@@ -158,16 +176,20 @@ class LocalExchange:
         start_gate: threading.Event | None = None,
         unlisted: Iterable[str] = (),
         message_rate_limit: int | None = None,
+        klines: Mapping[str, Sequence[KlineRow]] | None = None,
     ) -> None:
         """``ping_*``: the exchange's own pings (often by default, so a test sees pongs).
         ``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
         ``rest_serves_all``: REST serves trades before they happen (REST without a client).
         ``unlisted``: symbols exchangeInfo does not list as TRADING until a ``Listing``.
-        ``message_rate_limit``: messages per second a connection may send (Binance: 5)."""
-        if not trades:
+        ``message_rate_limit``: messages per second a connection may send (Binance: 5).
+        ``klines``: symbol -> 12-column kline rows served at ``/api/v3/klines`` (no trades are
+        needed then)."""
+        if not trades and not klines:
             raise ValueError("nothing to trade")
+        self.klines = klines
         self.trades = trades
-        self.symbols = sorted({trade.symbol for trade in trades})
+        self.symbols = sorted({trade.symbol for trade in trades} | set(klines or ()))
         self.faults: dict[int, list[Action]] = {}
         for fault in faults:
             self.faults.setdefault(fault.at, []).append(fault.action)
@@ -192,6 +214,7 @@ class LocalExchange:
         self._happened: dict[str, int] = {}  # symbol -> how many of its trades have happened
         self._sessions: set[Session] = set()
         self._refuse = 0
+        self._weight = (0, 0)  # (minute, REST weight used in it)
         self._closing: set[asyncio.Future[None]] = set()  # closes after a Shutdown's grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # the set of listeners changed
@@ -204,9 +227,11 @@ class LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
-        listens (REST fills what a reconnect missed); a ping every 20 s."""
+        listens (REST fills what a reconnect missed); a ping every 20 s; the klines of those
+        trades at ``/api/v3/klines``."""
+        shifted = shifted_to_now(trades, speed)
         return cls(
-            shifted_to_now(trades, speed),
+            shifted,
             pace=RealTime(speed),
             advance_when_idle=True,
             tail_guard=0,
@@ -214,6 +239,7 @@ class LocalExchange:
             ping_interval_s=20.0,
             ping_timeout_s=20.0,
             message_rate_limit=5,
+            klines=kline_rows_of(shifted),
         )
 
     # -- addresses ------------------------------------------------------------------------
@@ -270,6 +296,8 @@ class LocalExchange:
         url = urlsplit(request.path)
         if url.path == HISTORICAL_TRADES:
             return await self._historical_trades(conn, parse_qs(url.query))
+        if url.path in KLINES_PATHS and self.klines is not None:
+            return self._klines(conn, url.path, url.query)
         if url.path == EXCHANGE_INFO:
             return self._exchange_info(conn)
         if url.path == TICKER_24HR:
@@ -333,6 +361,23 @@ class LocalExchange:
         body = rows[0] if "symbol" in query else rows
         response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
         response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _klines(self, conn: ServerConnection, path: str, query: str) -> Response:
+        if self._rest_errors:
+            status, retry_after = self._rest_errors.pop(0)
+            response = conn.respond(status, json.dumps({"code": -1003, "msg": "Too many"}))
+            response.headers["Retry-After"] = f"{retry_after:g}"
+        else:
+            assert self.klines is not None
+            status, body = klines_page(self.klines, parse_qs(query))
+            response = conn.respond(status, json.dumps(body))
+            response.headers["Content-Type"] = "application/json"
+        minute = int(time.time() // 60)
+        with self.lock:
+            self.log.klines_calls.append(KlinesCall(time.monotonic(), path, query, status))
+            self._weight = (minute, (self._weight[1] if self._weight[0] == minute else 0) + WEIGHT)
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight[1])
         return response
 
     def _record_rest(self, symbol: str, from_id: int, limit: int, status: int) -> None:
@@ -447,6 +492,9 @@ class LocalExchange:
     # -- the market ----------------------------------------------------------------------
 
     async def _run_market(self) -> None:
+        if not self.trades:  # an exchange of klines only
+            self.done.set()
+            return
         streams = sorted({t.stream for t in self.trades if t.symbol in self.trading})
         await self._wait_for_listeners(streams, every=not self.open_on_first_listener)
         while self.start_gate is not None and not self.start_gate.is_set():
