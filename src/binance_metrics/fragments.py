@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from binance_metrics.bars import Bar
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.heartbeats import Heartbeat, decode_heartbeat
 from binance_metrics.trade_ids import IdRuns
 from binance_metrics.trades import Rejected, decode_priced_trade
 
@@ -97,15 +98,17 @@ def preaggregate(
     window_ms: int,
     count: Callable[[int, int], None],
     latest_ms: int | None = None,
-) -> list[Fragment | Rejected]:
+) -> list[Fragment | Heartbeat | Rejected]:
     """Decode one input batch and fold its trades per (symbol, window).
 
-    Returns a :class:`Fragment` per (symbol, window) and a :class:`Rejected` per record that is
-    not a valid trade (trade times after ``latest_ms`` included); ``count(trades, rejected)`` is
-    told how many of each.
+    Returns a :class:`Fragment` per (symbol, window), the latest
+    :class:`~binance_metrics.heartbeats.Heartbeat` per (symbol, window) and a :class:`Rejected`
+    per record that is neither a valid trade (trade times after ``latest_ms`` included) nor a
+    heartbeat; ``count(trades, rejected)`` is told how many trades and rejections.
     """
     groups: dict[tuple[str, int], Fragment] = {}
-    out: list[Fragment | Rejected] = []
+    beats: dict[tuple[str, int], Heartbeat] = {}
+    out: list[Fragment | Heartbeat | Rejected] = []
     trades = 0
     for payload in batch:
         try:
@@ -116,7 +119,14 @@ def preaggregate(
                     f"not a market trade (X={trade.trade_type}); klines exclude it"
                 )
         except InvalidTradeError as exc:
-            out.append(Rejected(payload, str(exc)))
+            beat = decode_heartbeat(payload)
+            if beat is None:
+                out.append(Rejected(payload, str(exc)))
+            else:
+                key = (beat.symbol, beat.through_ms // window_ms)
+                held = beats.get(key)
+                if held is None or beat.through_ms > held.through_ms:
+                    beats[key] = Heartbeat(beat.symbol, key[1], beat.through_ms)
             continue
         window = trade.trade_time_ms // window_ms
         fragment = groups.get((trade.symbol, window))
@@ -139,4 +149,5 @@ def preaggregate(
         trades += last_id - first_id + 1
     count(trades, len(out))
     out.extend(groups.values())
+    out.extend(beats.values())
     return out

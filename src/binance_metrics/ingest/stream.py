@@ -70,9 +70,21 @@ def shard_symbols(symbols: Sequence[str], per_connection: int) -> list[tuple[str
 class Connection:
     """One open WebSocket and the task that reads it."""
 
-    def __init__(self, ws: ClientConnection, name: str, consumer: FrameConsumer) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        name: str,
+        consumer: FrameConsumer,
+        symbols: tuple[str, ...] = (),
+        session: tuple[int, int] = (0, 0),
+    ) -> None:
         self.ws = ws
         self.name = name
+        self.symbols = symbols
+        #: (shard, number) of the unbroken run of connections this one belongs to: a switch
+        #: (make-before-break) keeps it, a lost connection ends it (see ingest/heartbeats.py).
+        self.session = session
+        self.next_heartbeat_ms = 0  # the consumer's: when this connection's next heartbeat is due
         self.opened_at = time.monotonic()
         self.frames = 0
         self.first_frame = asyncio.Event()
@@ -150,6 +162,7 @@ class Shard:
         self.current: Connection | None = None
         self._others: set[Connection] = set()  # the outgoing one during a switch
         self._opened = 0
+        self.sessions = 0  # connections lost so far: the current session's number
         self.reconnects = 0
         self.connect_failures = 0
         self.delays: deque[float] = deque(maxlen=100)  # recent backoff sleeps, for the tests
@@ -170,6 +183,7 @@ class Shard:
                 lived = time.monotonic() - conn.opened_at
                 await conn.close()
                 self.current = None
+                self.sessions += 1
                 if lived >= self.tuning.healthy_after_s:
                     self.backoff.reset()
                 await self._sleep_backoff()
@@ -225,7 +239,7 @@ class Shard:
                 self.reconnects += 1
                 self._metrics.reconnects.labels(reason).inc()
             log.info("connection %s open (%s, %d streams)", name, reason, len(self.symbols))
-            return Connection(ws, name, self._consumer)
+            return Connection(ws, name, self._consumer, self.symbols, (self.index, self.sessions))
 
     async def _sleep_backoff(self) -> None:
         delay = self.backoff.next_delay()

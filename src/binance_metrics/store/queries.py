@@ -1,12 +1,13 @@
-"""Reading bars back: 1-minute bars and their rollups, always as exact decimals.
+"""Reading bars back: 1-minute bars and their rollups, always as exact decimals; with
+``include_open``, the forming bar after them (docs/live.md).
 
 Every value that comes from a caller is bound as a query parameter, never formatted into SQL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
@@ -20,6 +21,17 @@ _COLUMNS: Final = (
     "taker_buy_volume, taker_buy_quote_volume"
 )
 _MAX_LIMIT: Final = 100_000
+#: Of the 1-minute bars, also which trades they hold (the rollup view does not carry them).
+_MINUTE_COLUMNS: Final = _COLUMNS + ", first_trade_id, last_trade_id"
+#: The forming bar of a symbol, when its window is newer than the symbol's newest closed bar.
+_NEWEST_SQL: Final = "SELECT max(window_start) FROM binance.ohlcv WHERE symbol = {symbol:String}"
+_FORMING_SQL: Final = (
+    f"SELECT {_MINUTE_COLUMNS} FROM binance.ohlcv_forming FINAL "
+    "WHERE symbol = {symbol:String} "
+    "AND window_start >= {start:DateTime64(3, 'UTC')} "
+    "AND window_start < {end:DateTime64(3, 'UTC')} "
+    f"AND window_start > ({_NEWEST_SQL})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +46,11 @@ class StoredBar:
     trade_count: int
     taker_buy_volume: Decimal
     taker_buy_quote_volume: Decimal
+    #: The lowest and highest trade id of a 1-minute bar (-1 without trades; None for rollups).
+    first_trade_id: int | None = None
+    last_trade_id: int | None = None
+    #: False for the forming bar, and for a rollup whose last minute has not closed yet.
+    closed: bool = True
 
     @property
     def open_time_ms(self) -> int:
@@ -56,31 +73,47 @@ def fetch_bars(
     start: datetime | None = None,
     end: datetime | None = None,
     limit: int | None = None,
+    include_open: bool = False,
 ) -> list[StoredBar]:
     """Bars of ``symbol`` with ``start <= open_time < end``, oldest first.
 
     With a ``limit`` and no ``start``, the most recent ``limit`` bars are returned.
+    ``include_open``: of 1-minute bars, the forming bar comes last (``closed=False``) while its
+    window is newer than every closed bar (it counts towards ``limit``); a rollup whose last
+    minute has not closed is marked ``closed=False`` (the forming minute is not in it).
     """
     limit = min(limit or _MAX_LIMIT, _MAX_LIMIT)
+    columns = _MINUTE_COLUMNS if interval == "1m" else _COLUMNS
     sql = (
-        f"SELECT {_COLUMNS} FROM {_source(interval)} "
+        f"SELECT {columns} FROM {_source(interval)} "
         "WHERE symbol = {symbol:String} "
         "AND window_start >= {start:DateTime64(3, 'UTC')} "
         "AND window_start < {end:DateTime64(3, 'UTC')} "
         "ORDER BY window_start DESC LIMIT {limit:UInt32}"
     )
-    rows = store.query(
-        sql,
-        {
-            "symbol": symbol.upper(),
-            "start": start or datetime(1970, 1, 1, tzinfo=UTC),
-            "end": end or datetime(2200, 1, 1, tzinfo=UTC),
-            "limit": limit,
-            "interval_seconds": INTERVALS.get(interval, 60),
-        },
-    )
+    parameters = {
+        "symbol": symbol.upper(),
+        "start": start or datetime(1970, 1, 1, tzinfo=UTC),
+        "end": end or datetime(2200, 1, 1, tzinfo=UTC),
+        "limit": limit,
+        "interval_seconds": INTERVALS.get(interval, 60),
+    }
+    # The forming bar first: a bar that closes between the two reads is then in the closed
+    # ones, and its forming version is dropped below, never shown twice or not at all.
+    forming = store.query(_FORMING_SQL, parameters) if include_open and interval == "1m" else []
+    rows = store.query(sql, parameters)
     bars = [StoredBar(_utc(row[0]), *row[1:]) for row in rows]
     bars.reverse()
+    if forming:
+        bar = replace(StoredBar(_utc(forming[0][0]), *forming[0][1:]), closed=False)
+        if not bars or bar.open_time > bars[-1].open_time:
+            bars = [*bars[max(0, len(bars) + 1 - limit) :], bar]
+    elif include_open and bars and interval != "1m":
+        newest = store.query(_NEWEST_SQL, parameters)
+        closed_until = _utc(newest[0][0]) + timedelta(minutes=1)
+        last = bars[-1]
+        if last.open_time + timedelta(seconds=INTERVALS[interval]) > closed_until:
+            bars[-1] = replace(last, closed=False)
     return bars
 
 
