@@ -1,0 +1,84 @@
+"""Forming bars in the store: shown after the closed bars while their window is newer, never in
+place of a closed bar, whatever the order in which closed bars and snapshots are written."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.forming import FormingUpdate
+from binance_metrics.store.clickhouse import Store
+from binance_metrics.store.forming import insert_forming
+from binance_metrics.store.queries import fetch_bars
+
+MINUTE_MS = 60_000
+T0 = 1_723_161_600_000
+_symbols = itertools.count()
+
+
+def bar(minute: int, trades: int) -> Bar:
+    """A bar of ``trades`` trades (ids consecutive), its close telling minute and count apart."""
+    folded = Bar()
+    for i in range(trades):
+        folded.add(10**8 * (minute + 1) + trades, 10**8, minute * 1000 + i, minute * 1000 + i, True)
+    return folded
+
+
+# A write: ("closed" | "forming", minute, trade count). Forming snapshots of a minute grow.
+writes = st.lists(
+    st.tuples(st.sampled_from(["closed", "forming"]), st.integers(0, 3), st.integers(1, 4)),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes)
+def test_a_closed_bar_is_never_replaced_by_a_forming_version(
+    store: Store, schedule: list[tuple[str, int, int]]
+) -> None:
+    symbol = f"FORMING{next(_symbols)}USDT"
+    closed: dict[int, Bar] = {}
+    forming: tuple[int, int, Bar] | None = None  # (minute, trades, bar) the table keeps
+    for kind, minute, trades in schedule:
+        start = T0 + minute * MINUTE_MS
+        written = bar(minute, trades)
+        if kind == "closed":
+            store.insert_bars([BarUpdate(symbol, start, written)])
+            if minute not in closed or trades >= closed[minute].trade_count:
+                closed[minute] = written
+        else:
+            insert_forming(store, [FormingUpdate(symbol, start, written)])
+            if forming is None or (minute, trades) >= forming[:2]:
+                forming = (minute, trades, written)
+        shown = fetch_bars(store, symbol, include_open=True)
+        expected = [(T0 + m * MINUTE_MS, b, True) for m, b in sorted(closed.items())]
+        if forming is not None and (not closed or forming[0] > max(closed)):
+            expected.append((T0 + forming[0] * MINUTE_MS, forming[2], False))
+        got = [(b.open_time_ms, b.close, b.trade_count, b.closed) for b in shown]
+        assert got == [(t, _dec(b.close), b.trade_count, c) for t, b, c in expected]
+        for stored in shown:
+            assert (stored.first_trade_id, stored.last_trade_id) == (
+                (stored.open_time_ms - T0) // MINUTE_MS * 1000,
+                (stored.open_time_ms - T0) // MINUTE_MS * 1000 + stored.trade_count - 1,
+            )
+
+
+def _dec(value: int) -> object:
+    return Bar(close=value).decimals()["close"]
+
+
+def test_limit_counts_the_forming_bar_and_rollups_mark_their_open_last_bar(store: Store) -> None:
+    symbol = f"FORMING{next(_symbols)}USDT"
+    store.insert_bars([BarUpdate(symbol, T0 + m * MINUTE_MS, bar(m, 2)) for m in range(7)])
+    insert_forming(store, [FormingUpdate(symbol, T0 + 7 * MINUTE_MS, bar(7, 1))])
+    shown = fetch_bars(store, symbol, include_open=True, limit=3)
+    assert [(b.open_time_ms - T0) // MINUTE_MS for b in shown] == [5, 6, 7]
+    assert [b.closed for b in shown] == [True, True, False]
+    assert [b.closed for b in fetch_bars(store, symbol, limit=3)] == [True, True, True]
+    five = fetch_bars(store, symbol, interval="5m", include_open=True)
+    # 00:00-00:05 is complete; 00:05-00:10 has minutes 5 and 6 only: still open.
+    assert [b.closed for b in five] == [True, False]
