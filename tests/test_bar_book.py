@@ -286,3 +286,13 @@ def test_quiet_windows_are_filled_exactly_when_known_empty(
         else:
             expected[window] = Bar.filler(close)
     assert written == expected
+
+
+def test_a_book_snapshotted_before_quiet_windows_existed_is_restored_and_works() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    for name in ("confirmed", "closed_quiet", "filled_through"):
+        del book.__dict__[name]  # the state as an older release pickled it
+    restored = pickle.loads(pickle.dumps(book))
+    restored.close_quiet(6)
+    assert restored.confirm(6).bars == fillers([6], 100)

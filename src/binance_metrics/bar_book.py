@@ -67,6 +67,10 @@ class BarBook:
     #: The last window after the last bar that was filled (a quiet window, closed and vouched).
     filled_through: int = -1
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A book snapshotted by a release before quiet windows lacks their fields.
+        self.__dict__.update({"confirmed": -1, "closed_quiet": [], "filled_through": -1, **state})
+
     def close_quiet(self, window: int) -> BookUpdate:
         """``window`` closed in the dataflow without a trade."""
         if window <= self.confirmed:

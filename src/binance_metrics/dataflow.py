@@ -389,5 +389,6 @@ def build_flow(
     )
     op.output("bars", bars, bars_sink)
     if forming is not None:
-        op.output("forming_bars", forming, ClickHouseFormingSink(settings.clickhouse_dsn))
+        every_s = settings.FORMING_EVERY_MS / 1000
+        op.output("forming_bars", forming, ClickHouseFormingSink(settings.clickhouse_dsn, every_s))
     return flow

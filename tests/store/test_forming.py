@@ -35,7 +35,9 @@ writes = st.lists(
 )
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(writes)
 def test_a_closed_bar_is_never_replaced_by_a_forming_version(
     store: Store, schedule: list[tuple[str, int, int]]

@@ -34,7 +34,9 @@ def test_shifted_by_whole_minutes_sent_on_time_never_before_it_happened(
     shifts = {s.trade_time - t.trade_time_ms for s, t in zip(shifted, trades, strict=True)}
     (shift,) = shifts
     assert shift % MINUTE_MS == 0
-    assert all(s.event_time - t.event_time_ms == shift for s, t in zip(shifted, trades, strict=True))
+    assert all(
+        s.event_time - t.event_time_ms == shift for s, t in zip(shifted, trades, strict=True)
+    )
     pace = RealTime(speed, on_the_clock=True)
     first = min(s.event_time for s in shifted)
     last = max(s.event_time for s in shifted)

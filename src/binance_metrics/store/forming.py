@@ -3,7 +3,8 @@
 A forming bar is a preview that the next snapshot replaces, so the sink never holds the dataflow
 up: a write that fails is logged (at most once a minute) and dropped, and the next snapshot
 tries again. The closed bars' sink (:mod:`binance_metrics.store.sink`) is the one that waits
-out a store outage.
+out a store outage. Each insert makes a part of the table, so the sink writes at most once per
+``every``: what comes sooner waits, newest per symbol, for the next batch after it.
 """
 
 from __future__ import annotations
@@ -51,14 +52,22 @@ def insert_forming(store: Store, updates: Sequence[FormingUpdate]) -> int:
 
 
 class _FormingPartition(StatelessSinkPartition[FormingUpdate]):
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, every_s: float) -> None:
         self._store = open_store(dsn)
+        self._every_s = every_s
+        self._pending: list[FormingUpdate] = []
+        self._written_at = float("-inf")
         self._reported_at = float("-inf")
 
     @override
     def write_batch(self, items: list[FormingUpdate]) -> None:
+        self._pending += items
+        now = time.monotonic()
+        if now - self._written_at < self._every_s:
+            return
+        pending, self._pending, self._written_at = self._pending, [], now
         try:
-            insert_forming(self._store, items)
+            insert_forming(self._store, pending)
         except Exception as exc:  # noqa: BLE001 - a preview must never stop the bars
             now = time.monotonic()
             if now - self._reported_at >= _REPORT_EVERY_S:
@@ -69,11 +78,13 @@ class _FormingPartition(StatelessSinkPartition[FormingUpdate]):
 
 
 class ClickHouseFormingSink(DynamicSink[FormingUpdate]):
-    """Write forming-bar snapshots into ``binance.ohlcv_forming``."""
+    """Write forming-bar snapshots into ``binance.ohlcv_forming``, at most once per
+    ``every_s`` per worker."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, every_s: float = 0.25) -> None:
         self.dsn = dsn
+        self.every_s = every_s
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _FormingPartition:
-        return _FormingPartition(self.dsn)
+        return _FormingPartition(self.dsn, self.every_s)
