@@ -47,3 +47,10 @@ def test_preaggregate_keeps_the_latest_heartbeat_per_window_and_dead_letters_non
         Heartbeat("BTCUSDT", T0 // MINUTE_MS, T0 + 1_999),
         Heartbeat("BTCUSDT", T0 // MINUTE_MS + 1, T0 + MINUTE_MS + 999),
     ]
+
+
+def test_a_heartbeat_from_the_future_is_dead_lettered_like_a_trade_from_the_future() -> None:
+    out = preaggregate([encode_heartbeat("BTCUSDT", T0 + 10_000, 0)], MINUTE_MS,
+                       lambda t, r: None, latest_ms=T0)  # fmt: skip
+    (rejected,) = out
+    assert isinstance(rejected, Rejected) and "future" in rejected.error

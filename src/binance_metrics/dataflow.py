@@ -17,6 +17,11 @@ already holds (:mod:`binance_metrics.seen_trades`). Late data is never dropped: 
 ``late`` stream and the partial bars that Bytewax re-emits once a key's windows have closed both
 go through the bar book, which merges them into the full bar before anything reaches the store;
 trades older than the book's history are merged by the sink into the stored bar.
+
+Live, the ingestor's heartbeats (:mod:`binance_metrics.heartbeats`) go through the windows with
+the trades, so that a minute without trades opens and closes a window, and to the bar book,
+which fills such a minute once the feed vouched for it; a step beside the windows writes each
+symbol's forming bar (:mod:`binance_metrics.forming_step`) to a table of its own (docs/live.md).
 """
 
 from __future__ import annotations

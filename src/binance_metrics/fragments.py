@@ -122,6 +122,11 @@ def preaggregate(
             beat = decode_heartbeat(payload)
             if beat is None:
                 out.append(Rejected(payload, str(exc)))
+            elif latest_ms is not None and beat.through_ms > latest_ms:
+                # Like a trade from the future, it would fill every minute up to it.
+                out.append(
+                    Rejected(payload, f"heartbeat time {beat.through_ms} ms is in the future")
+                )
             else:
                 key = (beat.symbol, beat.through_ms // window_ms)
                 held = beats.get(key)

@@ -37,14 +37,21 @@ def test_shifted_by_whole_minutes_sent_on_time_never_before_it_happened(
     assert all(
         s.event_time - t.event_time_ms == shift for s, t in zip(shifted, trades, strict=True)
     )
-    pace = RealTime(speed, on_the_clock=True)
-    first = min(s.event_time for s in shifted)
-    last = max(s.event_time for s in shifted)
-    due = [pace.due_ms(s.event_time, first, last) for s in shifted]
-    # Never sent before it happened (no trade from the future, no bar dated ahead of time).
-    assert all(d >= s.event_time >= s.trade_time for d, s in zip(due, shifted, strict=True))
-    # The playback starts within the minute before now: the shift is as large as it can be.
-    assert now_ms - MINUTE_MS < min(due) <= now_ms
     if speed == 1.0:
-        # Each frame is sent at its own event time: the latency is the recording's own.
+        # On the clock: each frame is sent at its own event time, so the latency is the
+        # recording's own, after what is already due at the start (less than a minute) went.
+        pace = RealTime(speed, on_the_clock=True)
+        first = min(s.event_time for s in shifted)
+        last = max(s.event_time for s in shifted)
+        due = [pace.due_ms(s.event_time, first, last) for s in shifted]
         assert due == [s.event_time for s in shifted]
+        assert now_ms - MINUTE_MS < min(due) <= now_ms
+    else:
+        # Paced from a market that opens now (or later, which only delays every frame).
+        due = [now_ms + (s.trade_time - shifted[0].trade_time) / speed for s in shifted]
+        # ... and the shift as large as that allows: the first frame is dated less than a
+        # minute (plus how far a faster playback runs ahead) before the start.
+        first, last = min(s.event_time for s in shifted), max(s.event_time for s in shifted)
+        assert now_ms - first < MINUTE_MS + max(0, 1 - 1 / speed) * (last - first)
+    # Never sent before it happened (no trade from the future, no bar dated ahead of time).
+    assert all(d >= s.trade_time for d, s in zip(due, shifted, strict=True))

@@ -185,10 +185,16 @@ class LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
-        listens (REST fills what a reconnect missed); a ping every 20 s."""
+        listens (REST fills what a reconnect missed); a ping every 20 s.
+
+        At speed 1 each trade is sent at its own (shifted) time, so its latency is the real one
+        (the trades of the first minute that are already due go at once). At another speed the
+        recording's time runs faster or slower than the clock, so it is paced from the moment
+        the market opens instead: a burst of the already-due part would be up to ``60 * speed``
+        seconds of it."""
         return cls(
             shifted_to_now(trades, speed),
-            pace=RealTime(speed, on_the_clock=True),
+            pace=RealTime(speed, on_the_clock=speed == 1),
             advance_when_idle=True,
             tail_guard=0,
             open_on_first_listener=True,

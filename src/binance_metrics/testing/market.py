@@ -128,8 +128,9 @@ def shifted_to_now(
     before ``now_ms``: at speed 1 each trade is then sent at its own (shifted) time, so its
     latency is the real one, after the trades of the first minute that are already due have
     gone at once; faster, the recording runs ahead of the clock, so it is moved back by that
-    much, and no trade is ever dated after the moment it is sent (a trade from the future is
-    refused as corrupt, and would make a bar dated in the future).
+    much, and no trade is ever dated after the moment it is sent, on the clock or paced from
+    a market that opens at ``now_ms`` or later (a trade from the future is refused as corrupt,
+    and would make a bar dated in the future).
     """
     if not trades:
         raise ValueError("nothing to replay")
