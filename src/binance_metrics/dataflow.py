@@ -49,10 +49,11 @@ from binance_metrics.fragments import Fragment, StaleFragment, preaggregate
 from binance_metrics.heartbeats import Heartbeat
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.forming import ClickHouseFormingSink
-from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
+from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
 from binance_metrics.trades import Rejected
 
 log = logging.getLogger(__name__)
@@ -392,7 +393,10 @@ def build_flow(
         give_up_after_s=give_up_after_s,
         abort=abort,
     )
-    op.output("bars", bars, bars_sink)
+    # The ids of the trades klines exclude (not market trades) go to the store with the bars,
+    # so that the completeness ledger counts them as accounted for (docs/ledger.md).
+    accounted = op.filter_map("accounted", rejected, accounted_trades)
+    output_bars("bars", op.merge("to_store", bars, accounted), bars_sink)
     if forming is not None:
         every_s = settings.FORMING_EVERY_MS / 1000
         op.output("forming_bars", forming, ClickHouseFormingSink(settings.clickhouse_dsn, every_s))

@@ -10,15 +10,18 @@ trades — the rare case; the common one uses the folded bar as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from binance_metrics.bars import Bar
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.heartbeats import Heartbeat, decode_heartbeat
 from binance_metrics.trade_ids import IdRuns
-from binance_metrics.trades import Rejected, decode_priced_trade
+from binance_metrics.trades import Rejected, decode_priced_trades
+
+#: The ``kind`` of a :class:`Rejected` futures trade that is not a market trade.
+NOT_MARKET: Final = "not_market"
 
 
 class FoldedTrade(NamedTuple):
@@ -94,7 +97,7 @@ class StaleFragment(NamedTuple):
 
 
 def preaggregate(
-    batch: Iterable[bytes],
+    batch: Sequence[bytes],
     window_ms: int,
     count: Callable[[int, int], None],
     latest_ms: int | None = None,
@@ -110,18 +113,11 @@ def preaggregate(
     beats: dict[tuple[str, int], Heartbeat] = {}
     out: list[Fragment | Heartbeat | Rejected] = []
     trades = 0
-    for payload in batch:
-        try:
-            trade, price, qty = decode_priced_trade(payload, latest_ms)
-            if trade.trade_type is not None and trade.trade_type != "MARKET":
-                # Futures insurance-fund and ADL trades are not market trades; keep them visible.
-                raise InvalidTradeError(
-                    f"not a market trade (X={trade.trade_type}); klines exclude it"
-                )
-        except InvalidTradeError as exc:
+    for payload, decoded in zip(batch, decode_priced_trades(batch, latest_ms), strict=True):
+        if isinstance(decoded, InvalidTradeError):
             beat = decode_heartbeat(payload)
             if beat is None:
-                out.append(Rejected(payload, str(exc)))
+                out.append(Rejected(payload, str(decoded)))
             elif latest_ms is not None and beat.through_ms > latest_ms:
                 # Like a trade from the future, it would fill every minute up to it.
                 out.append(
@@ -132,6 +128,13 @@ def preaggregate(
                 held = beats.get(key)
                 if held is None or beat.through_ms > held.through_ms:
                     beats[key] = Heartbeat(beat.symbol, key[1], beat.through_ms)
+            continue
+        trade, price, qty = decoded
+        if trade.trade_type is not None and trade.trade_type != "MARKET":
+            # Futures insurance-fund and ADL trades are not market trades; keep them visible
+            # (and their ids accounted for: binance_metrics.ledger.accounted).
+            message = f"not a market trade (X={trade.trade_type}); klines exclude it"
+            out.append(Rejected(payload, message, NOT_MARKET))
             continue
         window = trade.trade_time_ms // window_ms
         fragment = groups.get((trade.symbol, window))

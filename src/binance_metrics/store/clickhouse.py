@@ -149,8 +149,8 @@ class Store:
             raise StoreError(f"the store {redact(self.dsn)} failed: {_first_line(exc)}") from exc
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
-        """Insert ``rows`` of ``columns``; a failure is a :class:`StoreError`."""
-        with self._lock, self._failures_as_store_errors():
+        """Insert ``rows`` (values in the order of ``columns``) into ``table``."""
+        with self._lock:
             self._client.insert(table, rows, column_names=columns)
 
     def insert_bars(self, rows: Sequence[BarUpdate]) -> int:
