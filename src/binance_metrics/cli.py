@@ -125,8 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     bars.add_argument(
         "--include-open",
         action="store_true",
-        help="also the forming bar of the current minute, last, and a 'closed' column "
-        "(false for it; a rollup whose last minute is still open is false too)",
+        help="also the forming bar of the current minute, last (a rollup's last bar holds "
+        "it), and a 'closed' column: false for a bar with a minute still open",
     )
     audit = commands.add_parser(
         "audit",

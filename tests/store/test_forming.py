@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,7 @@ from binance_metrics.forming import FormingUpdate
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.forming import insert_forming
 from binance_metrics.store.queries import fetch_bars
+from tests.support.oracle import FIELDS
 
 MINUTE_MS = 60_000
 T0 = 1_723_161_600_000
@@ -84,3 +86,43 @@ def test_limit_counts_the_forming_bar_and_rollups_mark_their_open_last_bar(store
     five = fetch_bars(store, symbol, interval="5m", include_open=True)
     # 00:00-00:05 is complete; 00:05-00:10 has minutes 5 and 6 only: still open.
     assert [b.closed for b in five] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("closed_trades", "forming_trades"),
+    [([2, 0, 3, 1, 0, 2, 0], 3), ([2, 0, 3, 1, 0, 0, 0], 0), ([1, 0, 0, 0, 0, 0, 0], 4),
+     ([1, 0, 0, 0, 0, 2, 1], 0)],
+)  # fmt: skip
+def test_a_rollup_holds_the_forming_minute_as_the_view_will_once_it_closed(
+    store: Store, closed_trades: list[int], forming_trades: int
+) -> None:
+    """Minutes 0..6 closed (0 trades: a filler), minute 7 forming: the last 5-minute bar
+    (minutes 5..9) is exactly the view's once minute 7 is closed with the same trades."""
+    symbol = f"FORMING{next(_symbols)}USDT"
+    closed = [
+        BarUpdate(symbol, T0 + m * MINUTE_MS, _sized(m, n)) for m, n in enumerate(closed_trades)
+    ]
+    close = [b.bar.close for b in closed if not b.bar.is_empty][-1]
+    seventh = _sized(7, forming_trades) if forming_trades else Bar.filler(close)
+    for i, update in enumerate(closed):  # fillers carry the previous close
+        if update.bar.is_empty:
+            before = [b.bar.close for b in closed[:i] if not b.bar.is_empty][-1]
+            closed[i] = BarUpdate(symbol, update.window_start_ms, Bar.filler(before))
+    store.insert_bars(closed)
+    insert_forming(store, [FormingUpdate(symbol, T0 + 7 * MINUTE_MS, seventh)])
+    shown = fetch_bars(store, symbol, interval="5m", include_open=True)
+    assert [b.closed for b in shown] == [True, False]
+    store.insert_bars([BarUpdate(symbol, T0 + 7 * MINUTE_MS, seventh)])
+    expected = fetch_bars(store, symbol, interval="5m")
+    assert [{n: getattr(b, n) for n in FIELDS} for b in shown] == [
+        {n: getattr(b, n) for n in FIELDS} for b in expected
+    ]
+
+
+def _sized(minute: int, trades: int) -> Bar:
+    """``trades`` trades of odd prices and large quantities (quote volumes beyond 28 digits)."""
+    folded = Bar()
+    for i in range(trades):
+        price = 10**8 * (50 + (minute * 7 + i * 3) % 11) + 12_345_678
+        folded.add(price, 10**19 + 987_654_321, minute * 1000 + i, minute * 1000 + i, i % 2 == 0)
+    return folded

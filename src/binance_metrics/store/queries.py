@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Final
 
 from binance_metrics.store.clickhouse import Store
@@ -78,9 +78,9 @@ def fetch_bars(
     """Bars of ``symbol`` with ``start <= open_time < end``, oldest first.
 
     With a ``limit`` and no ``start``, the most recent ``limit`` bars are returned.
-    ``include_open``: of 1-minute bars, the forming bar comes last (``closed=False``) while its
-    window is newer than every closed bar (it counts towards ``limit``); a rollup whose last
-    minute has not closed is marked ``closed=False`` (the forming minute is not in it).
+    ``include_open``: the forming bar comes last (``closed=False``) while its minute is newer
+    than every closed bar (it counts towards ``limit``); of a rollup, the last bar holds the
+    forming minute too, and is ``closed=False`` while any of its minutes is open.
     """
     limit = min(limit or _MAX_LIMIT, _MAX_LIMIT)
     columns = _MINUTE_COLUMNS if interval == "1m" else _COLUMNS
@@ -100,21 +100,58 @@ def fetch_bars(
     }
     # The forming bar first: a bar that closes between the two reads is then in the closed
     # ones, and its forming version is dropped below, never shown twice or not at all.
-    forming = store.query(_FORMING_SQL, parameters) if include_open and interval == "1m" else []
+    forming = store.query(_FORMING_SQL, parameters) if include_open else []
     rows = store.query(sql, parameters)
     bars = [StoredBar(_utc(row[0]), *row[1:]) for row in rows]
     bars.reverse()
-    if forming:
-        bar = replace(StoredBar(_utc(forming[0][0]), *forming[0][1:]), closed=False)
-        if not bars or bar.open_time > bars[-1].open_time:
-            bars = [*bars[max(0, len(bars) + 1 - limit) :], bar]
-    elif include_open and bars and interval != "1m":
+    if include_open and bars and interval != "1m":
         newest = store.query(_NEWEST_SQL, parameters)
         closed_until = _utc(newest[0][0]) + timedelta(minutes=1)
         last = bars[-1]
         if last.open_time + timedelta(seconds=INTERVALS[interval]) > closed_until:
             bars[-1] = replace(last, closed=False)
+    if forming:
+        minute = replace(StoredBar(_utc(forming[0][0]), *forming[0][1:]), closed=False)
+        if bars and minute.open_time <= bars[-1].open_time and interval == "1m":
+            return bars  # closed meanwhile: the closed bar is shown
+        if interval != "1m":
+            minute = _rolled_up(minute, INTERVALS[interval], bars[-1] if bars else None)
+            if bars and minute.open_time == bars[-1].open_time:
+                bars = bars[:-1]
+            elif bars and minute.open_time < bars[-1].open_time:
+                return bars
+        bars = [*bars[max(0, len(bars) + 1 - limit) :], minute]
     return bars
+
+
+def _rolled_up(minute: StoredBar, seconds: int, last: StoredBar | None) -> StoredBar:
+    """The rollup bar of ``seconds`` that holds the forming ``minute``: ``last`` (the rollup of
+    the closed minutes) with it folded in, by the rules of ``binance.ohlcv_rollup``."""
+    length_ms = seconds * 1000
+    start = datetime.fromtimestamp(minute.open_time_ms // length_ms * length_ms / 1000, tz=UTC)
+    if last is None or last.open_time != start:
+        return replace(minute, open_time=start, first_trade_id=None, last_trade_id=None)
+    # Open, high and low come from the minutes with trades (a filler repeats a close).
+    traded = [bar for bar in (last, minute) if bar.trade_count > 0] or [last, minute]
+    with localcontext() as exact:
+        exact.prec = 80  # sums of Decimal(38, 16) values: never rounded to 28 digits
+        return _folded(last, minute, traded)
+
+
+def _folded(last: StoredBar, minute: StoredBar, traded: list[StoredBar]) -> StoredBar:
+    return replace(
+        last,
+        open=traded[0].open,
+        high=max(bar.high for bar in traded),
+        low=min(bar.low for bar in traded),
+        close=minute.close,
+        volume=last.volume + minute.volume,
+        quote_volume=last.quote_volume + minute.quote_volume,
+        trade_count=last.trade_count + minute.trade_count,
+        taker_buy_volume=last.taker_buy_volume + minute.taker_buy_volume,
+        taker_buy_quote_volume=last.taker_buy_quote_volume + minute.taker_buy_quote_volume,
+        closed=False,
+    )
 
 
 def list_symbols(store: Store) -> list[str]:
