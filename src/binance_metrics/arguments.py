@@ -7,7 +7,7 @@ every other configuration error of ``binance-metrics``; the full usage is one ``
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NoReturn
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -89,3 +89,15 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
     return value
+
+
+def day_value(text: str) -> date:
+    """A calendar day, ``YYYY-MM-DD``."""
+    try:
+        return date.fromisoformat(text.strip()) if len(text.strip()) == 10 else _not_a_day(text)
+    except ValueError:
+        return _not_a_day(text)
+
+
+def _not_a_day(text: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD (2024-08-09)")
