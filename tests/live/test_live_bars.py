@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from bytewax.testing import run_main
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -85,24 +83,23 @@ class Observation:
     api_bars: list[dict[str, Any]] = field(default_factory=list)
 
 
-@pytest.fixture
-def live_store(empty_store: Store) -> Iterator[Store]:
-    empty_store.command("TRUNCATE TABLE binance.ohlcv_forming")
-    yield empty_store
-
-
 def test_quiet_windows_close_on_time_never_in_an_outage_and_the_forming_bar_is_exact(
-    broker: EmbeddedBroker, live_store: Store, topic_prefix: str
+    broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
 ) -> None:
     start_ms = (int(time.time() * 1000) // WINDOW_MS + 2) * WINDOW_MS
     trades, cut_at, quiet_last = market(start_ms)
     cut_ms = trades[cut_at - 1].event_time  # the last frame Binance sent before the cut
     faults = [Fault(cut_at, Cut(close_frame=False)), Fault(cut_at, Refuse(12))]
     flow_settings = pipeline_settings(
-        broker, live_store, topic_prefix, WINDOW_SECONDS=2, WATERMARK_WAIT_S=1, FORMING_EVERY_MS=200
+        broker,
+        empty_store,
+        topic_prefix,
+        WINDOW_SECONDS=2,
+        WATERMARK_WAIT_S=1,
+        FORMING_EVERY_MS=200,
     )
     app = FastAPI()
-    app.include_router(create_router(lambda: live_store, [BUSY, QUIET]))
+    app.include_router(create_router(lambda: empty_store, [BUSY, QUIET]))
     observations: list[Observation] = []
     with LocalExchange(trades, faults, pace=RealTime(1.0, on_the_clock=True)) as exchange:
         ingest_settings = settings_for(exchange, topic_prefix, (BUSY, QUIET), silence_timeout_s=10)
@@ -115,7 +112,7 @@ def test_quiet_windows_close_on_time_never_in_an_outage_and_the_forming_bar_is_e
             flow.start()
             with TestClient(app) as client:
                 while not exchange.done.is_set():
-                    observations.append(observe(running.ingestor.sequences, live_store, client))
+                    observations.append(observe(running.ingestor.sequences, empty_store, client))
                     time.sleep(0.2)
             exchange.wait_done(60)
         # The ingestor has flushed on leaving its context; the dataflow reads to the end.
@@ -158,7 +155,7 @@ def test_quiet_windows_close_on_time_never_in_an_outage_and_the_forming_bar_is_e
     # In the end every bar is Binance's, zero-trade ones included.
     expected = reference_klines([_message(t) for t in trades], WINDOW_MS)
     for symbol in (BUSY, QUIET):
-        stored = {bar.open_time_ms: bar for bar in fetch_bars(live_store, symbol)}
+        stored = {bar.open_time_ms: bar for bar in fetch_bars(empty_store, symbol)}
         mine = {start: k for (s, start), k in expected.items() if s == symbol}
         last = max(mine)
         assert {t for t in stored if t <= last} == set(mine), symbol
