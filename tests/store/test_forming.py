@@ -4,6 +4,9 @@ place of a closed bar, whatever the order in which closed bars and snapshots are
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -126,3 +129,28 @@ def _sized(minute: int, trades: int) -> Bar:
         price = 10**8 * (50 + (minute * 7 + i * 3) % 11) + 12_345_678
         folded.add(price, 10**19 + 987_654_321, minute * 1000 + i, minute * 1000 + i, i % 2 == 0)
     return folded
+
+
+def test_without_the_forming_table_the_closed_bars_are_still_served(tmp_path: Path) -> None:
+    """A server whose administrator has not created the table yet (docs/operations.md)."""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FORMING_TABLE, f"chdb://{tmp_path}"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1", "True"]
+    assert "no forming bar (closed bars only)" in result.stderr
+
+
+#: In a process of its own: chDB serves one directory per process (the session's is open).
+WITHOUT_FORMING_TABLE = """
+import sys
+from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.queries import fetch_bars
+store = open_store(sys.argv[1])
+store.command("DROP TABLE binance.ohlcv_forming")
+store.insert_bars([BarUpdate("BTCUSDT", 1723161600000, Bar().add(1, 1, 1, 1, True))])
+bars = fetch_bars(store, "BTCUSDT", include_open=True)
+print(len(bars), bars[0].closed)
+"""

@@ -6,12 +6,16 @@ Every value that comes from a caller is bound as a query parameter, never format
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
-from typing import Final
+from typing import Any, Final
 
+from binance_metrics.errors import StoreError
 from binance_metrics.store.clickhouse import Store
+
+log = logging.getLogger(__name__)
 
 #: Interval name -> seconds. ``1m`` is the stored table; the others are rollups of it.
 INTERVALS: Final = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
@@ -100,7 +104,7 @@ def fetch_bars(
     }
     # The forming bar first: a bar that closes between the two reads is then in the closed
     # ones, and its forming version is dropped below, never shown twice or not at all.
-    forming = store.query(_FORMING_SQL, parameters) if include_open else []
+    forming = _forming_row(store, parameters) if include_open else []
     rows = store.query(sql, parameters)
     bars = [StoredBar(_utc(row[0]), *row[1:]) for row in rows]
     bars.reverse()
@@ -122,6 +126,21 @@ def fetch_bars(
                 return bars
         bars = [*bars[max(0, len(bars) + 1 - limit) :], minute]
     return bars
+
+
+def _forming_row(store: Store, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The forming row, or none when it cannot be read (a server whose administrator has not
+    created ``binance.ohlcv_forming`` yet, docs/operations.md): the closed bars still are."""
+    try:
+        return store.query(_FORMING_SQL, parameters)
+    except StoreError as exc:
+        if str(exc) not in _reported:  # once per reason: pages read it several times a second
+            _reported.add(str(exc))
+            log.warning("no forming bar (closed bars only): %s", exc)
+        return []
+
+
+_reported: set[str] = set()
 
 
 def _rolled_up(minute: StoredBar, seconds: int, last: StoredBar | None) -> StoredBar:
