@@ -85,17 +85,25 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
-        help="replay recorded trades through Kafka and the dataflow into the store",
-        description="Produce recorded trades to Kafka in the live message format, run the "
-        "dataflow to the end of the topic, and print a summary. Reads data.binance.vision "
+        help="replay recorded trades into the store",
+        description="Fold recorded trades into bars in the store and print a summary: by "
+        "default straight from the files (in chunks, bounded memory), with --through-kafka "
+        "by producing them to Kafka and running the dataflow to the end of the topic. Reads "
+        "data.binance.vision "
         "trades/aggTrades CSV (.csv or .zip), trade-stream CSV (TimestampOfReceive,Stream,...), "
         "JSON lines of WebSocket frames, and REST aggTrades/historicalTrades JSON arrays; the "
-        "format is recognised from the first rows. Fails, before producing anything, on a file "
+        "format is recognised from the first rows. Fails, before doing anything, on a file "
         "of another kind; fails if no row is a trade. Bad rows go to the dead-letter topic.",
     )
     replay.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="recorded files")
     replay.add_argument(
         "--symbol", help="symbol for files whose rows carry none (default: from the file name)"
+    )
+    replay.add_argument(
+        "--through-kafka",
+        action="store_true",
+        help="produce the trades to Kafka and run the live dataflow over them (slower; the "
+        "broker holds the whole input)",
     )
 
     backfill = commands.add_parser(
@@ -250,7 +258,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(path) for path in args.paths if not path.is_file()]
     if missing:
         raise ConfigError(f"no such file: {', '.join(missing)}")
-    summary = replay(args.paths, settings, symbol=args.symbol)
+    summary = replay(args.paths, settings, symbol=args.symbol, through_kafka=args.through_kafka)
     print("\n".join(summary.lines()))
     return 0
 
