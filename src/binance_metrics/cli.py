@@ -38,7 +38,7 @@ from binance_metrics.store.queries import INTERVALS, StoredBar
 log = logging.getLogger("binance_metrics")
 
 #: Binance's kline columns that bars carry, ``open_time`` in epoch milliseconds.
-CSV_HEADER = tuple(field.name for field in fields(StoredBar))
+CSV_HEADER = tuple(field.name for field in fields(StoredBar))[:10]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -162,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
         "--limit",
         type=positive_int,
         help="at most this many bars, the most recent of the range (default: all, up to 100000)",
+    )
+    bars.add_argument(
+        "--include-open",
+        action="store_true",
+        help="also the forming bar of the current minute, last (a rollup's last bar holds "
+        "it), and a 'closed' column: false for a bar with a minute still open",
     )
     audit = commands.add_parser(
         "audit",
@@ -328,14 +334,16 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings.clickhouse_dsn)
     bars = fetch_bars(
         store, args.symbol, interval=args.interval, start=args.start, end=args.end,
-        limit=args.limit,
+        limit=args.limit, include_open=args.include_open,
     )  # fmt: skip
+    header = (*CSV_HEADER, "closed") if args.include_open else CSV_HEADER
     rows = [
         [str(bar.open_time_ms), *(_plain(getattr(bar, name)) for name in CSV_HEADER[1:])]
+        + ([str(bar.closed).lower()] if args.include_open else [])
         for bar in bars
     ]
     try:
-        _write_rows(rows, args.format, sys.stdout)
+        _write_rows(rows, args.format, sys.stdout, header)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader stopped early (`bars | head`): that is fine. Point stdout at devnull, so
@@ -373,23 +381,27 @@ def _plain(value: Decimal | int) -> str:
     return text
 
 
-def _write_rows(rows: list[list[str]], fmt: str, out: TextIO) -> None:
+def _write_rows(
+    rows: list[list[str]], fmt: str, out: TextIO, header: Sequence[str] = CSV_HEADER
+) -> None:
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
+        writer.writerow(header)
         writer.writerows(rows)
     elif fmt == "json":
-        objects: list[dict[str, str | int]] = [
-            dict(zip(CSV_HEADER, row, strict=True)) for row in rows
+        objects: list[dict[str, str | int | bool]] = [
+            dict(zip(header, row, strict=True)) for row in rows
         ]
         for obj in objects:
             obj["open_time"] = int(obj["open_time"])
             obj["trade_count"] = int(obj["trade_count"])
+            if "closed" in obj:
+                obj["closed"] = obj["closed"] == "true"
         json.dump(objects, out, indent=1)
         out.write("\n")
     else:
-        table = [list(CSV_HEADER), *rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(CSV_HEADER))]
+        table = [list(header), *rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
             out.write("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
             out.write("\n")

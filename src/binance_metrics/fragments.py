@@ -16,6 +16,7 @@ from typing import Final, NamedTuple
 
 from binance_metrics.bars import Bar
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.heartbeats import Heartbeat, decode_heartbeat
 from binance_metrics.trade_ids import IdRuns
 from binance_metrics.trades import Rejected, decode_priced_trades
 
@@ -104,19 +105,33 @@ def preaggregate(
     window_ms: int,
     count: Callable[[int, int], None],
     latest_ms: int | None = None,
-) -> list[Fragment | Rejected]:
+) -> list[Fragment | Heartbeat | Rejected]:
     """Decode one input batch and fold its trades per (symbol, window).
 
-    Returns a :class:`Fragment` per (symbol, window) and a :class:`Rejected` per record that is
-    not a valid trade (trade times after ``latest_ms`` included); ``count(trades, rejected)`` is
-    told how many of each.
+    Returns a :class:`Fragment` per (symbol, window), the latest
+    :class:`~binance_metrics.heartbeats.Heartbeat` per (symbol, window) and a :class:`Rejected`
+    per record that is neither a valid trade (trade times after ``latest_ms`` included) nor a
+    heartbeat; ``count(trades, rejected)`` is told how many trades and rejections.
     """
     groups: dict[tuple[str, int], Fragment] = {}
-    out: list[Fragment | Rejected] = []
+    beats: dict[tuple[str, int], Heartbeat] = {}
+    out: list[Fragment | Heartbeat | Rejected] = []
     trades = 0
     for payload, decoded in zip(batch, decode_priced_trades(batch, latest_ms), strict=True):
         if isinstance(decoded, InvalidTradeError):
-            out.append(Rejected(payload, str(decoded)))
+            beat = decode_heartbeat(payload)
+            if beat is None:
+                out.append(Rejected(payload, str(decoded)))
+            elif latest_ms is not None and beat.through_ms > latest_ms:
+                # Like a trade from the future, it would fill every minute up to it.
+                out.append(
+                    Rejected(payload, f"heartbeat time {beat.through_ms} ms is in the future")
+                )
+            else:
+                key = (beat.symbol, beat.through_ms // window_ms)
+                held = beats.get(key)
+                if held is None or beat.through_ms > held.through_ms:
+                    beats[key] = Heartbeat(beat.symbol, key[1], beat.through_ms)
             continue
         trade, price, qty = decoded
         if trade.trade_type is not None and trade.trade_type != "MARKET":
@@ -148,4 +163,5 @@ def preaggregate(
         trades += last_id - first_id + 1
     count(trades, len(out))
     out.extend(groups.values())
+    out.extend(beats.values())
     return out

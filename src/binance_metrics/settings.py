@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     #: A trade time later than now plus this is refused (dead-lettered) as corrupt.
     MAX_TRADE_TIME_AHEAD_S: float = Field(default=300.0, ge=0, le=86_400)
     STOP_AT_END: bool = False
+    #: The forming bar is written at most this often per symbol (ms); 0: no forming bar.
+    FORMING_EVERY_MS: int = Field(default=250, ge=0, le=60_000)
     KAFKA_BATCH_SIZE: int = Field(default=5000, ge=1)
 
     # Continuous reconciliation with Binance's REST klines (up, ingest); 0 turns it off.

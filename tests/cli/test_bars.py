@@ -165,3 +165,20 @@ def test_a_reader_that_stops_early_ends_bars_quietly(tmp_path: Path) -> None:
     stderr = bars.stderr.read()
     assert bars.wait(120) == 0, stderr
     assert stderr == ""
+
+
+def test_include_open_prints_the_forming_bar_last_with_a_closed_column(
+    stored: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from binance_metrics.forming import FormingUpdate
+    from binance_metrics.store.forming import insert_forming
+
+    stored.command("TRUNCATE TABLE binance.ohlcv_forming")
+    forming = Bar().add(price=3, qty=10**8, first_id=11, last_id=12, buyer_is_maker=False)
+    insert_forming(stored, [FormingUpdate("SHIBUSDT", T0 + 3 * MINUTE, forming)])
+    rows = list(csv.reader(io.StringIO(run(capsys, "--include-open"))))
+    assert tuple(rows[0]) == (*CSV_HEADER, "closed")
+    assert [row[-1] for row in rows[1:]] == ["true", "true", "true", "false"]
+    assert rows[-1][:2] == [str(T0 + 3 * MINUTE), "0.00000003"] and rows[-1][7] == "2"
+    assert len(list(csv.reader(io.StringIO(run(capsys))))) == 4  # without it: closed bars only
+    assert json.loads(run(capsys, "--format", "json", "--include-open"))[-1]["closed"] is False

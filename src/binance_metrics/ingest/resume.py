@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.heartbeats import decode_heartbeat
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.kafka.config import KafkaConnection
@@ -318,7 +319,8 @@ def _scan(
             try:
                 trade = decode_trade(record.value() or b"")
             except InvalidTradeError:
-                scan.skipped += 1
+                if decode_heartbeat(record.value() or b"") is None:  # a heartbeat is no trade
+                    scan.skipped += 1
                 continue
             if trade.symbol not in wanted or partition is None:
                 continue

@@ -32,6 +32,7 @@ from binance_metrics.ingest.discovery import SymbolSelection, SymbolWatch, initi
 from binance_metrics.ingest.frames import Control, FrameParser
 from binance_metrics.ingest.gaps import GapFiller
 from binance_metrics.ingest.heal import Healer
+from binance_metrics.ingest.heartbeats import Heartbeats
 from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.resume import Resume
 from binance_metrics.ingest.sequence import SymbolSequence
@@ -80,6 +81,8 @@ class Ingestor:
         self.sequences: dict[str, SymbolSequence] = {}
         self.resume = Resume(self.topic, tuning)
         self._awaiting = self.resume.awaiting  # bound once: read for every trade
+        self.heartbeats = Heartbeats(self.sequences, self._awaiting, self._offer_heartbeat)
+        self._sessions = self.heartbeats.sessions
         #: symbol -> monotonic time of its last live trade
         self.last_trade_at: dict[str, float] = {}
         self.produced: dict[str, int] = {}  # acknowledged trades
@@ -260,6 +263,9 @@ class Ingestor:
             elif len(sequence.pending) > self._max_pending:
                 assert self.gaps is not None
                 self.gaps.give_up(sequence, "too many trades held behind the gap")
+            self._sessions[symbol] = conn.session
+            if trade.event_time_ms >= conn.next_heartbeat_ms:
+                self.heartbeats.beat(conn, trade.event_time_ms, now)
             return
         if isinstance(result, Control):
             self._on_control(result, conn)
@@ -318,6 +324,10 @@ class Ingestor:
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None
         self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
+
+    def _offer_heartbeat(self, symbol: str, payload: bytes) -> None:
+        assert self.producer is not None
+        self.producer.offer(self.topic, payload, self._keys[symbol])
 
     def _dead_letter(self, rejected: Rejected) -> None:
         assert self.producer is not None

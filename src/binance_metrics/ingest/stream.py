@@ -95,7 +95,12 @@ class Connection:
     """One open WebSocket and the task that reads it."""
 
     def __init__(
-        self, ws: ClientConnection, name: str, consumer: FrameConsumer, tuning: IngestTuning
+        self,
+        ws: ClientConnection,
+        name: str,
+        consumer: FrameConsumer,
+        tuning: IngestTuning,
+        session: tuple[int, int] = (0, 0),
     ) -> None:
         self.ws = ws
         self.name = name
@@ -107,6 +112,10 @@ class Connection:
             name=name,
         )
         self.streams: set[str] = set()  # subscribed, as the server confirmed
+        #: (shard, number) of the unbroken run of connections this one belongs to: a switch
+        #: (make-before-break) keeps it, a lost connection ends it (see ingest/heartbeats.py).
+        self.session = session
+        self.next_heartbeat_ms = 0  # the consumer's: when this connection's next heartbeat is due
         self.opened_at = time.monotonic()
         self.frames = 0
         self.first_frame = asyncio.Event()
@@ -115,6 +124,11 @@ class Connection:
         self.waiting_since: float | None = None
         self._consumer = consumer
         self.task = asyncio.create_task(self._read(), name=f"ws-read-{name}")
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols whose trade streams this connection is subscribed to."""
+        return tuple(stream.partition("@")[0].upper() for stream in self.streams)
 
     async def _read(self) -> None:
         ws, consumer, monotonic = self.ws, self._consumer, time.monotonic
@@ -185,6 +199,7 @@ class Shard:
         self.current: Connection | None = None
         self._others: set[Connection] = set()  # the outgoing one during a switch
         self._opened = 0
+        self.sessions = 0  # connections lost so far: the current session's number
         self.reconnects = 0
         self.connect_failures = 0
         self.failures_in_row = 0  # failed attempts since the last open connection
@@ -257,6 +272,7 @@ class Shard:
                 lived = time.monotonic() - conn.opened_at
                 await conn.close()
                 self.current = None
+                self.sessions += 1
                 if lived >= self.tuning.healthy_after_s:
                     self.backoff.reset()
                 await self._sleep_backoff()
@@ -315,7 +331,7 @@ class Shard:
                 await self._sleep_backoff()
                 continue
             self._opened += 1
-            conn = Connection(ws, name, self._consumer, tuning)
+            conn = Connection(ws, name, self._consumer, tuning, (self.index, self.sessions))
             try:
                 await self._sync(conn)
                 if not conn.alive:

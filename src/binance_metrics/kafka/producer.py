@@ -147,6 +147,20 @@ class KafkaProducer:
                     self._fatal.set()
             self._overflow.append((topic, value, key, 0))
 
+    def offer(self, topic: str, value: bytes, key: bytes | None = None) -> bool:
+        """Produce ``value`` only if it need not wait (nothing in the overflow, room in
+        librdkafka's queue); return whether it was. For messages that the next one supersedes
+        (heartbeats): never queued, never produced again after an error, not passed to
+        ``on_ack``, and never ahead of a message produced before it."""
+        with self._lock:
+            if self._overflow:
+                return False
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_offered)
+            except BufferError:
+                return False
+        return True
+
     @property
     def backpressure(self) -> bool:
         """True while the overflow is above its soft bound: stop reading input."""
@@ -233,6 +247,12 @@ class KafkaProducer:
 
     def _redelivery_callback(self, attempt: int) -> Callable[[KafkaError | None, Message], None]:
         return lambda err, msg: self._delivered(err, msg, attempt)
+
+    def _on_offered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._last_progress = time.monotonic()
+        else:
+            log.debug("an offered message to %s was not delivered: %s", msg.topic(), err)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._delivered(err, msg, 0)

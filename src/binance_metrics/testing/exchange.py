@@ -99,9 +99,22 @@ class Bursts:
 
 @dataclass(frozen=True)
 class RealTime:
-    """Trades at the pace of their trade times, ``speed`` times faster."""
+    """Trades at the pace of their trade times, ``speed`` times faster.
+
+    ``on_the_clock``: the frames' event times say when, on the wall clock (they are "now", e.g.
+    moved by :func:`~binance_metrics.testing.market.shifted_to_now`), not only how far apart: a
+    frame is sent at its own event time at speed 1; faster, at the time that makes the last one
+    due at its own (slower: the first), so that none is sent before it happened. Frames already
+    due when the market opens go at once.
+    """
 
     speed: float = 1.0
+    on_the_clock: bool = False
+
+    def due_ms(self, event_time: int, first_ms: int, last_ms: int) -> float:
+        """When (epoch ms) a frame of ``event_time`` is due, ``on_the_clock``."""
+        anchor = last_ms if self.speed >= 1 else first_ms
+        return anchor - (anchor - event_time) / self.speed
 
 
 Pace = Bursts | RealTime
@@ -228,11 +241,17 @@ class LocalExchange:
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
         listens (REST fills what a reconnect missed); a ping every 20 s; the klines of those
-        trades at ``/api/v3/klines``."""
+        trades at ``/api/v3/klines``.
+
+        At speed 1 each trade is sent at its own (shifted) time, so its latency is the real one
+        (the trades of the first minute that are already due go at once). At another speed the
+        recording's time runs faster or slower than the clock, so it is paced from the moment
+        the market opens instead: a burst of the already-due part would be up to ``60 * speed``
+        seconds of it."""
         shifted = shifted_to_now(trades, speed)
         return cls(
             shifted,
-            pace=RealTime(speed),
+            pace=RealTime(speed, on_the_clock=speed == 1),
             advance_when_idle=True,
             tail_guard=0,
             open_on_first_listener=True,
@@ -507,12 +526,19 @@ class LocalExchange:
         )
         pace = self.pace
         opened, first_ms = time.monotonic(), self.trades[0].trade_time
+        first_event = min(trade.event_time for trade in self.trades)
+        last_event = max(trade.event_time for trade in self.trades)
         drop = 0
         total = len(self.trades)
         for index, trade in enumerate(self.trades):
             if isinstance(pace, RealTime):
-                due = opened + (trade.trade_time - first_ms) / 1000 / pace.speed
-                if (delay := due - time.monotonic()) > 0:
+                if pace.on_the_clock:
+                    due = pace.due_ms(trade.event_time, first_event, last_event)
+                    delay = (due - _now_ms()) / 1000
+                else:
+                    delay = opened + (trade.trade_time - first_ms) / 1000 / pace.speed
+                    delay -= time.monotonic()
+                if delay > 0:
                     await asyncio.sleep(delay)
             for action in self.faults.get(index, ()):
                 drop += await self._apply(action)
@@ -650,6 +676,10 @@ def ticker_24hr(symbol: str, happened: Sequence[MarketTrade]) -> dict[str, objec
         "count": len(happened),
         "closeTime": happened[-1].trade_time,
     }
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
 
 
 def _as_binance_sends(raw: str | bytes) -> str | bytes:

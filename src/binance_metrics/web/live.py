@@ -189,11 +189,15 @@ class LiveBars:
         """The newest TAIL bars, or (``since``) every bar from then on, up to MAX_LIMIT.
         In a thread: the query waits for the store's lock, never on the event loop."""
         store = self._get_store()
+        # include_open: the forming bar comes last (closed=False), so the candle moves.
         if since is None:
-            return await asyncio.to_thread(fetch_bars, store, symbol, interval=interval, limit=TAIL)
+            return await asyncio.to_thread(
+                fetch_bars, store, symbol, interval=interval, limit=TAIL, include_open=True
+            )
         return await asyncio.to_thread(
-            fetch_bars, store, symbol, interval=interval, start=since, limit=MAX_LIMIT
-        )
+            fetch_bars, store, symbol, interval=interval, start=since, limit=MAX_LIMIT,
+            include_open=True,
+        )  # fmt: skip
 
 
 def _event(name: str, data: Mapping[str, Any]) -> str:

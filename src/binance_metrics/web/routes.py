@@ -115,6 +115,9 @@ def bar_json(bar: StoredBar) -> dict[str, Any]:
         "trade_count": bar.trade_count,
         "taker_buy_volume": _decimal(bar.taker_buy_volume),
         "taker_buy_quote_volume": _decimal(bar.taker_buy_quote_volume),
+        "first_trade_id": bar.first_trade_id,
+        "last_trade_id": bar.last_trade_id,
+        "closed": bar.closed,
     }
 
 
@@ -194,6 +197,7 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         start: Annotated[str | None, Query(max_length=100)] = None,
         end: Annotated[str | None, Query(max_length=100)] = None,
+        include_open: bool = True,
     ) -> JSONResponse:
         try:
             name = parse_symbol(symbol)
@@ -206,7 +210,13 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
             raise HTTPException(422, "start must be before end")
         found = store_call(
             lambda store: fetch_bars(
-                store, name, interval=step, start=since, end=until, limit=limit
+                store,
+                name,
+                interval=step,
+                start=since,
+                end=until,
+                limit=limit,
+                include_open=include_open,
             )
         )
         return JSONResponse(

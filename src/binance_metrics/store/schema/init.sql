@@ -93,3 +93,30 @@ FROM
 )
 GROUP BY symbol, window_start
 ;
+
+-- The forming bar: each symbol's current window as the dataflow last saw it, at most a few
+-- times a second, one row per symbol. It is never a closed bar: reads show it only while its
+-- window is newer than the symbol's newest bar in binance.ohlcv (docs/live.md). The version
+-- orders by window first, then by trade count (a trade count of 2^32 or more would tie).
+CREATE TABLE IF NOT EXISTS binance.ohlcv_forming
+(
+    symbol                 LowCardinality(String),
+    window_start           DateTime64(3, 'UTC'),
+    open                   Decimal(38, 8),
+    high                   Decimal(38, 8),
+    low                    Decimal(38, 8),
+    close                  Decimal(38, 8),
+    volume                 Decimal(38, 8),
+    quote_volume           Decimal(38, 16),
+    trade_count            UInt64,
+    taker_buy_volume       Decimal(38, 8),
+    taker_buy_quote_volume Decimal(38, 16),
+    first_trade_id         Int64,
+    last_trade_id          Int64,
+    written_at             DateTime64(3, 'UTC') DEFAULT now64(3),
+    version                UInt64 MATERIALIZED
+        toUInt64(toUnixTimestamp(window_start)) * 4294967296 + least(trade_count, 4294967295)
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY symbol
+;
