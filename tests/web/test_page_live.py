@@ -6,6 +6,7 @@ ingestor) is given as a function."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -148,14 +149,16 @@ def test_scrolling_back_loads_older_bars_and_a_date_range_can_be_chosen(
             " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         seen = set()
-        for _ in range(100):  # plotly zooms about 10 % per wheel event
+        # Plotly zooms about 10 % per wheel event; older bars load while it goes on (a fetch
+        # each), so keep turning the wheel until they are all there, however slow the machine.
+        deadline = time.monotonic() + 90
+        while 1200 not in seen and time.monotonic() < deadline:
             browser.send(
                 "Input.dispatchMouseEvent",
                 {"type": "mouseWheel", "x": box[0], "y": box[1], "deltaX": 0, "deltaY": 1500},
             )
             seen.add(drawn(browser)["points"])
-            if 1200 in seen:
-                break
+            time.sleep(0.05)
         # Page by page: the 500 bars before the first loaded one, then the last 197.
         assert seen <= {503, 1003, 1200} and {1003, 1200} <= seen, seen
         assert drawn(browser)["first"] == LONG.open_times[0]
