@@ -1,25 +1,34 @@
-"""Reading bars back: 1-minute bars and their rollups, always as exact decimals.
+"""Reading bars back: the stored bars and klines of every Binance interval, as exact decimals.
 
+The stored bars (1 minute, or 1 second with ``WINDOW_SECONDS=1``) are read from their table; every
+other interval from the parameterized view over it (``binance.ohlcv_klines`` or
+``binance.ohlcv_1s_klines``), anchored as Binance anchors it (:mod:`binance_metrics.intervals`).
 Every value that comes from a caller is bound as a query parameter, never formatted into SQL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
+from binance_metrics.intervals import INTERVALS as INTERVALS
 from binance_metrics.store.clickhouse import Store
 
-#: Interval name -> seconds. ``1m`` is the stored table; the others are rollups of it.
-INTERVALS: Final = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
+#: Per stored bar length (seconds): its table, the klines view over it, and its interval name.
+_SOURCES: Final = {
+    60: ("binance.ohlcv", "binance.ohlcv_klines", "1m"),
+    1: ("binance.ohlcv_1s", "binance.ohlcv_1s_klines", "1s"),
+}
 
 _COLUMNS: Final = (
     "window_start, open, high, low, close, volume, quote_volume, trade_count, "
     "taker_buy_volume, taker_buy_quote_volume"
 )
 _MAX_LIMIT: Final = 100_000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +46,32 @@ class StoredBar:
 
     @property
     def open_time_ms(self) -> int:
-        return int(self.open_time.timestamp() * 1000)
+        # Integer arithmetic: exact to the millisecond, unlike a float timestamp.
+        return (self.open_time - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _source(interval: str) -> str:
-    if interval not in INTERVALS:
-        raise ValueError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
-    if interval == "1m":
-        return "binance.ohlcv FINAL"
-    return "binance.ohlcv_rollup(interval_seconds={interval_seconds:UInt32})"
+def intervals_for(bar_seconds: int = 60) -> list[str]:
+    """The intervals readable from the bars stored ``bar_seconds`` long: 1s only from 1s bars."""
+    return [name for name in INTERVALS if name != "1s" or bar_seconds == 1]
+
+
+def _source(interval: str, bar_seconds: int) -> str:
+    if bar_seconds not in _SOURCES:
+        raise ValueError(f"bars are stored 1 or 60 seconds long, not {bar_seconds}")
+    table, view, base = _SOURCES[bar_seconds]
+    if interval not in intervals_for(bar_seconds):
+        raise ValueError(
+            f"unknown interval {interval!r}; use one of {', '.join(intervals_for(bar_seconds))}"
+            + (" (1s bars need WINDOW_SECONDS=1)" if interval == "1s" else "")
+        )
+    if interval == base:
+        # The stored bars themselves: every time-zone offset is whole minutes, so it moves no
+        # 1s or 1m bar.
+        return f"{table} FINAL"
+    return (
+        f"{view}(symbol={{symbol:String}}, interval={{interval:String}}, "
+        "tz_offset_ms={tz_offset_ms:Int64}, from_ms={from_ms:Int64}, to_ms={to_ms:Int64})"
+    )
 
 
 def fetch_bars(
@@ -56,14 +82,20 @@ def fetch_bars(
     start: datetime | None = None,
     end: datetime | None = None,
     limit: int | None = None,
+    tz_offset_ms: int = 0,
+    bar_seconds: int = 60,
 ) -> list[StoredBar]:
     """Bars of ``symbol`` with ``start <= open_time < end``, oldest first.
 
     With a ``limit`` and no ``start``, the most recent ``limit`` bars are returned.
+    ``tz_offset_ms`` is Binance's ``timeZone`` (:func:`binance_metrics.intervals.parse_offset`);
+    ``bar_seconds`` says which bars the store holds (``WINDOW_SECONDS``: 60 or 1).
     """
     limit = min(limit or _MAX_LIMIT, _MAX_LIMIT)
+    start = start or _EPOCH
+    end = end or _LATEST
     sql = (
-        f"SELECT {_COLUMNS} FROM {_source(interval)} "
+        f"SELECT {_COLUMNS} FROM {_source(interval, bar_seconds)} "
         "WHERE symbol = {symbol:String} "
         "AND window_start >= {start:DateTime64(3, 'UTC')} "
         "AND window_start < {end:DateTime64(3, 'UTC')} "
@@ -73,10 +105,13 @@ def fetch_bars(
         sql,
         {
             "symbol": symbol.upper(),
-            "start": start or datetime(1970, 1, 1, tzinfo=UTC),
-            "end": end or datetime(2200, 1, 1, tzinfo=UTC),
+            "start": start,
+            "end": end,
             "limit": limit,
-            "interval_seconds": INTERVALS.get(interval, 60),
+            "interval": interval,
+            "tz_offset_ms": tz_offset_ms,
+            "from_ms": (start - _EPOCH) // timedelta(milliseconds=1),
+            "to_ms": (end - _EPOCH) // timedelta(milliseconds=1),
         },
     )
     bars = [StoredBar(_utc(row[0]), *row[1:]) for row in rows]
@@ -84,8 +119,9 @@ def fetch_bars(
     return bars
 
 
-def list_symbols(store: Store) -> list[str]:
-    return [row[0] for row in store.query("SELECT DISTINCT symbol FROM binance.ohlcv ORDER BY 1")]
+def list_symbols(store: Store, bar_seconds: int = 60) -> list[str]:
+    table = _SOURCES[bar_seconds][0]
+    return [row[0] for row in store.query(f"SELECT DISTINCT symbol FROM {table} ORDER BY 1")]
 
 
 def _utc(value: datetime) -> datetime:

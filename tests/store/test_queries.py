@@ -1,0 +1,108 @@
+"""Klines of every Binance interval and time zone, read from the real store (chDB), equal a plain
+Python rollup of the stored 1-minute bars, weeks and months across year ends included."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.intervals import parse_offset
+from binance_metrics.store.clickhouse import Store
+from binance_metrics.store.queries import INTERVALS, fetch_bars, intervals_for
+from tests.support.oracle import FIELDS, as_fields, reference_open_time, reference_rollup
+
+MINUTE = 60_000
+DAY = 1440 * MINUTE
+OFFSETS = [parse_offset(text) for text in ("0", "+08:00", "+05:45", "-03:30")]
+SYMBOL = "ROLLUPUSDT"
+
+
+@st.composite
+def minute_bars(draw: st.DrawFn) -> dict[int, Bar]:
+    """A few dozen 1-minute bars within 40 days of a year end: some with trades, some fillers,
+    some in runs of consecutive minutes (so that short rollups hold several)."""
+    year_end = datetime(draw(st.integers(2018, 2030)), 1, 1, tzinfo=UTC)
+    centre = int(year_end.timestamp() * 1000)
+    minutes = draw(st.lists(st.integers(-40 * 1440, 40 * 1440), min_size=1, max_size=25))
+    runs = draw(st.lists(st.integers(0, 6), min_size=len(minutes), max_size=len(minutes)))
+    starts = sorted({centre + (m + i) * MINUTE for m, run in zip(minutes, runs) for i in range(run + 1)})
+    bars: dict[int, Bar] = {}
+    trade_id = 1
+    for start in starts:
+        if draw(st.integers(0, 3)) == 0:
+            bars[start] = Bar.filler(draw(st.integers(1, 10**12)))
+            continue
+        bar = Bar()
+        for _ in range(draw(st.integers(1, 3))):
+            bar.add(
+                price=draw(st.integers(1, 10**12)),
+                qty=draw(st.integers(1, 10**13)),
+                first_id=trade_id,
+                last_id=trade_id,
+                buyer_is_maker=draw(st.booleans()),
+            )
+            trade_id += 1
+        bars[start] = bar
+    return bars
+
+
+def _fields(bar: Any) -> dict[str, Any]:
+    return {name: getattr(bar, name) for name in FIELDS}
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bars=minute_bars())
+def test_every_interval_and_offset_is_the_rollup_of_the_minutes(
+    store: Store, bars: dict[int, Bar]
+) -> None:
+    store.command("TRUNCATE TABLE binance.ohlcv")
+    store.insert_bars([BarUpdate(SYMBOL, start, bar) for start, bar in bars.items()])
+    minutes = {start: as_fields(bar) for start, bar in bars.items()}
+    for interval in intervals_for(60):
+        for offset in OFFSETS:
+            expected = reference_rollup(
+                minutes, lambda t, i=interval, o=offset: reference_open_time(t, i, o)
+            )
+            stored = fetch_bars(store, SYMBOL, interval=interval, tz_offset_ms=offset)
+            got = {bar.open_time_ms: _fields(bar) for bar in stored}
+            assert got == expected, (interval, offset)
+
+
+def test_a_range_holds_the_bars_opening_in_it_whole(empty_store: Store) -> None:
+    # 2024-12-30 is a Monday: the week runs into 2025, the month of December ends inside it.
+    monday = int(datetime(2024, 12, 30, tzinfo=UTC).timestamp() * 1000)
+    empty_store.insert_bars(
+        [
+            BarUpdate(SYMBOL, monday + day * DAY, Bar().add(5, 7, day + 9, day + 9, False))
+            for day in range(-3, 10)
+        ]
+    )
+    week = fetch_bars(
+        empty_store, SYMBOL, interval="1w", start=_utc(monday), end=_utc(monday + 1)
+    )
+    assert [(b.open_time_ms, b.trade_count) for b in week] == [(monday, 7)]
+    # A start inside a bar leaves that bar out rather than returning a part of it.
+    assert fetch_bars(empty_store, SYMBOL, interval="1w", start=_utc(monday + 1)) == [
+        b for b in fetch_bars(empty_store, SYMBOL, interval="1w") if b.open_time_ms > monday
+    ]
+    months = fetch_bars(empty_store, SYMBOL, interval="1M", limit=1)
+    assert [(b.open_time.isoformat(), b.trade_count) for b in months] == [
+        ("2025-01-01T00:00:00+00:00", 8)
+    ]
+
+
+def test_1s_needs_the_1s_bars() -> None:
+    assert "1s" not in intervals_for(60) and intervals_for(1) == list(INTERVALS)
+    with pytest.raises(ValueError, match=r"unknown interval '1s'.*need WINDOW_SECONDS=1"):
+        fetch_bars(None, SYMBOL, interval="1s")  # type: ignore[arg-type]  # refused before use
+
+
+def _utc(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
