@@ -10,6 +10,8 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
+from binance_metrics.intervals import parse_offset
+
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_EPOCH_MS: Final = 10**11  # 1973-03-03: a smaller number is epoch seconds, or a typo
 _MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999, datetime's last instant
@@ -89,3 +91,11 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
     return value
+
+
+def utc_offset(text: str) -> int:
+    """A UTC offset as Binance's ``timeZone`` takes it (``+08:00``, ``-03:30``, ``8``), in ms."""
+    try:
+        return parse_offset(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -114,7 +114,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
             app = create_app(settings, kafka, checks)
-            app.include_router(create_router(lambda: store, settings.SYMBOLS))
+            app.include_router(
+                create_router(lambda: store, settings.SYMBOLS, settings.WINDOW_SECONDS)
+            )
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.
             app.state.ingestor.metrics.registry.register(_DefaultRegistry())
