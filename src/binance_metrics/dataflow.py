@@ -43,6 +43,7 @@ from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import bars_table
 from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
 from binance_metrics.trades import Rejected
 
@@ -313,6 +314,7 @@ def build_flow(
         stop=stop,
         give_up_after_s=give_up_after_s,
         abort=abort,
+        table=bars_table(settings.WINDOW_SECONDS),
     )
     op.output("bars", bars, bars_sink)
     return flow

@@ -14,12 +14,12 @@ from decimal import Decimal
 from typing import Final
 
 from binance_metrics.intervals import INTERVALS as INTERVALS
-from binance_metrics.store.clickhouse import Store
+from binance_metrics.store.clickhouse import BARS_1S_TABLE, BARS_TABLE, Store
 
 #: Per stored bar length (seconds): its table, the klines view over it, and its interval name.
 _SOURCES: Final = {
-    60: ("binance.ohlcv", "binance.ohlcv_klines", "1m"),
-    1: ("binance.ohlcv_1s", "binance.ohlcv_1s_klines", "1s"),
+    60: (BARS_TABLE, "binance.ohlcv_klines", "1m"),
+    1: (BARS_1S_TABLE, "binance.ohlcv_1s_klines", "1s"),
 }
 
 _COLUMNS: Final = (

@@ -35,7 +35,7 @@ from binance_metrics.bars import BarUpdate
 from binance_metrics.errors import StoreError
 from binance_metrics.fragments import StaleFragment
 from binance_metrics.redact import redact
-from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.clickhouse import BARS_TABLE, open_store
 from binance_metrics.store.stale import merge_stale
 
 log = logging.getLogger(__name__)
@@ -162,15 +162,15 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
         for item in items:
             if isinstance(item, StaleFragment):
                 # Reads the stored bar back: what came before it in this batch must be there.
-                written += self._store.insert_bars(pending)
+                written += self._store.insert_bars(pending, self._sink.table)
                 pending = []
-                outcome = merge_stale(self._store, item)
+                outcome = merge_stale(self._store, item, self._sink.table)
                 pending += outcome.updates
                 duplicates += outcome.duplicates
                 undecided += outcome.undecided
             else:
                 pending.append(item)
-        written += self._store.insert_bars(pending)
+        written += self._store.insert_bars(pending, self._sink.table)
         return {
             "bars_written": written,
             "duplicate_trades": duplicates,
@@ -179,7 +179,8 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
 
 
 class ClickHouseBarSink(DynamicSink[SinkItem]):
-    """Write bar updates (and merge stale fragments) into ``binance.ohlcv``."""
+    """Write bar updates (and merge stale fragments) into ``table``: ``binance.ohlcv``, or the
+    1-second bars' ``binance.ohlcv_1s``."""
 
     def __init__(
         self,
@@ -191,8 +192,10 @@ class ClickHouseBarSink(DynamicSink[SinkItem]):
         give_up_after_s: float | None = None,
         abort: threading.Event | None = None,
         max_backoff_s: float = 30.0,
+        table: str = BARS_TABLE,
     ) -> None:
         self.dsn = dsn
+        self.table = table
         self.count = count
         self.health = health or StoreHealth()
         self.stop = stop
