@@ -8,9 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -224,9 +223,11 @@ def _kline_bar(row: list[str]) -> Bar:
     def scaled(text: str, digits: int = 8) -> int:
         return int(Decimal(text).scaleb(digits))
 
+    o, h, low, c, volume = (scaled(v) for v in row[1:6])
     return Bar(
-        *(scaled(v) for v in row[1:6]), scaled(row[7], 16), int(row[8]),
-        scaled(row[9]), scaled(row[10], 16), 1, int(row[8]),
+        open=o, high=h, low=low, close=c, volume=volume, quote_volume=scaled(row[7], 16),
+        trade_count=int(row[8]), taker_buy_volume=scaled(row[9]),
+        taker_buy_quote_volume=scaled(row[10], 16), first_trade_id=1, last_trade_id=int(row[8]),
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from binance_metrics.cli import _plain
+from binance_metrics.export import plain as _plain
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import cli_env, error_line, run_cli
 from tests.support.data import BTCUSDT_KLINES, DATA, TRXUSDT_STREAM_CSV, XRPETH_AGG_TRADES

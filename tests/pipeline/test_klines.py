@@ -10,11 +10,11 @@ from decimal import Decimal
 
 import pytest
 
+from binance_metrics.intervals import parse_offset
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.recordings import read_recording
 from binance_metrics.replay import replay
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.intervals import parse_offset
 from binance_metrics.store.queries import fetch_bars, intervals_for
 from binance_metrics.trades import TradeMessage
 from tests.support.data import BTCUSDT_CAPTURE, ETHUSDT_CAPTURE, XRPETH_AGG_TRADES, XRPETH_KLINES

@@ -3,7 +3,12 @@ Python rollup of the stored 1-minute bars, weeks and months across year ends inc
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +35,13 @@ def minute_bars(draw: st.DrawFn) -> dict[int, Bar]:
     centre = int(year_end.timestamp() * 1000)
     minutes = draw(st.lists(st.integers(-40 * 1440, 40 * 1440), min_size=1, max_size=25))
     runs = draw(st.lists(st.integers(0, 6), min_size=len(minutes), max_size=len(minutes)))
-    starts = sorted({centre + (m + i) * MINUTE for m, run in zip(minutes, runs) for i in range(run + 1)})
+    starts = sorted(
+        {
+            centre + (m + i) * MINUTE
+            for m, run in zip(minutes, runs, strict=True)
+            for i in range(run + 1)
+        }
+    )
     bars: dict[int, Bar] = {}
     trade_id = 1
     for start in starts:
@@ -67,9 +78,7 @@ def test_every_interval_is_the_rollup_of_the_minutes(
     store.insert_bars([BarUpdate(SYMBOL, start, bar) for start, bar in bars.items()])
     minutes = {start: as_fields(bar) for start, bar in bars.items()}
     for interval in intervals_for(60):
-        expected = reference_rollup(
-            minutes, lambda t, i=interval: reference_open_time(t, i, offset)
-        )
+        expected = reference_rollup(minutes, functools.partial(_open, interval, offset))
         stored = fetch_bars(store, SYMBOL, interval=interval, tz_offset_ms=offset)
         got = {bar.open_time_ms: _fields(bar) for bar in stored}
         assert got == expected, (interval, offset)
@@ -84,9 +93,7 @@ def test_a_range_holds_the_bars_opening_in_it_whole(empty_store: Store) -> None:
             for day in range(-3, 10)
         ]
     )
-    week = fetch_bars(
-        empty_store, SYMBOL, interval="1w", start=_utc(monday), end=_utc(monday + 1)
-    )
+    week = fetch_bars(empty_store, SYMBOL, interval="1w", start=_utc(monday), end=_utc(monday + 1))
     assert [(b.open_time_ms, b.trade_count) for b in week] == [(monday, 7)]
     # A start inside a bar leaves that bar out rather than returning a part of it.
     assert fetch_bars(empty_store, SYMBOL, interval="1w", start=_utc(monday + 1)) == [
@@ -104,5 +111,42 @@ def test_1s_needs_the_1s_bars() -> None:
         fetch_bars(None, SYMBOL, interval="1s")  # type: ignore[arg-type]  # refused before use
 
 
+def _open(interval: str, offset: int, time_ms: int) -> int:
+    return reference_open_time(time_ms, interval, offset)
+
+
 def _utc(ms: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+UPGRADE = """
+import sys
+import clickhouse_connect
+from binance_metrics.store.clickhouse import SCHEMA_PATH, open_store, split_sql
+from binance_metrics.store.queries import fetch_bars
+dsn = sys.argv[1]
+# A store made by the release before the klines views: up to the ohlcv_rollup view.
+old = SCHEMA_PATH.read_text("utf-8").split("-- 1-second bars")[0]
+client = clickhouse_connect.get_client(dsn=dsn)
+for statement in split_sql(old):
+    client.command(statement)
+client.command("INSERT INTO binance.ohlcv (symbol, window_start, open, high, low, close, volume, "
+               "quote_volume, trade_count, taker_buy_volume, taker_buy_quote_volume, "
+               "first_trade_id, last_trade_id, trade_ids) VALUES ('OLDUSDT', "
+               "'2024-01-03 10:00:00', 1, 2, 1, 2, 5, 10, 3, 1, 2, 1, 3, [(1, 3)])")
+client.close()
+store = open_store(dsn)
+(week,) = fetch_bars(store, "OLDUSDT", interval="1w")
+print(week.open_time.isoformat(), week.trade_count, week.high)
+"""
+
+
+def test_a_store_of_the_previous_release_gains_the_klines_views(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    env = {k: v for k, v in os.environ.items() if k != "CLICKHOUSE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", UPGRADE, dsn], env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["2024-01-01T00:00:00+00:00", "3", "2.00000000"]

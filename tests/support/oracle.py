@@ -129,6 +129,9 @@ def reference_window_ms(interval: str) -> int:
     return _SPAN_MS[unit] * count if unit in _SPAN_MS else days[unit] * count * 86_400_000
 
 
+_SUMS = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+
+
 def reference_rollup(
     bars: dict[int, dict[str, Any]], open_time: Callable[[int], int]
 ) -> dict[int, dict[str, Any]]:
@@ -147,11 +150,7 @@ def reference_rollup(
             "high": max(f["high"] for f in traded),
             "low": min(f["low"] for f in traded),
             "close": fields[-1]["close"],
-            **{
-                name: sum((f[name] for f in fields), Decimal(0))
-                for name in ("volume", "quote_volume", "taker_buy_volume",
-                             "taker_buy_quote_volume")
-            },  # fmt: skip
+            **{name: sum((f[name] for f in fields), Decimal(0)) for name in _SUMS},
             "trade_count": sum(f["trade_count"] for f in fields),
         }
     return rolled

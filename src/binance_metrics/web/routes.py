@@ -20,8 +20,8 @@ from typing import Annotated, Any, Final, TypeVar
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 
-from binance_metrics.store.clickhouse import Store
 from binance_metrics.intervals import parse_offset
+from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import StoredBar, fetch_bars, intervals_for, list_symbols
 
 log = logging.getLogger(__name__)
@@ -220,9 +220,15 @@ def create_router(
             raise HTTPException(422, "start must be before end")
         found = store_call(
             lambda store: fetch_bars(
-                store, name, interval=step, start=since, end=until, limit=limit,
-                tz_offset_ms=offset, bar_seconds=bar_seconds,
-            )  # fmt: skip
+                store,
+                name,
+                interval=step,
+                start=since,
+                end=until,
+                limit=limit,
+                tz_offset_ms=offset,
+                bar_seconds=bar_seconds,
+            )
         )
         return JSONResponse(
             {"symbol": name, "interval": step, "bars": [bar_json(bar) for bar in found]}
