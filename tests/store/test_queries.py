@@ -105,6 +105,19 @@ def test_a_range_holds_the_bars_opening_in_it_whole(empty_store: Store) -> None:
     ]
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3, 5])
+def test_the_most_recent_bars_across_a_hole_in_the_history(empty_store: Store, limit: int) -> None:
+    # Ten minutes on 2024-01-10, ten on 2024-03-10 (two hours), nothing between.
+    jan, mar = (int(datetime(2024, m, 10, tzinfo=UTC).timestamp() * 1000) for m in (1, 3))
+    starts = [jan + i * MINUTE for i in range(10)] + [mar + i * 12 * MINUTE for i in range(10)]
+    empty_store.insert_bars(
+        [BarUpdate(SYMBOL, t, Bar().add(9, 1, n + 1, n + 1, True)) for n, t in enumerate(starts)]
+    )
+    everything = fetch_bars(empty_store, SYMBOL, interval="1h")
+    assert [b.trade_count for b in everything] == [10, 5, 5]
+    assert fetch_bars(empty_store, SYMBOL, interval="1h", limit=limit) == everything[-limit:]
+
+
 def test_1s_needs_the_1s_bars() -> None:
     assert "1s" not in intervals_for(60) and intervals_for(1) == list(INTERVALS)
     with pytest.raises(ValueError, match=r"unknown interval '1s'.*need WINDOW_SECONDS=1"):

@@ -92,10 +92,51 @@ def fetch_bars(
     ``bar_seconds`` says which bars the store holds (``WINDOW_SECONDS``: 60 or 1).
     """
     limit = min(limit or _MAX_LIMIT, _MAX_LIMIT)
-    start = start or _EPOCH
-    end = end or _LATEST
+    source = _source(interval, bar_seconds)
+    upper = end or _LATEST
+    if start is None and limit < _MAX_LIMIT and "(" in source:
+        # The most recent bars of a rollup: first from the stretch that holds them if the
+        # history has no holes (the page's case: a rollup over a year of minutes costs seconds),
+        # then, if that is not enough, from the whole history.
+        bound = _recent_bound(store, symbol, interval, upper, limit, bar_seconds)
+        if bound is not None:
+            bars = _query(store, source, symbol, interval, bound, upper, limit, tz_offset_ms)
+            if len(bars) == limit:
+                return bars
+    return _query(store, source, symbol, interval, start or _EPOCH, upper, limit, tz_offset_ms)
+
+
+def _recent_bound(
+    store: Store, symbol: str, interval: str, end: datetime, limit: int, bar_seconds: int
+) -> datetime | None:
+    """A start holding the last ``limit`` bars before ``end`` when the bars have no holes."""
+    table = _SOURCES[bar_seconds][0]
+    rows = store.query(
+        f"SELECT min(window_start), max(window_start) FROM {table} "
+        "WHERE symbol = {symbol:String} AND window_start < {end:DateTime64(3, 'UTC')} "
+        "HAVING count() > 0",
+        {"symbol": symbol.upper(), "end": end},
+    )
+    if not rows:
+        return None
+    first, last = _utc(rows[0][0]), _utc(rows[0][1])
+    length_ms = INTERVALS[interval].length_ms or 31 * 86_400_000  # a month at most
+    bound = last - timedelta(milliseconds=(limit + 1) * length_ms)
+    return bound if bound > first else None  # else the whole history is the stretch
+
+
+def _query(
+    store: Store,
+    source: str,
+    symbol: str,
+    interval: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    tz_offset_ms: int,
+) -> list[StoredBar]:
     sql = (
-        f"SELECT {_COLUMNS} FROM {_source(interval, bar_seconds)} "
+        f"SELECT {_COLUMNS} FROM {source} "
         "WHERE symbol = {symbol:String} "
         "AND window_start >= {start:DateTime64(3, 'UTC')} "
         "AND window_start < {end:DateTime64(3, 'UTC')} "
