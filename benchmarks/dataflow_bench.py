@@ -35,7 +35,7 @@ from binance_metrics.dataflow import EPOCH, FlowStats, build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
 from binance_metrics.settings import load_settings
 from binance_metrics.store.clickhouse import open_store
-from binance_metrics.store.sink import ClickHouseBarSink
+from binance_metrics.store.sink import ClickHouseBarSink, output_bars
 from binance_metrics.trades import TradeMessage, encode_trade, parse_scaled
 
 START_MS = 1_723_161_600_000
@@ -98,7 +98,7 @@ def naive_flow(bootstrap: str, topic: str, dsn: str, wait: timedelta) -> Dataflo
     windows = fold_window("w", keyed, clock, TumblingWindower(timedelta(minutes=1), EPOCH),
                           Bar.empty, folder, merge)  # fmt: skip
     rows = op.map("row", windows.down, lambda kv: BarUpdate(kv[0], kv[1][0] * 60_000, kv[1][1]))
-    op.output("out", rows, ClickHouseBarSink(dsn))
+    output_bars("out", rows, ClickHouseBarSink(dsn))
     return flow
 
 

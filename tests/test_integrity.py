@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from binance_metrics.dataflow import FlowStats, build_bars
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import fetch_bars
-from binance_metrics.store.sink import ClickHouseBarSink
+from binance_metrics.store.sink import ClickHouseBarSink, output_bars
 from binance_metrics.trades import TradeMessage, encode_trade
 from tests.support.oracle import FIELDS, reference_klines
 from tests.support.sources import FROZEN_NOW, ListPartitionsSource
@@ -60,7 +60,7 @@ def run_into_store(case: dict[str, Any], store: Store) -> FlowStats:
         stats=stats,
         now_getter=lambda: FROZEN_NOW,
     )
-    op.output("store", bars, ClickHouseBarSink(store.dsn, stats.add))
+    output_bars("store", bars, ClickHouseBarSink(store.dsn, stats.add))
     run_main(flow)
     return stats
 

@@ -10,6 +10,8 @@ from binance_metrics.errors import InvalidTradeError
 from binance_metrics.trades import (
     dead_letter,
     decode_dead_letter,
+    decode_priced_trade,
+    decode_priced_trades,
     decode_trade,
     encode_trade,
     format_scaled,
@@ -73,3 +75,39 @@ def test_dead_letter_keeps_raw_payload() -> None:
     letter = decode_dead_letter(dead_letter(raw, "why", 5))
     assert letter.raw_payload == '\\xff{"broken'
     assert (letter.error, letter.ingestion_time_ms) == ("why", 5)
+
+
+def _one_by_one(payload: bytes) -> tuple[object, ...]:
+    try:
+        return decode_priced_trade(payload)
+    except InvalidTradeError as exc:
+        return ("error", str(exc))
+
+
+#: Payloads that, joined, could pass for other records: halves of one record, two records in
+#: one, line breaks inside a record, blank and bad records.
+_HALF = len(FRAME_DATA) // 2
+_PIECES = [
+    FRAME_DATA,
+    FRAME_DATA.replace(b'"BTCUSDT"', b'"ETHUSDT"'),
+    FRAME_DATA.replace(b'"p":', b'"p":\n'),
+    FRAME_DATA[:_HALF],
+    FRAME_DATA[_HALF:],
+    FRAME_DATA + b"\n" + FRAME_DATA,
+    FRAME_DATA.replace(b'"q":"0.02000000"', b'"q":"-1"'),
+    b"",
+    b" ",
+    b"\n",
+    b"[]",
+    b"\xff",
+]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=12))
+def test_a_batch_decodes_as_each_record_alone(batch: list[bytes]) -> None:
+    """Decoding a batch at once never attributes a trade to the wrong record."""
+    decoded = [
+        ("error", str(result)) if isinstance(result, InvalidTradeError) else result
+        for result in decode_priced_trades(batch)
+    ]
+    assert decoded == [_one_by_one(payload) for payload in batch]

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from binance_metrics.bars import Bar, merge
 from binance_metrics.fragments import Fragment
+from binance_metrics.snapshots import PickleCopied
 from binance_metrics.trade_ids import IdRuns
 
 
@@ -48,7 +49,7 @@ class BookUpdate:
 
 
 @dataclass
-class BarBook:
+class BarBook(PickleCopied):
     """The state of one symbol. Picklable, so Bytewax recovery snapshots it."""
 
     history: int

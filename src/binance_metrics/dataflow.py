@@ -44,7 +44,7 @@ from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import bars_table
-from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth
+from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
 from binance_metrics.trades import Rejected
 
 log = logging.getLogger(__name__)
@@ -316,5 +316,5 @@ def build_flow(
         abort=abort,
         table=bars_table(settings.WINDOW_SECONDS),
     )
-    op.output("bars", bars, bars_sink)
+    output_bars("bars", bars, bars_sink)
     return flow

@@ -10,14 +10,14 @@ trades — the rare case; the common one uses the folded bar as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from binance_metrics.bars import Bar
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.trade_ids import IdRuns
-from binance_metrics.trades import Rejected, decode_priced_trade
+from binance_metrics.trades import Rejected, decode_priced_trades
 
 
 class FoldedTrade(NamedTuple):
@@ -93,7 +93,7 @@ class StaleFragment(NamedTuple):
 
 
 def preaggregate(
-    batch: Iterable[bytes],
+    batch: Sequence[bytes],
     window_ms: int,
     count: Callable[[int, int], None],
     latest_ms: int | None = None,
@@ -107,16 +107,16 @@ def preaggregate(
     groups: dict[tuple[str, int], Fragment] = {}
     out: list[Fragment | Rejected] = []
     trades = 0
-    for payload in batch:
-        try:
-            trade, price, qty = decode_priced_trade(payload, latest_ms)
-            if trade.trade_type is not None and trade.trade_type != "MARKET":
-                # Futures insurance-fund and ADL trades are not market trades; keep them visible.
-                raise InvalidTradeError(
-                    f"not a market trade (X={trade.trade_type}); klines exclude it"
-                )
-        except InvalidTradeError as exc:
-            out.append(Rejected(payload, str(exc)))
+    for payload, decoded in zip(batch, decode_priced_trades(batch, latest_ms), strict=True):
+        if isinstance(decoded, InvalidTradeError):
+            out.append(Rejected(payload, str(decoded)))
+            continue
+        trade, price, qty = decoded
+        if trade.trade_type is not None and trade.trade_type != "MARKET":
+            # Futures insurance-fund and ADL trades are not market trades; keep them visible.
+            out.append(
+                Rejected(payload, f"not a market trade (X={trade.trade_type}); klines exclude it")
+            )
             continue
         window = trade.trade_time_ms // window_ms
         fragment = groups.get((trade.symbol, window))

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 
 from binance_metrics.fragments import Fragment
+from binance_metrics.snapshots import PickleCopied
 from binance_metrics.trade_ids import IdRuns
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class Admitted:
 
 
 @dataclass
-class SeenTrades:
+class SeenTrades(PickleCopied):
     """The state of one symbol. Picklable, so Bytewax recovery snapshots it with the offsets."""
 
     history: int

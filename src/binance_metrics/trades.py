@@ -19,6 +19,7 @@ is carried with ``e = "aggTrade"``, its aggregate id ``a``, ``t = f`` (first raw
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -197,6 +198,46 @@ def decode_priced_trade(
     except msgspec.DecodeError as exc:
         raise InvalidTradeError(str(exc)) from None
     return (trade, *price_and_quantity(trade, latest_ms))
+
+
+def decode_priced_trades(
+    payloads: Sequence[bytes], latest_ms: int | None = None
+) -> list[tuple[TradeMessage, int, int] | InvalidTradeError]:
+    """:func:`decode_priced_trade` of every payload: the result, or the error it raised.
+
+    The batch is decoded in one call when it can be (about a third of the decoding cost is the
+    call): as lines, when no payload holds a line break, so that line ``i`` is payload ``i``
+    and nothing can be attributed to the wrong record. Otherwise, or when any payload is bad,
+    each payload is decoded alone.
+    """
+    decoded: list[TradeMessage] | None = None
+    if payloads:
+        joined = b"\n".join(payloads)
+        if joined.count(b"\n") == len(payloads) - 1:
+            try:
+                decoded = _trade_decoder.decode_lines(joined)
+            except msgspec.DecodeError:
+                decoded = None
+            if decoded is not None and len(decoded) != len(payloads):
+                decoded = None  # a blank payload: decode_lines skips it
+    if decoded is None:
+        return [_decoded_or_error(payload, latest_ms) for payload in payloads]
+    results: list[tuple[TradeMessage, int, int] | InvalidTradeError] = []
+    for trade in decoded:
+        try:
+            results.append((trade, *price_and_quantity(trade, latest_ms)))
+        except InvalidTradeError as exc:
+            results.append(exc)
+    return results
+
+
+def _decoded_or_error(
+    payload: bytes, latest_ms: int | None
+) -> tuple[TradeMessage, int, int] | InvalidTradeError:
+    try:
+        return decode_priced_trade(payload, latest_ms)
+    except InvalidTradeError as exc:
+        return exc
 
 
 def encode_trade(trade: TradeMessage) -> bytes:

@@ -111,9 +111,13 @@ def run_until_read_then_signal(env: dict[str, str], log: Path, signum: signal.Si
     return output
 
 
-def assert_exact_bars(env: dict[str, str], trades: list[TradeMessage]) -> None:
+def assert_exact_bars(
+    env: dict[str, str], trades: list[TradeMessage], symbol: str = "BTCUSDT"
+) -> None:
+    """The stored bars of ``symbol`` equal the reference klines of its ``trades``."""
+    trades = [trade for trade in trades if trade.symbol == symbol]
     bars = subprocess.run(
-        [sys.executable, "-m", "binance_metrics.cli", "bars", "--symbol", "BTCUSDT",
+        [sys.executable, "-m", "binance_metrics.cli", "bars", "--symbol", symbol,
          "--format", "json"],
         env=env, cwd=Path(env["DATA_DIR"]), capture_output=True, text=True, check=True,
         timeout=60,

@@ -28,7 +28,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from typing_extensions import override
 
 from binance_metrics.bars import BarUpdate
@@ -105,7 +107,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-class _BarsPartition(StatelessSinkPartition[SinkItem]):
+class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
     def __init__(self, sink: ClickHouseBarSink) -> None:
         self._store = open_store(sink.dsn)
         self._sink = sink
@@ -177,10 +179,20 @@ class _BarsPartition(StatelessSinkPartition[SinkItem]):
             "undecided_trades": undecided,
         }
 
+    @override
+    def snapshot(self) -> None:
+        return None  # every write is done when write_batch returns: nothing to resume
 
-class ClickHouseBarSink(DynamicSink[SinkItem]):
+
+class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
     """Write bar updates (and merge stale fragments) into ``table``: ``binance.ohlcv``, or the
-    1-second bars' ``binance.ohlcv_1s``."""
+    1-second bars' ``binance.ohlcv_1s``.
+
+    One partition: a single worker of the whole cluster writes every bar (there is about one
+    per symbol and minute), so with the embedded store the one process that opens it gets all
+    of them, however many processes run the dataflow. Give it a stream keyed by symbol
+    (:func:`output_bars`).
+    """
 
     def __init__(
         self,
@@ -204,5 +216,22 @@ class ClickHouseBarSink(DynamicSink[SinkItem]):
         self.max_backoff_s = max_backoff_s
 
     @override
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _BarsPartition:
+    def list_parts(self) -> list[str]:
+        return ["bars"]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BarsPartition:
         return _BarsPartition(self)
+
+
+def output_bars(step_id: str, bars: Stream[SinkItem], sink: ClickHouseBarSink) -> None:
+    """Write ``bars`` through ``sink``."""
+    op.output(step_id, op.key_on(f"{step_id}_by_symbol", bars, _symbol), sink)
+
+
+def _symbol(item: SinkItem) -> str:
+    return item.symbol
