@@ -7,6 +7,7 @@ every other configuration error of ``binance-metrics``; the full usage is one ``
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
@@ -91,6 +92,25 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
     return value
+
+
+def attach_negative_values(argv: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``--timezone -03:30`` as ``--timezone=-03:30``: argparse takes a value that starts with
+    ``-`` (and is not a plain negative number) for an option, and refuses the flag."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in options:
+            value = next(it, None)
+            if value is not None and value[:1] == "-" and value[1:2].isdigit():
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
 
 
 def utc_offset(text: str) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 from binance_metrics import __version__
 from binance_metrics.arguments import (
     Parser,
+    attach_negative_values,
     port,
     positive_float,
     positive_int,
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         default="+00:00",
         metavar="+HH:MM",
         help="anchor the intervals in this UTC offset, as Binance's timeZone (-12:00 to "
-        "+14:00, e.g. +08:00, +05:45); open_time stays UTC epoch ms",
+        "+14:00, e.g. +08:00, -03:30, +05:45); the times printed are the same instants",
     )
     bars.add_argument(
         "--format",
@@ -145,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(attach_negative_values(argv, ("--timezone",)))
     try:
         overrides: dict[str, Any] = {}
         if getattr(args, "symbols", None):

@@ -281,6 +281,11 @@ def test_timezone_anchors_the_day_and_shows_local_times(
     rows = list(csv.reader(io.StringIO(run(capsys, "--interval", "1d", "--timezone", "+08:00"))))
     assert rows[1][1] == "2024-08-09T00:00:00.000+08:00"
     assert rows[1][7] == "2024-08-09T23:59:59.999+08:00"
+    # A negative offset is a value, not an option (argparse alone would refuse it).
+    (west,) = json.loads(
+        run(capsys, "--format", "json", "--interval", "1d", "--timezone", "-03:30")
+    )
+    assert west["open_time"] == T0 - 86_400_000 + 210 * 60_000  # 2024-08-08T00:00-03:30
 
 
 def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
