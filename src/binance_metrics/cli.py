@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -142,6 +143,23 @@ def _parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="at most this many bars, the most recent of the range (default: all, up to 100000)",
     )
+    audit = commands.add_parser(
+        "audit",
+        help="list every hole in the stored bars' trade ids (exit 1 if there is one)",
+        description="Check that the stored bars count every trade id exactly once: list each "
+        "gap (ids no bar counts) and overlap (ids counted twice) with the minutes it affects. "
+        "Exit status 0 when complete, 1 when not. See docs/ledger.md.",
+    )
+    audit.add_argument("--symbol", help="only this symbol, any case (default: all)")
+    audit.add_argument(
+        "--start", type=time_value, help="first open time: ISO or epoch ms (default: the first bar)"
+    )
+    audit.add_argument(
+        "--end", type=time_value, help="open times before this: ISO or epoch ms (default: no end)"
+    )
+    audit.add_argument(
+        "--format", choices=["table", "json"], default="table", help="json: a list of holes"
+    )
     return parser
 
 
@@ -156,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["HEALTH_PORT"] = args.port
         settings = load_settings(**overrides)
         _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
-        handler = {"up": _up, "ingest": _ingest, "replay": _replay, "bars": _bars}[args.command]
+        handler = {
+            "up": _up, "ingest": _ingest, "replay": _replay, "bars": _bars, "audit": _audit,
+        }[args.command]  # fmt: skip
         with _terminate_as_interrupt():
             return handler(args, settings)
     except KeyboardInterrupt as exc:
@@ -225,10 +245,7 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.store.clickhouse import open_store
     from binance_metrics.store.queries import fetch_bars, intervals_for, list_symbols
 
-    if args.start and args.end and args.start >= args.end:
-        raise ConfigError(
-            f"--start ({args.start.isoformat()}) must be before --end ({args.end.isoformat()})"
-        )
+    _check_range(args.start, args.end)
     bar_seconds = settings.WINDOW_SECONDS
     if args.interval not in intervals_for(bar_seconds):
         raise ConfigError(
@@ -268,6 +285,20 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print(f"no bars stored for {symbol} in that range", file=sys.stderr)
     return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.audit import audit
+
+    _check_range(args.start, args.end)
+    return audit(
+        settings, sys.stdout, symbol=args.symbol, start=args.start, end=args.end, fmt=args.format
+    )
+
+
+def _check_range(start: datetime | None, end: datetime | None) -> None:
+    if start and end and start >= end:
+        raise ConfigError(f"--start ({start.isoformat()}) must be before --end ({end.isoformat()})")
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

@@ -41,6 +41,7 @@ from binance_metrics.bars import Bar, BarUpdate, merge
 from binance_metrics.fragments import Fragment, StaleFragment, preaggregate
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import bars_table
@@ -316,5 +317,8 @@ def build_flow(
         abort=abort,
         table=bars_table(settings.WINDOW_SECONDS),
     )
-    output_bars("bars", bars, bars_sink)
+    # The ids of the trades klines exclude (not market trades) go to the store with the bars,
+    # so that the completeness ledger counts them as accounted for (docs/ledger.md).
+    accounted = op.filter_map("accounted", rejected, accounted_trades)
+    output_bars("bars", op.merge("to_store", bars, accounted), bars_sink)
     return flow

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from binance_metrics.bars import Bar
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.trade_ids import IdRuns
 from binance_metrics.trades import Rejected, decode_priced_trades
+
+#: The ``kind`` of a :class:`Rejected` futures trade that is not a market trade.
+NOT_MARKET: Final = "not_market"
 
 
 class FoldedTrade(NamedTuple):
@@ -113,10 +116,10 @@ def preaggregate(
             continue
         trade, price, qty = decoded
         if trade.trade_type is not None and trade.trade_type != "MARKET":
-            # Futures insurance-fund and ADL trades are not market trades; keep them visible.
-            out.append(
-                Rejected(payload, f"not a market trade (X={trade.trade_type}); klines exclude it")
-            )
+            # Futures insurance-fund and ADL trades are not market trades; keep them visible
+            # (and their ids accounted for: binance_metrics.ledger.accounted).
+            message = f"not a market trade (X={trade.trade_type}); klines exclude it"
+            out.append(Rejected(payload, message, NOT_MARKET))
             continue
         window = trade.trade_time_ms // window_ms
         fragment = groups.get((trade.symbol, window))

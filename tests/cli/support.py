@@ -35,3 +35,20 @@ def error_line(result: subprocess.CompletedProcess[str], code: int, *, alone: bo
     if alone:
         assert len(lines) == 1, result.stderr
     return lines[-1]
+
+
+#: ``python -c ON_THE_STORE STATEMENT``: run one statement on the store of DATA_DIR (chDB serves a
+#: directory to one process, so a test changes a command's store from a process of its own).
+ON_THE_STORE = (
+    "import sys; from binance_metrics.settings import load_settings; from "
+    "binance_metrics.store.clickhouse import open_store; "
+    "open_store(load_settings().clickhouse_dsn).command(sys.argv[1])"
+)
+
+
+def on_the_store(cwd: Path, statement: str) -> None:
+    """Run ``statement`` on the store of ``cwd/data`` (as :func:`run_cli` uses it)."""
+    subprocess.run(
+        [sys.executable, "-c", ON_THE_STORE, statement],
+        env=cli_env(cwd / "data"), cwd=cwd, check=True, timeout=120,
+    )  # fmt: skip

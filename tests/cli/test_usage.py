@@ -19,6 +19,8 @@ from tests.cli.support import error_line, run_cli
         (["replay"], ["(default: from the file name)", "trade-stream CSV"]),
         (["bars"], ["(default: 1m)", "(default: csv)", "(default: the first bar)",
                     "or epoch ms", "(default: all, up to 100000)"]),
+        (["audit"], ["(default: table)", "(default: all)", "(default: the first bar)",
+                     "Exit status 0 when complete, 1 when not"]),
     ],
 )  # fmt: skip
 def test_help_of_every_command_shows_its_defaults(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from binance_metrics.ledger.holes import ACCOUNTED_TABLE
 from binance_metrics.store.clickhouse import BARS_1S_TABLE, BARS_TABLE
 from tests.deploy.deploy_support import INIT_SQL, USERS_XML, run_chdb
 
@@ -27,11 +28,13 @@ def _schema_objects() -> set[str]:
 
 
 def test_writer_may_only_insert_into_and_read_the_bars_table(users: ET.Element) -> None:
-    """INSERT and SELECT on the bars table, and nothing else: no DDL (the store checks that
-    init.sql's objects exist before it would create them)."""
-    assert BARS_TABLE in _schema_objects()
+    """INSERT and SELECT on the bars tables (and the ledger's accounted trade ids), and nothing
+    else: no DDL (the store checks that init.sql's objects exist before it would create them)."""
+    assert {BARS_TABLE, BARS_1S_TABLE, ACCOUNTED_TABLE} <= _schema_objects()
     assert _grants(users, "binance_writer") == [
-        f"GRANT INSERT, SELECT ON {table}" for table in (BARS_TABLE, BARS_1S_TABLE)
+        f"GRANT INSERT, SELECT ON {BARS_TABLE}",
+        f"GRANT INSERT, SELECT ON {ACCOUNTED_TABLE}",
+        f"GRANT INSERT, SELECT ON {BARS_1S_TABLE}",
     ]
     profile = users.findtext("users/binance_writer/profile")
     assert users.find(f"profiles/{profile}") is not None

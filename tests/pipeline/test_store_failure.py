@@ -10,15 +10,13 @@ its own DATA_DIR, and ``up`` takes the statements on its stdin (tests/pipeline/s
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage
-from tests.cli.support import cli_env, error_line, run_cli
+from tests.cli.support import error_line, on_the_store, run_cli
 from tests.pipeline.support import (
     FILL_DISK,
     FREE_DISK,
@@ -30,11 +28,6 @@ from tests.support.data import DATA
 
 CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
 XRPETH_TRADES = DATA / "XRPETH-aggTrades-2019-10-11_2019-10-12.csv"
-ON_THE_STORE = (
-    "import sys; from binance_metrics.settings import load_settings; from "
-    "binance_metrics.store.clickhouse import open_store; "
-    "open_store(load_settings().clickhouse_dsn).command(sys.argv[1])"
-)
 
 
 def _degraded(up: Up) -> dict[str, Any] | None:
@@ -45,10 +38,7 @@ def _degraded(up: Up) -> dict[str, Any] | None:
 
 def test_replay_into_a_full_store_fails_with_one_line(tmp_path: Path) -> None:
     # The setting is kept in the table's metadata: the replay's own process finds it.
-    subprocess.run(
-        [sys.executable, "-c", ON_THE_STORE, FILL_DISK],
-        env=cli_env(tmp_path / "data"), cwd=tmp_path, check=True, timeout=120,
-    )  # fmt: skip
+    on_the_store(tmp_path, FILL_DISK)
     result = run_cli(tmp_path, "replay", str(XRPETH_TRADES), STORE_GIVE_UP_S="2")
 
     line = error_line(result, 1, alone=False)

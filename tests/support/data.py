@@ -20,6 +20,11 @@ XRPETH_KLINES: Final = DATA / "XRPETH-1m-2019-10-11_2019-10-12.ohlcv.csv"
 #: Raw combined-stream ``@trade`` frames as received: 19,904 BTCUSDT and 14,515 ETHUSDT trades.
 BTCUSDT_CAPTURE: Final = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
 ETHUSDT_CAPTURE: Final = DATA / "ETHUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+#: 12,935 raw USD-M futures ``@trade`` frames; trade 3535191080 is an insurance-fund trade (X).
+BTCUSDT_FUTURES_CAPTURE: Final = (
+    DATA / "BTCUSDT-um-trade-stream-20230404T235820Z-20230405T000654Z.jsonl"
+)
+INSURANCE_FUND_TRADE_ID: Final = 3535191080
 #: 10,000 spot ``@trade`` messages flattened to CSV by a capture tool (times in microseconds).
 TRXUSDT_STREAM_CSV: Final = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
 #: 1,440 official BTCUSDT 1m klines, the full data.binance.vision layout: not trades.

@@ -150,6 +150,11 @@ class Store:
         except ClickHouseError as exc:
             raise StoreError(f"the store {redact(self.dsn)} failed: {_first_line(exc)}") from exc
 
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        """Insert ``rows`` (values in the order of ``columns``) into ``table``."""
+        with self._lock:
+            self._client.insert(table, rows, column_names=columns)
+
     def insert_bars(self, rows: Sequence[BarUpdate], table: str = BARS_TABLE) -> int:
         """Insert bars into ``table`` (:func:`bars_table`); return how many rows were written.
 

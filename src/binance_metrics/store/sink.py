@@ -5,9 +5,12 @@ versioned by trade count): Bytewax output is at-least-once, and writing a bar ag
 Trades older than the dataflow's history arrive as :class:`StaleFragment` and are merged into
 the stored bar first (:mod:`binance_metrics.store.stale`).
 
-When a write fails, the batch is retried with capped backoff until it is stored: the dataflow
-stalls (and Kafka holds the backlog) instead of dropping bars, and :class:`StoreHealth` says why
-(``/health`` shows it). Two things end the waiting: a stop request (``stop``: the run is ending,
+When a write fails for a passing reason (:mod:`binance_metrics.store.failures`: the server is
+down, busy or full, the table detached), the batch is retried with capped backoff until it is
+stored: the dataflow stalls (and Kafka holds the backlog) instead of dropping bars, and
+:class:`StoreHealth` says why (``/health`` shows it). A failure that no retry mends (a missing
+table or column, a wrong type, a missing right) gives up at once, naming the table and the
+cause. Two more things end the waiting: a stop request (``stop``: the run is ending,
 and a failing store would otherwise hold it forever), and ``give_up_after_s`` of failures in a
 row (``replay`` sets it: a batch job must fail, not hang). Then the sink gives up, in one of two
 ways:
@@ -36,13 +39,16 @@ from typing_extensions import override
 from binance_metrics.bars import BarUpdate
 from binance_metrics.errors import StoreError
 from binance_metrics.fragments import StaleFragment
+from binance_metrics.ledger.accounted import AccountedTrades, record_accounted
+from binance_metrics.ledger.holes import ACCOUNTED_TABLE
 from binance_metrics.redact import redact
 from binance_metrics.store.clickhouse import BARS_TABLE, open_store
+from binance_metrics.store.failures import PERMANENT, error_code, is_detached, is_permanent
 from binance_metrics.store.stale import merge_stale
 
 log = logging.getLogger(__name__)
 
-SinkItem = BarUpdate | StaleFragment
+SinkItem = BarUpdate | StaleFragment | AccountedTrades
 #: ``count(bars_written=..., duplicate_trades=..., undecided_trades=...)`` after each batch.
 Counter = Callable[..., None]
 
@@ -111,6 +117,7 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
     def __init__(self, sink: ClickHouseBarSink) -> None:
         self._store = open_store(sink.dsn)
         self._sink = sink
+        self._table = BARS_TABLE  # the table written (or read) last: named when it fails
 
     @override
     def write_batch(self, items: list[SinkItem]) -> None:
@@ -126,7 +133,9 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
                 error = _one_line(exc)
                 failing_for = sink.health.failed(error)
                 stopping = sink.stop is not None and sink.stop.is_set()
-                if stopping:
+                if self._cannot_pass(exc):
+                    reason = f"{self._table} cannot be written ({error}); retrying cannot mend it"
+                elif stopping:
                     reason = f"the store fails ({error})"
                 elif sink.give_up_after_s is not None and failing_for >= sink.give_up_after_s:
                     reason = f"the store has failed for {failing_for:.0f} s ({error})"
@@ -158,11 +167,23 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
             sink.count(**counts)
             return
 
+    def _cannot_pass(self, exc: Exception) -> bool:
+        if not is_permanent(exc):
+            return False
+        # A detached table is being looked after: it comes back (ATTACH TABLE).
+        return not (
+            error_code(exc) == PERMANENT["UNKNOWN_TABLE"] and is_detached(self._store, self._table)
+        )
+
     def _write(self, items: list[SinkItem]) -> dict[str, int]:
         pending: list[BarUpdate] = []
+        accounted: list[AccountedTrades] = []
         written = duplicates = undecided = 0
+        self._table = self._sink.table
         for item in items:
-            if isinstance(item, StaleFragment):
+            if isinstance(item, AccountedTrades):
+                accounted.append(item)
+            elif isinstance(item, StaleFragment):
                 # Reads the stored bar back: what came before it in this batch must be there.
                 written += self._store.insert_bars(pending, self._sink.table)
                 pending = []
@@ -173,6 +194,8 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
             else:
                 pending.append(item)
         written += self._store.insert_bars(pending, self._sink.table)
+        self._table = ACCOUNTED_TABLE
+        record_accounted(self._store, accounted)
         return {
             "bars_written": written,
             "duplicate_trades": duplicates,
@@ -185,8 +208,9 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
 
 
 class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
-    """Write bar updates (and merge stale fragments) into ``table``: ``binance.ohlcv``, or the
-    1-second bars' ``binance.ohlcv_1s``.
+    """Write bar updates (and merge stale fragments) into ``table`` (``binance.ohlcv``, or the
+    1-second bars' ``binance.ohlcv_1s``), and the ids of trades klines exclude into
+    ``binance.accounted_trades``.
 
     One partition: a single worker of the whole cluster writes every bar (there is about one
     per symbol and minute), so with the embedded store the one process that opens it gets all

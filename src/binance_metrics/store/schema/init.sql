@@ -39,6 +39,22 @@ PARTITION BY toYYYYMM(window_start)
 ORDER BY (symbol, window_start)
 ;
 
+-- Trade ids that no bar counts, on purpose, so that the completeness ledger (`binance-metrics
+-- audit`) does not report them as missing: futures trades that are not market trades (X is
+-- INSURANCE_FUND, ADL, ...), which klines exclude. One row per id range (docs/ledger.md).
+CREATE TABLE IF NOT EXISTS binance.accounted_trades
+(
+    symbol         LowCardinality(String),
+    first_trade_id Int64,
+    last_trade_id  Int64,
+    trade_time     DateTime64(3, 'UTC'),
+    reason         LowCardinality(String),
+    written_at     DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (symbol, first_trade_id, last_trade_id)
+;
+
 -- Rollups: exact bars of 5m, 15m, 1h, 4h and 1d computed from the current 1-minute bars, so they
 -- follow every correction. A filler minute (no trades: O = H = L = C = previous close) must not
 -- lend its price to the open, high or low of a longer bar that has trades.
