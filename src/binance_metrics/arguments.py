@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NoReturn
 
 from binance_metrics.intervals import parse_offset
@@ -119,3 +119,15 @@ def utc_offset(text: str) -> int:
         return parse_offset(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def day_value(text: str) -> date:
+    """A calendar day, ``YYYY-MM-DD``."""
+    try:
+        return date.fromisoformat(text.strip()) if len(text.strip()) == 10 else _not_a_day(text)
+    except ValueError:
+        return _not_a_day(text)
+
+
+def _not_a_day(text: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD (2024-08-09)")

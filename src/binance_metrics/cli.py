@@ -22,6 +22,7 @@ from binance_metrics import __version__
 from binance_metrics.arguments import (
     Parser,
     attach_negative_values,
+    day_value,
     port,
     positive_float,
     positive_int,
@@ -95,6 +96,29 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--symbol", help="symbol for files whose rows carry none (default: from the file name)"
     )
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="download Binance's trade archives for a range of days and replay them into bars",
+        description="Download the data.binance.vision archives (BINANCE_ARCHIVE_URL) of the "
+        "symbols from --start to --end (both included) into DATA_DIR/archive, verify each "
+        "against its .CHECKSUM, and replay them into the store, as `replay` does. Monthly files "
+        "for whole months, daily files otherwise; files already downloaded are not fetched "
+        "again. See docs/backfill.md.",
+    )
+    backfill.add_argument(
+        "--symbols", required=True, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT"
+    )
+    backfill.add_argument("--start", required=True, type=day_value, help="first day, YYYY-MM-DD")
+    backfill.add_argument("--end", required=True, type=day_value, help="last day, YYYY-MM-DD")
+    backfill.add_argument(
+        "--market", choices=["spot", "um", "cm"], default="spot",
+        help="spot, USD-M futures (um) or COIN-M futures (cm)",
+    )  # fmt: skip
+    backfill.add_argument(
+        "--data", choices=["aggTrades", "trades"], default="aggTrades",
+        help="the archive: aggregate trades (smaller) or raw trades; both give the same bars",
+    )  # fmt: skip
 
     bars = commands.add_parser(
         "bars",
@@ -175,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
         handler = {
-            "up": _up, "ingest": _ingest, "replay": _replay, "bars": _bars, "audit": _audit,
+            "up": _up, "ingest": _ingest, "replay": _replay, "backfill": _backfill, "bars": _bars,
+            "audit": _audit,
         }[args.command]  # fmt: skip
         with _terminate_as_interrupt():
             return handler(args, settings)
@@ -237,6 +262,18 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"no such file: {', '.join(missing)}")
     summary = replay(args.paths, settings, symbol=args.symbol)
     print("\n".join(summary.lines()))
+    return 0
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.archive.backfill import Request, backfill
+
+    if args.start > args.end:
+        raise ConfigError(f"--start ({args.start}) must not be after --end ({args.end})")
+    request = Request(settings.SYMBOLS, args.start, args.end, args.market, args.data)
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    print("\n".join(backfill(request, settings).lines()))
     return 0
 
 

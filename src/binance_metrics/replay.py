@@ -146,8 +146,12 @@ def replay(
     paths: Sequence[Path],
     settings: Settings,
     symbol: str | None = None,
+    *,
+    stats: FlowStats | None = None,
 ) -> ReplaySummary:
     """Produce the recordings, run the dataflow to the end of the topic, and summarise.
+
+    ``stats``, if given, receives the dataflow's counts as it runs (for a progress display).
 
     Raises :class:`~binance_metrics.recordings.RecordingError` for a file that is not trades
     and :class:`~binance_metrics.errors.StoreError` for a store that cannot be opened, both
@@ -172,7 +176,7 @@ def replay(
         if produced.messages == 0:
             raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
         log.info("running the dataflow to the end of the topic")
-        stats = FlowStats()
+        stats = FlowStats() if stats is None else stats
         store_health = StoreHealth()
         abort = threading.Event()
         flow = build_flow(

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     SYMBOLS: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
     BINANCE_WS_URL: str = "wss://data-stream.binance.vision/stream"
     BINANCE_REST_URL: str = "https://data-api.binance.vision"
+    # The public trade archives that `backfill` downloads (data.binance.vision's layout).
+    BINANCE_ARCHIVE_URL: str = "https://data.binance.vision"
     RECONNECT_DELAY_S: float = Field(default=5.0, gt=0)
     MAX_RECONNECT_DELAY_S: float = Field(default=60.0, gt=0)
     # The ingestor's tuning, one variable per field: INGEST__<FIELD>.
@@ -106,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with ws:// or wss://")
         return value.rstrip("/")
 
-    @field_validator("BINANCE_REST_URL")
+    @field_validator("BINANCE_REST_URL", "BINANCE_ARCHIVE_URL")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

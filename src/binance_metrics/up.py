@@ -4,7 +4,9 @@
 
     [local exchange]  ->  ingestor (FastAPI: /, /health, /metrics)  ->  Kafka (embedded Tansu
     or KAFKA_BOOTSTRAP_SERVERS)  ->  dataflow (Bytewax, in a thread)  ->  ClickHouse (embedded
-    chDB under DATA_DIR, or CLICKHOUSE_URL)  ->  candle page at /
+    chDB under DATA_DIR, or CLICKHOUSE_URL)  ->  candle page at /, pushed (web/live.py)
+
+The demo (``--exchange replay:``) is kept apart and labelled: :mod:`binance_metrics.demo`.
 
 One process, because chDB serves its data directory to one process: the dataflow writes and the
 candle page reads through the same client (docs/architecture.md, ClickHouse).
@@ -22,10 +24,11 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
@@ -33,10 +36,11 @@ from prometheus_client import REGISTRY, Metric
 from prometheus_client.registry import Collector
 
 from binance_metrics.dataflow import FlowStats, build_flow
+from binance_metrics.demo import DemoLabel, demo_settings
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
-from binance_metrics.ingest.health import Check
+from binance_metrics.ingest.health import Check, feeds
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
@@ -46,7 +50,7 @@ from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.sink import StoreHealth
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import load_trades
-from binance_metrics.web import create_router
+from binance_metrics.web import LiveBars, create_live_router, create_router
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +81,12 @@ def replay_paths(exchange: str) -> list[Path] | None:
 
 def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) -> int:
     paths = replay_paths(exchange)
+    demo: DemoLabel | None = None
     with ExitStack() as stack:
         if paths is not None:
             local = stack.enter_context(LocalExchange.replaying(load_trades(paths), speed))
-            # A sped-up recording runs ahead of the clock and is moved back to stay out of the
-            # future (testing.market.shifted_to_now): its trades are not "now", by design.
-            replay_tuning = settings.INGEST.model_copy(update={"max_trade_time_skew_s": 0})
-            settings = settings.model_copy(
-                update={
-                    "BINANCE_WS_URL": local.ws_url,
-                    "BINANCE_REST_URL": local.rest_url,
-                    "INGEST": replay_tuning,
-                }
-            )
+            settings = demo_settings(settings, local.ws_url, local.rest_url)
+            demo = DemoLabel(paths, speed, settings.DATA_DIR)
             log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
         kafka = stack.enter_context(kafka_for(settings))
         store = open_store(settings.clickhouse_dsn)
@@ -113,10 +110,18 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         dataflow.start()
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
-            app = create_app(settings, kafka, checks)
+            source_of_bars = _exchange_info(settings, demo)
+            app = create_app(settings, kafka, checks, lambda: {"exchange": source_of_bars()})
+            ingestor = app.state.ingestor
             app.include_router(
                 create_router(lambda: store, settings.SYMBOLS, settings.WINDOW_SECONDS)
             )
+            live = LiveBars(lambda: store, bar_seconds=settings.WINDOW_SECONDS)
+            app.include_router(
+                create_live_router(live, lambda: _page_status(ingestor, demo, source_of_bars))
+            )
+            if demo is not None:
+                demo.watch(local.done, stop)
             # /metrics shows the ingestor's registry; add the default one, where the dataflow
             # counts.
             app.state.ingestor.metrics.registry.register(_DefaultRegistry())
@@ -131,7 +136,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             log.info("candles at %s  (health: %shealth, metrics: %smetrics)", url, url, url)
             # Returns once the ingestor has stopped and its producer has flushed: every trade it
             # took is in Kafka before the dataflow is asked to stop.
-            serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT)
+            serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, on_exit=[live.close])
         finally:
             stop.set()
             log.info(
@@ -187,6 +192,22 @@ class _DataflowThread(threading.Thread):
         if not self._stop_requested.is_set():
             log.error("the dataflow stopped unexpectedly (%s); shutting down", self.error)
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exchange_info(settings: Settings, demo: DemoLabel | None) -> Callable[[], dict[str, Any]]:
+    """What the bars come from, for ``/health`` and the page: Binance, or the demo's replay."""
+    if demo is not None:
+        return demo.describe
+    live = {"kind": "binance", "replayed": False, "url": settings.BINANCE_WS_URL}
+    return lambda: live
+
+
+def _page_status(
+    ingestor: Ingestor, demo: DemoLabel | None, exchange: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """The candle page's feed status (read on the event loop, where the ingestor runs)."""
+    states = feeds(ingestor)
+    return {"feeds": demo.feeds(states) if demo else states, "exchange": exchange()}
 
 
 class _DefaultRegistry(Collector):

@@ -67,6 +67,9 @@ def write_not_trades(tmp_path: Path, name: str) -> Path:
         path.write_bytes(bytes(range(256)) * 8)
     elif name == "junk.zip":
         path.write_text("no zip archive\n")
+    elif name == "XRPETH-aggTrades-2019-10-11.zip":  # a download cut half-way
+        whole = zip_of(tmp_path / "whole.zip", XRPETH_AGG_TRADES).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
     elif name == "XRPETH-aggTrades-2019-10.zip":
         with zipfile.ZipFile(path, "w") as zf:
             zf.write(XRPETH_AGG_TRADES, "XRPETH-aggTrades-2019-10-11.csv")
@@ -76,6 +79,23 @@ def write_not_trades(tmp_path: Path, name: str) -> Path:
     return path
 
 
+def zip_of(path: Path, member: Path) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(member, member.name)
+    return path
+
+
+def test_a_zip_damaged_inside_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / XRPETH_AGG_TRADES.with_suffix(".zip").name
+    damaged = bytearray(zip_of(path, XRPETH_AGG_TRADES).read_bytes())
+    for at in range(len(damaged) // 2, len(damaged) // 2 + 64):  # the central directory intact
+        damaged[at] ^= 0x55
+    path.write_bytes(bytes(damaged))
+    # Found only when the reading reaches the damage: what was read before may be stored.
+    line = error_line(run_cli(tmp_path, "replay", path.name), 1, alone=False)
+    assert line.startswith(f"binance-metrics: error: {path.name}: cannot be read to its end (")
+
+
 @pytest.mark.parametrize(
     ("name", "problem"),
     [
@@ -83,6 +103,7 @@ def write_not_trades(tmp_path: Path, name: str) -> Path:
         ("XRPETH-1m-2019-10-11_2019-10-12.ohlcv.csv", "this is a klines file (open_time,open,"),
         ("garbage.csv", "not UTF-8 text (a binary file, or another encoding)"),
         ("junk.zip", "not a zip archive, or a truncated one (File is not a zip file)"),
+        ("XRPETH-aggTrades-2019-10-11.zip", "not a zip archive, or a truncated one"),
         ("XRPETH-aggTrades-2019-10.zip", "a zip of 2 files"),
     ],
 )

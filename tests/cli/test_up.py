@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from binance_metrics.demo import demo_data_dir
 from binance_metrics.export import plain as _plain
 from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
@@ -51,9 +52,10 @@ def test_up_ingests_a_replayed_capture_into_exact_bars(tmp_path: Path) -> None:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, (tmp_path / "up.log").read_text()[-3000:]
 
+    demo_store = {**env, "DATA_DIR": str(demo_data_dir(tmp_path / "data"))}
     bars = subprocess.run(
         [*CLI, "bars", "--symbol", "BTCUSDT", "--format", "json"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+        env=demo_store, cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
     stored = json.loads(bars.stdout)
     expected = sorted(reference_klines(trades).items())

@@ -17,6 +17,7 @@ from tests.cli.support import error_line, run_cli
                   "(default: the HEALTH_PORT setting)"]),
         (["ingest"], ["HEALTH_HOST:HEALTH_PORT"]),
         (["replay"], ["(default: from the file name)", "trade-stream CSV"]),
+        (["backfill"], ["(default: spot)", "(default: aggTrades)", "BINANCE_ARCHIVE_URL"]),
         (["bars"], ["(default: 1m)", "(default: csv)", "(default: the first bar)",
                     "or epoch ms", "(default: all, up to 100000)"]),
         (["audit"], ["(default: table)", "(default: all)", "(default: the first bar)",

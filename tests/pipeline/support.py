@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import httpx
 
+from binance_metrics.demo import demo_data_dir
 from binance_metrics.export import plain as _plain
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.replay import make_producer
@@ -29,12 +30,15 @@ BASE_TIME_MS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 UP_WITH_STORE_CONTROL = """
 import sys, threading
 from binance_metrics.cli import main
+from binance_metrics.demo import demo_data_dir
 from binance_metrics.settings import load_settings
 from binance_metrics.store.clickhouse import open_store
 
 def control():
+    # The store up --exchange replay: writes: the demo's own.
+    dsn = load_settings(DATA_DIR=demo_data_dir(load_settings().DATA_DIR)).clickhouse_dsn
     for line in sys.stdin:
-        open_store(load_settings().clickhouse_dsn).command(line)
+        open_store(dsn).command(line)
         print("done", flush=True)
 
 threading.Thread(target=control, daemon=True).start()
@@ -164,10 +168,11 @@ class Up:
         return int(line.split("ingestor stopped: ")[1].split(" trades produced")[0])
 
     def stored_bars(self, symbol: str) -> list[dict[str, Any]]:
-        """``binance-metrics bars`` on this run's DATA_DIR (``up`` must have exited)."""
+        """``binance-metrics bars`` on this run's demo store (``up`` must have exited)."""
+        env = {**self.env, "DATA_DIR": str(demo_data_dir(self.cwd / "data"))}
         bars = subprocess.run(
             [*CLI, "bars", "--symbol", symbol, "--format", "json"],
-            env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True,
+            env=env, cwd=self.cwd, capture_output=True, text=True, check=True,
         )  # fmt: skip
         result: list[dict[str, Any]] = json.loads(bars.stdout)
         return result

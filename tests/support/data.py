@@ -29,3 +29,5 @@ INSURANCE_FUND_TRADE_ID: Final = 3535191080
 TRXUSDT_STREAM_CSV: Final = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
 #: 1,440 official BTCUSDT 1m klines, the full data.binance.vision layout: not trades.
 BTCUSDT_KLINES: Final = DATA / "BTCUSDT-1m-2020-01-01.csv"
+#: The first 3,000 COIN-M futures aggTrades of BTCUSD_PERP on 2026-05-08, with the file's header.
+BTCUSD_PERP_CM_AGG_TRADES: Final = DATA / "BTCUSD_PERP-cm-aggTrades-2026-05-08-first3000.csv"

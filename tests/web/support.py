@@ -16,7 +16,8 @@ from fastapi import FastAPI
 
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.web import create_router
+from binance_metrics.web import LiveBars, create_live_router, create_router
+from binance_metrics.web.live import Status
 
 SCALE = 10**8
 MINUTE_MS = 60_000
@@ -83,9 +84,11 @@ def bar_count(store: Store) -> int:
     return int(store.query("SELECT count() FROM binance.ohlcv FINAL")[0][0])
 
 
-def make_app(store: Store, default_symbols: Sequence[str]) -> FastAPI:
+def make_app(store: Store, default_symbols: Sequence[str], status: Status | None = None) -> FastAPI:
+    """The page's routers around ``store``; ``status`` stands in for ``up``'s feed status."""
     app = FastAPI()
     app.include_router(create_router(lambda: store, default_symbols))
+    app.include_router(create_live_router(LiveBars(lambda: store), status))
     return app
 
 
@@ -95,7 +98,9 @@ def serve(app: FastAPI, *, timeout: float = 10.0) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # The page's event stream never ends on its own: a shutdown cancels it after a second.
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import Store
 
-from .cdp import Browser, chromium_binary
+from .cdp import Browser
 from .support import BTC, ETH, SCALE, fill, make_app, serve
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -64,13 +61,6 @@ def rendered(symbol: str, interval: str, count: int) -> str:
     prefix = f"{symbol}|{interval}|{count}|"
     marker = "(document.getElementById('chart')?.dataset.rendered || '')"
     return f"{marker}.startsWith({json.dumps(prefix)})"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    binary = chromium_binary()
-    with Browser(binary, tmp_path / "profile") as running:
-        yield running
 
 
 def keep(path: Path) -> None:
@@ -136,7 +126,7 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
         next_minute = BTC.open_times[-1] + 60_000
         bar = Bar().add(62_000 * SCALE, 3 * SCALE, 9_000_000, 9_000_000, False)
         store.insert_bars([BarUpdate("BTCUSDT", next_minute, bar)])
-        browser.wait_for(rendered("BTCUSDT", "15m", 21), "the new bar, by polling", timeout=15)
+        browser.wait_for(rendered("BTCUSDT", "15m", 21), "the new bar, pushed", timeout=15)
         keep(browser.screenshot(tmp_path / "candles-btcusdt-15m.png"))
 
         # A configured symbol without bars: an empty chart that says so, not an error.

@@ -14,8 +14,9 @@ Other routers (the candle page at ``/``) may be added with ``app.include_router`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -31,10 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, kafka: KafkaConnection, checks: Mapping[str, Check] | None = None
+    settings: Settings,
+    kafka: KafkaConnection,
+    checks: Mapping[str, Check] | None = None,
+    info: Callable[[], Mapping[str, Any]] | None = None,
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
-    are reported by ``/health`` next to the ingestor's own state."""
+    are reported by ``/health`` next to the ingestor's own state; ``info`` adds parts that
+    describe the process without judging it (``up``: ``"exchange"``)."""
     ingestor = Ingestor(settings, kafka)
 
     @asynccontextmanager
@@ -62,6 +67,8 @@ def create_app(
     @app.get("/health")
     async def health() -> JSONResponse:
         ok, body = ingestor.health(checks)
+        if info is not None:
+            body.update(info())
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

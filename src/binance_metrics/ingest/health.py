@@ -52,7 +52,8 @@ def health(
             }
         )
         if not shard.connected:
-            problems.append(f"connection {shard.index} is not connected")
+            why = f": {shard.last_error}" if shard.last_error else ""
+            problems.append(f"connection {shard.index} is not connected{why}")
     producer = ingestor.producer
     kafka_problem = producer.problem if producer is not None else "not started"
     if kafka_problem:
@@ -93,9 +94,41 @@ def health(
             "clientError": producer.client_error if producer else None,
         },
         "symbols": symbols,
+        "feeds": feeds(ingestor),
         **checked,
     }
     return not problems, body
+
+
+#: Failed attempts in a row after which a feed that was connected counts as unreachable.
+UNREACHABLE_AFTER = 3
+
+
+def feeds(ingestor: Ingestor) -> dict[str, dict[str, str | None]]:
+    """Each symbol's feed: ``{"state", "reason"}``, the state one of ``connected``,
+    ``backfilling`` (trades held behind a gap while REST fetches the missing ones),
+    ``reconnecting`` and ``unreachable`` (never connected, or ``UNREACHABLE_AFTER`` failed
+    attempts in a row), the reason naming the host and the error."""
+    states: dict[str, dict[str, str | None]] = {}
+    for shard in ingestor.shards:
+        for symbol in shard.symbols:
+            held = len(ingestor.sequences[symbol].pending)
+            if shard.connected and held:
+                state, reason = "backfilling", f"{held} trades wait for missed ones from REST"
+            elif shard.connected:
+                state, reason = "connected", None
+            elif shard.failures_in_row and (
+                shard.never_connected or shard.failures_in_row >= UNREACHABLE_AFTER
+            ):
+                state, reason = "unreachable", shard.last_error
+            elif shard.never_connected:
+                state, reason = "reconnecting", "the first connection is being opened"
+            else:
+                state, reason = "reconnecting", shard.last_error
+            states[symbol] = {"state": state, "reason": reason}
+    for symbol in ingestor.symbols:
+        states.setdefault(symbol, {"state": "reconnecting", "reason": "not started yet"})
+    return states
 
 
 def collect_state(ingestor: Ingestor) -> Iterable[Metric]:

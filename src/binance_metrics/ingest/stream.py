@@ -38,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.metrics import IngestMetrics
+from binance_metrics.ingest.reach import OFFLINE_HINT, connect_failure
 from binance_metrics.ingest.tuning import MAX_STREAMS_PER_CONNECTION, IngestTuning
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,17 @@ class Shard:
         self._opened = 0
         self.reconnects = 0
         self.connect_failures = 0
+        self.failures_in_row = 0  # failed attempts since the last open connection
+        self.last_error: str | None = None  # why the last attempt failed, while failing
         self.delays: deque[float] = deque(maxlen=100)  # recent backoff sleeps, for the tests
 
     @property
     def connected(self) -> bool:
         return self.current is not None and self.current.alive
+
+    @property
+    def never_connected(self) -> bool:
+        return self._opened == 0
 
     async def run(self) -> None:
         try:
@@ -216,11 +223,17 @@ class Shard:
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
                 self.connect_failures += 1
+                self.failures_in_row += 1
+                self.last_error = connect_failure(self.url, exc)
                 self._metrics.connect_failures.inc()
+                if self._opened == 0 and self.failures_in_row == 1:
+                    # The first attempt of all: say plainly what is wrong, and what works offline.
+                    log.error("connection %s: %s; %s", name, self.last_error, OFFLINE_HINT)
                 log.warning("connection %s to %s failed: %r", name, self.url[:120], exc)
                 await self._sleep_backoff()
                 continue
             self._opened += 1
+            self.failures_in_row, self.last_error = 0, None
             if reason != "start":
                 self.reconnects += 1
                 self._metrics.reconnects.labels(reason).inc()
