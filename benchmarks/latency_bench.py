@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from binance_metrics.heartbeats import decode_heartbeat
 from binance_metrics.kafka.broker import EmbeddedBroker, free_port
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange, RealTime
@@ -143,7 +144,8 @@ def produced_trades(bootstrap: str, topic: str) -> list[dict[str, Any]]:
             if error.code() == KafkaError._PARTITION_EOF:
                 left.discard(message.partition())
             continue
-        out.append(json.loads(message.value() or b"{}"))
+        if decode_heartbeat(message.value() or b"") is None:  # the feed's heartbeats: no trade
+            out.append(json.loads(message.value() or b"{}"))
     consumer.close()
     return out
 

@@ -7,8 +7,9 @@ needs a real Kafka: the embedded broker lives inside ``binance-metrics up`` / ``
 Bytewax imports this module and then runs ``flow``, so what must happen before the run happens
 here, at import:
 
-- the settings are read and the broker is checked, with its topics: a problem is one line on
-  stderr and exit status 2 (configuration) or 1 (Kafka), before any dataflow starts;
+- the settings are read, the broker is checked, with its topics, and a ClickHouse server is
+  opened: a problem is one line on stderr and exit status 2 (configuration) or 1 (Kafka,
+  ClickHouse), before any dataflow starts;
 - SIGINT and SIGTERM stop the run the way the end of the input would: every partition is read
   to its end as of the signal, the open windows are written, the recovery state is
   snapshotted, exit status 0 (a store that fails meanwhile: exit status 1, nothing lost).
@@ -38,6 +39,7 @@ from binance_metrics.kafka.broker import check_broker
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.settings import load_settings
+from binance_metrics.store.clickhouse import open_store
 
 PROG = "binance-metrics dataflow"
 
@@ -89,6 +91,11 @@ def _build() -> Dataflow:
             f"{kafka.bootstrap_servers}: create it (compose's kafka-init does, and so does "
             "`binance-metrics ingest`) or check KAFKA_TOPIC and KAFKA_DLQ_TOPIC"
         )
+    if not settings.clickhouse_dsn.startswith("chdb://"):
+        # A server that cannot be reached is an error now, not when the first bar is written
+        # (the one bar-writing worker opens the store lazily). An embedded store is left to
+        # that worker: chDB serves its directory to one process of the cluster.
+        open_store(settings.clickhouse_dsn)
     source = RawKafkaSource(
         kafka,
         settings.KAFKA_TOPIC,

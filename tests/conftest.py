@@ -40,4 +40,5 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 @pytest.fixture
 def empty_store(store: Store) -> Store:
     store.command("TRUNCATE TABLE binance.ohlcv")
+    store.command("TRUNCATE TABLE binance.ohlcv_forming")
     return store

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from binance_metrics.bar_book import BarBook, WindowBar
 from binance_metrics.bars import Bar
+from binance_metrics.fragments import FoldedTrade, Fragment
 from binance_metrics.trades import TradeMessage
 from tests.support.oracle import MINUTE_MS, as_fields, reference_klines
 from tests.support.strategies import symbol_trades
@@ -164,3 +165,161 @@ def test_the_book_holds_exactly_the_windows_of_its_history(
     windows = {trade.trade_time_ms // MINUTE_MS for trade in admitted}
     assert book.windows == sorted(book.bars)
     assert set(book.bars) == {window for window in windows if window >= max(windows) - history}
+
+
+def _fragment(window: int, *trades: tuple[int, int], backfilled: bool) -> Fragment:
+    folded = bar(*trades)
+    folded_trades = [FoldedTrade(i, i, price, 1, False) for i, price in trades]
+    return Fragment(SYMBOL, window, folded, 0, folded_trades, backfilled=backfilled)
+
+
+def test_backfilled_trades_of_a_minute_before_the_first_held_go_to_the_stored_bar() -> None:
+    # A restarted dataflow holds minutes from 10 on; trades of minute 5 fetched over REST (a hole
+    # healed) belong to the bar an earlier run stored: forwarded, never a bar of their own.
+    book = BarBook(history=100)
+    book.update(10, bar((50, 100)))
+    healed = _fragment(5, (7, 90), (8, 95), backfilled=True)
+    update = book.update(5, healed)
+    assert update.forward is healed and update.bars == []
+    assert book.windows == [10]
+
+
+def test_live_trades_of_a_minute_before_the_first_held_are_the_books_to_merge() -> None:
+    book = BarBook(history=100)
+    book.update(10, bar((50, 100)))
+    late = _fragment(8, (7, 90), backfilled=False)
+    update = book.update(8, late)
+    assert update.forward is None
+    assert update.bars == [WindowBar(8, bar((7, 90))), *fillers([9], 90)]
+
+
+# -- windows after the last bar: closed without trades, and vouched for by the feed --------
+
+
+def test_a_quiet_window_is_filled_once_closed_and_vouched_for_in_either_order() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100), (2, 120)))
+    assert book.close_quiet(6).bars == []  # closed, not vouched for yet
+    assert book.confirm(6).bars == fillers([6], 120)
+    assert book.confirm(7).bars == []  # vouched for, not closed yet
+    assert book.close_quiet(7).bars == fillers([7], 120)
+
+
+def test_a_vouched_window_fills_the_quiet_windows_since_the_last_filled_one() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    book.close_quiet(6)
+    book.close_quiet(8)  # 7 opened no window (an outage?): 8 being vouched for covers it
+    assert book.confirm(8).bars == fillers([6, 7, 8], 100)
+    assert book.confirm(9).bars == []
+
+
+def test_a_window_closed_during_an_outage_waits_for_the_next_trade() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    book.confirm(5)
+    assert book.close_quiet(6).bars == []  # the feed stopped in window 6: never vouched
+    # The next trade (id 2, right after id 1) shows that nothing came in between.
+    assert book.update(9, bar((2, 90))).bars == [
+        *fillers([6, 7, 8], 100),
+        WindowBar(9, bar((2, 90))),
+    ]
+    assert book.closed_quiet == []
+
+
+def test_nothing_is_filled_before_the_first_bar() -> None:
+    book = BarBook(history=10)
+    book.confirm(3)
+    assert book.close_quiet(2).bars == []
+    assert book.close_quiet(3).bars == []
+
+
+def test_a_late_trade_in_a_filled_quiet_window_re_emits_the_fillers_after_it() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    book.confirm(9)
+    for window in range(6, 10):
+        book.close_quiet(window)
+    assert book.filled_through == 9
+    assert book.update(7, bar((2, 130))).bars == [
+        WindowBar(7, bar((2, 130))),
+        *fillers([8, 9], 130),
+    ]
+    # A trade changing the close of the last bar re-emits them too; the next bar only what is new.
+    assert book.update(7, bar((3, 140))).bars == [
+        WindowBar(7, bar((2, 130), (3, 140))), *fillers([8, 9], 140),
+    ]  # fmt: skip
+    assert book.update(11, bar((4, 150))).bars == [
+        *fillers([10], 140),
+        WindowBar(11, bar((4, 150))),
+    ]
+
+
+@st.composite
+def quiet_schedules(draw: st.DrawFn) -> tuple[list[int | None], list[bool], list[tuple[str, int]]]:
+    """Windows 0..n: each with a trade's price or none, with the feed vouching for it or not,
+    and the events the book gets in an order the dataflow can deliver them in."""
+    n = draw(st.integers(min_value=1, max_value=12))
+    prices = draw(st.lists(st.one_of(st.none(), st.integers(1, 50)), min_size=n, max_size=n))
+    vouched = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    events: list[tuple[str, int]] = []
+    for window in range(n):
+        close = ("bar", window) if prices[window] is not None else ("quiet", window)
+        confirm = [("confirm", window)] if vouched[window] else []
+        # A heartbeat reaches the book before or after its window's close (never a trade).
+        pair = [close, *confirm] if draw(st.booleans()) else [*confirm, close]
+        if prices[window] is None and not vouched[window] and not draw(st.booleans()):
+            pair = [e for e in pair if e[0] != "quiet"]  # no heartbeat in it: no window at all
+        events += pair
+    return prices, vouched, events
+
+
+@given(quiet_schedules())
+def test_quiet_windows_are_filled_exactly_when_known_empty(
+    schedule: tuple[list[int | None], list[bool], list[tuple[str, int]]],
+) -> None:
+    prices, vouched, events = schedule
+    book = BarBook(history=100)
+    written: dict[int, Bar] = {}
+    traded: dict[int, Bar] = {}
+    for kind, window in events:
+        if kind == "bar":
+            price = prices[window]
+            assert price is not None
+            traded[window] = bar((len(traded) + 1, price))
+            update = book.update(window, traded[window])
+        elif kind == "quiet":
+            update = book.close_quiet(window)
+        else:
+            update = book.confirm(window)
+        for window_bar in update.bars:
+            # Never a filler for a window with a trade, never one beyond what is known empty.
+            assert prices[window_bar.window] is None or not window_bar.bar.is_empty
+            written[window_bar.window] = window_bar.bar
+    if not traded:
+        assert written == {}
+        return
+    # Known to be empty: a window before the last trade, or one up to the last window after it
+    # that closed without a trade and that the feed vouched for.
+    closed = {w for kind, w in events if kind == "quiet"}
+    last = max(traded)
+    known = max([w for w in closed if w > last and vouched[w]], default=last)
+    expected: dict[int, Bar] = {}
+    close = 0
+    for window in range(min(traded), known + 1):
+        if window in traded:
+            close = traded[window].close
+            expected[window] = traded[window]
+        else:
+            expected[window] = Bar.filler(close)
+    assert written == expected
+
+
+def test_a_book_snapshotted_before_quiet_windows_existed_is_restored_and_works() -> None:
+    book = BarBook(history=10)
+    book.update(5, bar((1, 100)))
+    for name in ("confirmed", "closed_quiet", "filled_through"):
+        del book.__dict__[name]  # the state as an older release pickled it
+    restored = pickle.loads(pickle.dumps(book))
+    restored.close_quiet(6)
+    assert restored.confirm(6).bars == fillers([6], 100)

@@ -72,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="with --exchange replay: play the recording this many times faster",
     )
-    up.add_argument("--symbols", help="comma-separated symbols (default: the SYMBOLS setting)")
+    up.add_argument(
+        "--symbols",
+        help="comma-separated symbols, ALL or patterns like *USDT (default: the SYMBOLS setting)",
+    )
     up.add_argument("--port", type=port, help="HTTP port (default: the HEALTH_PORT setting)")
 
     commands.add_parser(
@@ -84,17 +87,25 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
-        help="replay recorded trades through Kafka and the dataflow into the store",
-        description="Produce recorded trades to Kafka in the live message format, run the "
-        "dataflow to the end of the topic, and print a summary. Reads data.binance.vision "
+        help="replay recorded trades into the store",
+        description="Fold recorded trades into bars in the store and print a summary: by "
+        "default straight from the files (in chunks, bounded memory), with --through-kafka "
+        "by producing them to Kafka and running the dataflow to the end of the topic. Reads "
+        "data.binance.vision "
         "trades/aggTrades CSV (.csv or .zip), trade-stream CSV (TimestampOfReceive,Stream,...), "
         "JSON lines of WebSocket frames, and REST aggTrades/historicalTrades JSON arrays; the "
-        "format is recognised from the first rows. Fails, before producing anything, on a file "
+        "format is recognised from the first rows. Fails, before doing anything, on a file "
         "of another kind; fails if no row is a trade. Bad rows go to the dead-letter topic.",
     )
     replay.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="recorded files")
     replay.add_argument(
         "--symbol", help="symbol for files whose rows carry none (default: from the file name)"
+    )
+    replay.add_argument(
+        "--through-kafka",
+        action="store_true",
+        help="produce the trades to Kafka and run the live dataflow over them (slower; the "
+        "broker holds the whole input)",
     )
 
     backfill = commands.add_parser(
@@ -167,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="at most this many bars, the most recent of the range (default: all, up to 100000)",
     )
+    bars.add_argument(
+        "--include-open",
+        action="store_true",
+        help="also the forming bar of the current minute, last (a rollup's last bar holds "
+        "it), and a 'closed' column: false for a bar with a minute still open",
+    )
     audit = commands.add_parser(
         "audit",
         help="list every hole in the stored bars' trade ids (exit 1 if there is one)",
@@ -184,7 +201,51 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--format", choices=["table", "json"], default="table", help="json: a list of holes"
     )
+    _add_reconcile(commands)
     return parser
+
+
+def _add_reconcile(commands: Any) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare stored bars with Binance's klines (REST or kline files)",
+        description="Compare stored bars with Binance's klines on every field (open, high, low, "
+        "close, volume, quote volume, trade count, taker-buy volumes), exactly. Exit status 0 "
+        "when all are equal, 1 when anything differs. See docs/reconcile.md.",
+    )
+    reconcile.add_argument("--symbol", required=True, help="the symbol, e.g. BTCUSDT (any case)")
+    reconcile.add_argument(
+        "--start", type=time_value, help="first open time: ISO or epoch ms (files: their first)"
+    )
+    reconcile.add_argument(
+        "--end", type=time_value, help="open times before this: ISO or epoch ms (files: all)"
+    )
+    reconcile.add_argument("--interval", choices=list(INTERVALS), default="1m", help="bar length")
+    reconcile.add_argument(
+        "--against",
+        nargs="+",
+        default=["rest"],
+        metavar="rest|PATH",
+        help="'rest' (Binance's REST klines; needs --start and --end) or data.binance.vision "
+        "kline files (.csv or .zip)",
+    )
+    reconcile.add_argument(
+        "--market",
+        choices=["spot", "um", "cm"],
+        default="spot",
+        help="with rest: spot (/api/v3/klines), USD-M (/fapi/v1) or COIN-M (/dapi/v1) futures",
+    )
+    reconcile.add_argument(
+        "--rest-url",
+        help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for spot, "
+        "fapi.binance.com / dapi.binance.com for futures)",
+    )
+    reconcile.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table: to read, differing fields side by side; json: every difference",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging("DEBUG" if args.verbose else settings.LOG_LEVEL)
         handler = {
             "up": _up, "ingest": _ingest, "replay": _replay, "backfill": _backfill, "bars": _bars,
-            "audit": _audit,
+            "audit": _audit, "reconcile": _reconcile,
         }[args.command]  # fmt: skip
         with _terminate_as_interrupt():
             return handler(args, settings)
@@ -260,7 +321,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(path) for path in args.paths if not path.is_file()]
     if missing:
         raise ConfigError(f"no such file: {', '.join(missing)}")
-    summary = replay(args.paths, settings, symbol=args.symbol)
+    summary = replay(args.paths, settings, symbol=args.symbol, through_kafka=args.through_kafka)
     print("\n".join(summary.lines()))
     return 0
 
@@ -270,6 +331,10 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.start > args.end:
         raise ConfigError(f"--start ({args.start}) must not be after --end ({args.end})")
+    from binance_metrics.ingest.discovery import is_pattern
+
+    if patterns := [s for s in settings.SYMBOLS if is_pattern(s)]:
+        raise ConfigError(f"SYMBOLS: backfill takes symbol names, not {', '.join(patterns)}")
     request = Request(settings.SYMBOLS, args.start, args.end, args.market, args.data)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
@@ -295,7 +360,8 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
     symbol = args.symbol.upper()
     bars = fetch_bars(
         store, symbol, interval=args.interval, start=args.start, end=args.end,
-        limit=args.limit, tz_offset_ms=args.timezone, bar_seconds=bar_seconds,
+        limit=args.limit, include_open=args.include_open, tz_offset_ms=args.timezone,
+        bar_seconds=bar_seconds,
     )  # fmt: skip
     if not bars:
         stored = list_symbols(store, bar_seconds)
@@ -305,14 +371,15 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
                 f"--symbol {symbol}: no bars stored for it (stored: {some or 'none'})"
             )
     rows = klines(symbol, bars, args.interval, args.timezone)
+    closed = args.include_open
     if args.format == "parquet":
-        write_parquet(rows, args.output)
+        write_parquet(rows, args.output, closed)
     elif args.output is not None:
         with args.output.open("w", encoding="utf-8", newline="") as out:
-            write_text(rows, args.format, out, args.timezone)
+            write_text(rows, args.format, out, args.timezone, closed)
     else:
         try:
-            write_text(rows, args.format, sys.stdout, args.timezone)
+            write_text(rows, args.format, sys.stdout, args.timezone, closed)
             sys.stdout.flush()
         except BrokenPipeError:
             # The reader stopped early (`bars | head`): that is fine. Point stdout at devnull,
@@ -338,6 +405,12 @@ def _check_range(start: datetime | None, end: datetime | None) -> None:
         raise ConfigError(f"--start ({start.isoformat()}) must be before --end ({end.isoformat()})")
 
 
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.reconcile.command import run_reconcile
+
+    return run_reconcile(args, settings)
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.ingest.app import serve
     from binance_metrics.kafka.broker import kafka_for
@@ -350,8 +423,15 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             "(the trades must outlive it); `binance-metrics up` is the all-in-one pipeline with "
             "an embedded broker"
         )
+    store = None
+    if settings.CLICKHOUSE_URL is not None:
+        from binance_metrics.store.clickhouse import open_store
+
+        # The checkpoint of the resume and the ledger the heal loop repairs (a server: the
+        # embedded store belongs to the process that runs the dataflow).
+        store = open_store(settings.clickhouse_dsn)
     with kafka_for(settings) as kafka:
-        serve(settings, kafka)
+        serve(settings, kafka, store)
     return 0
 
 

@@ -17,6 +17,11 @@ already holds (:mod:`binance_metrics.seen_trades`). Late data is never dropped: 
 ``late`` stream and the partial bars that Bytewax re-emits once a key's windows have closed both
 go through the bar book, which merges them into the full bar before anything reaches the store;
 trades older than the book's history are merged by the sink into the stored bar.
+
+Live, the ingestor's heartbeats (:mod:`binance_metrics.heartbeats`) go through the windows with
+the trades, so that a minute without trades opens and closes a window, and to the bar book,
+which fills such a minute once the feed vouched for it; a step beside the windows writes each
+symbol's forming bar (:mod:`binance_metrics.forming_step`) to a table of its own (docs/live.md).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeGuard, cast
+from typing import Any, Final, NamedTuple, TypeGuard, cast
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
@@ -36,15 +41,19 @@ from bytewax.inputs import Source
 from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
 from prometheus_client import Counter
 
-from binance_metrics.bar_book import BarBook, WindowBar
+from binance_metrics.bar_book import BarBook, BookUpdate, WindowBar
 from binance_metrics.bars import Bar, BarUpdate, merge
+from binance_metrics.forming import FormingUpdate
+from binance_metrics.forming_step import forming_bars
 from binance_metrics.fragments import Fragment, StaleFragment, preaggregate
+from binance_metrics.heartbeats import Heartbeat
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import bars_table
+from binance_metrics.store.forming import ClickHouseFormingSink
 from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
 from binance_metrics.trades import Rejected
 
@@ -127,16 +136,36 @@ class _WakeAfter:
         return timestamp + self.delay
 
 
-def _is_fragment(item: Fragment | Rejected) -> TypeGuard[Fragment]:
+def _is_fragment(item: Fragment | Heartbeat | Rejected) -> TypeGuard[Fragment]:
     return isinstance(item, Fragment)
 
 
-def _trade_time(fragment: Fragment) -> datetime:
-    return EPOCH + timedelta(milliseconds=fragment.max_trade_time_ms)
+def _is_heartbeat(item: Heartbeat | Rejected) -> TypeGuard[Heartbeat]:
+    return isinstance(item, Heartbeat)
 
 
-def _fold(acc: Bar, fragment: Fragment) -> Bar:
-    return merge(acc, fragment.bar)
+def _trade_time(item: Fragment | Heartbeat) -> datetime:
+    if isinstance(item, Heartbeat):
+        return EPOCH + timedelta(milliseconds=item.through_ms)
+    return EPOCH + timedelta(milliseconds=item.max_trade_time_ms)
+
+
+def _fold(acc: Bar, item: Fragment | Heartbeat) -> Bar:
+    # A heartbeat adds no trade: it opens its window, so that a quiet window closes too.
+    return acc if isinstance(item, Heartbeat) else merge(acc, item.bar)
+
+
+class BarStreams(NamedTuple):
+    """What :func:`build_bar_streams` makes of the payloads."""
+
+    bars: Stream[BarUpdate | StaleFragment]
+    rejected: Stream[Rejected]
+    #: Snapshots of each symbol's forming bar (None when not asked for).
+    forming: Stream[FormingUpdate] | None
+
+
+#: The book's marker for "the feed vouched for every trade up to the end of this window".
+CONFIRMED: Final = "confirmed"
 
 
 def build_bars(
@@ -154,8 +183,27 @@ def build_bars(
     Returns ``(bars, rejected)``: every :class:`BarUpdate` in ``bars`` is a complete version of
     its bar (corrections included), and a :class:`StaleFragment` holds trades of a window older
     than the history, for the sink to merge into the stored bar; ``rejected`` holds the records
-    that are not valid trades.
+    that are neither valid trades nor heartbeats.
     """
+    streams = build_bar_streams(
+        payloads, window=window, wait=wait, history_windows=history_windows,
+        max_ahead=max_ahead, stats=stats, now_getter=now_getter,
+    )  # fmt: skip
+    return streams.bars, streams.rejected
+
+
+def build_bar_streams(
+    payloads: Stream[Any],
+    *,
+    window: timedelta = timedelta(minutes=1),
+    wait: timedelta = timedelta(seconds=2),
+    history_windows: int = 1440,
+    max_ahead: timedelta = timedelta(minutes=5),
+    stats: FlowStats | None = None,
+    now_getter: Callable[[], datetime] | None = None,
+    forming_every: timedelta | None = None,
+) -> BarStreams:
+    """:func:`build_bars`, and with ``forming_every`` the forming bars too (docs/live.md)."""
     stats = stats or FlowStats()
     window_ms = int(window.total_seconds() * 1000)
 
@@ -165,7 +213,7 @@ def build_bars(
     clock_now = now_getter or (lambda: datetime.now(UTC))
     max_ahead_ms = int(max_ahead.total_seconds() * 1000)
 
-    def _preaggregate(batch: list[bytes]) -> list[Fragment | Rejected]:
+    def _preaggregate(batch: list[bytes]) -> list[Fragment | Heartbeat | Rejected]:
         # A trade from the future (beyond a clock skew) is corrupt: it would open a window that
         # fills every minute up to it with zero-trade bars.
         latest_ms = int((clock_now() - EPOCH).total_seconds() * 1000) + max_ahead_ms
@@ -174,8 +222,14 @@ def build_bars(
     items = op.flat_map_batch("preaggregate", payloads, _preaggregate)
     fragments_or_rejected = op.branch("valid", items, _is_fragment)
     fragments = fragments_or_rejected.trues
+    beats_or_rejected = op.branch(
+        "heartbeat",
+        cast(Stream[Heartbeat | Rejected], fragments_or_rejected.falses),
+        _is_heartbeat,
+    )
+    heartbeats = op.key_on("heartbeat_by_symbol", beats_or_rejected.trues, lambda b: b.symbol)
     # The rest is what preaggregate did not fold: rejected records only.
-    rejected = cast(Stream[Rejected], fragments_or_rejected.falses)
+    rejected = cast(Stream[Rejected], beats_or_rejected.falses)
     by_symbol = op.key_on("by_symbol", fragments, lambda fragment: fragment.symbol)
 
     # Windows can stay open for the wait (and the one being filled): the seen-trades step must
@@ -203,21 +257,30 @@ def build_bars(
     clock = EventClock(_trade_time, wait_for_system_duration=wait, **clock_kwargs)
     windower = TumblingWindower(length=window, align_to=EPOCH)
     # The bar is commutative, so windows need not buffer items to sort them (ordered=False).
+    # Heartbeats go through the windows as well, so a window without trades still opens and
+    # closes in order with the trades before it; the book fills it once the feed vouched for it.
+    windowed = op.merge("trades_and_heartbeats", keyed, heartbeats)
     windows = fold_window(
-        "minute_bars", keyed, clock, windower, Bar.empty, _fold, merge, ordered=False
+        "minute_bars", windowed, clock, windower, Bar.empty, _fold, merge, ordered=False
     )
 
     # What the book gets: (window index, (a bar or a fragment, checked for repeats)).
     # Windows are aligned to the epoch, so a window id is the window index itself.
-    BookItem = tuple[int, tuple[Bar | Fragment, bool]]
+    BookItem = tuple[int, tuple[Bar | Fragment | str, bool]]
 
     def _closed(window_bar: tuple[int, Bar]) -> BookItem:
         return window_bar[0], (window_bar[1], True)
 
-    def _late(fragment_in_window: tuple[int, Fragment]) -> BookItem:
+    def _late(fragment_in_window: tuple[int, Fragment | Heartbeat]) -> BookItem | None:
         fragment = fragment_in_window[1]
+        if isinstance(fragment, Heartbeat):
+            return None  # its confirmation reaches the book directly
         stats.add(late_trades=fragment.bar.trade_count)
         return fragment.window, (fragment, True)
+
+    def _confirmed(beat: Heartbeat) -> BookItem:
+        # The last window that the heartbeat vouches for to its last millisecond.
+        return (beat.through_ms + 1) // window_ms - 1, (CONFIRMED, False)
 
     def _stale(stale: tuple[bool, Fragment]) -> BookItem:
         fragment = stale[1]
@@ -227,16 +290,23 @@ def build_bars(
     book_items = op.merge(
         "book_items",
         op.map_value("closed_window", windows.down, _closed),
-        op.map_value("late_fragment", windows.late, _late),
+        op.filter_map_value("late_fragment", windows.late, _late),
         op.map_value("stale_fragment", stale_or_fresh.trues, _stale),
+        op.map_value("confirmed", heartbeats, _confirmed),
     )
 
     def _book(
-        state: BarBook | None, value: tuple[int, tuple[Bar | Fragment, bool]]
+        state: BarBook | None, value: tuple[int, tuple[Bar | Fragment | str, bool]]
     ) -> tuple[BarBook, list[WindowBar | Fragment]]:
         book = state or BarBook(history=history_windows)
         window_index, (item, checked) = value
-        update = book.update(window_index, item, checked)
+        update: BookUpdate
+        if isinstance(item, str):
+            update = book.confirm(window_index)
+        elif isinstance(item, Bar) and item.is_empty:
+            update = book.close_quiet(window_index)  # a window of heartbeats only
+        else:
+            update = book.update(window_index, item, checked)
         if update.duplicates or update.conflicts:
             stats.add(duplicate_trades=update.duplicates, conflicting_trades=update.conflicts)
         out: list[WindowBar | Fragment] = list(update.bars)
@@ -253,7 +323,12 @@ def build_bars(
         return BarUpdate(symbol, update.window * window_ms, update.bar)
 
     bars: Stream[BarUpdate | StaleFragment] = op.map("to_sink", updates, _to_sink)
-    return bars, rejected
+    forming = None
+    if forming_every is not None:
+        forming = forming_bars(
+            keyed, heartbeats, every=forming_every, window_ms=window_ms, now_getter=now_getter
+        )
+    return BarStreams(bars, rejected, forming)
 
 
 def _dead_letter(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes]:
@@ -290,13 +365,16 @@ def build_flow(
             abort=abort,
         )
     payloads = op.input("trades", flow, source)
-    bars, rejected = build_bars(
+    # A run to the end of the topic (replay) has no forming bar: every window closes.
+    forming_on = settings.FORMING_EVERY_MS > 0 and not settings.STOP_AT_END
+    bars, rejected, forming = build_bar_streams(
         payloads,
         window=timedelta(seconds=settings.WINDOW_SECONDS),
         wait=timedelta(seconds=settings.WATERMARK_WAIT_S),
         history_windows=max(1, settings.BAR_HISTORY_MINUTES * 60 // settings.WINDOW_SECONDS),
         max_ahead=timedelta(seconds=settings.MAX_TRADE_TIME_AHEAD_S),
         stats=stats,
+        forming_every=timedelta(milliseconds=settings.FORMING_EVERY_MS) if forming_on else None,
     )
 
     op.inspect(
@@ -321,4 +399,7 @@ def build_flow(
     # so that the completeness ledger counts them as accounted for (docs/ledger.md).
     accounted = op.filter_map("accounted", rejected, accounted_trades)
     output_bars("bars", op.merge("to_store", bars, accounted), bars_sink)
+    if forming is not None:
+        every_s = settings.FORMING_EVERY_MS / 1000
+        op.output("forming_bars", forming, ClickHouseFormingSink(settings.clickhouse_dsn, every_s))
     return flow

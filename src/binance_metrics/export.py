@@ -91,37 +91,43 @@ def binance_row(kline: Kline) -> list[str]:
     ]
 
 
-def text_row(kline: Kline, tz_offset_ms: int = 0) -> list[str]:
-    """The ``csv`` and ``table`` row: :data:`COLUMNS`."""
+def text_row(kline: Kline, tz_offset_ms: int = 0, closed: bool = False) -> list[str]:
+    """The ``csv`` and ``table`` row: :data:`COLUMNS` (and ``closed``, ``true``/``false``)."""
     row = binance_row(kline)[:-1]
     row[0] = iso_time(kline.open_time_ms, tz_offset_ms)
     row[6] = iso_time(kline.close_time_ms, tz_offset_ms)
-    return [kline.symbol, *row]
+    return [kline.symbol, *row, *([str(kline.bar.closed).lower()] if closed else [])]
 
 
-def json_object(kline: Kline) -> dict[str, Any]:
+def json_object(kline: Kline, closed: bool = False) -> dict[str, Any]:
     row = binance_row(kline)[:-1]
     values: list[Any] = [kline.symbol, *row]
     obj = dict(zip(COLUMNS, values, strict=True))
     for name in ("open_time", "close_time", "trade_count"):
         obj[name] = int(obj[name])
+    if closed:
+        obj["closed"] = kline.bar.closed
     return obj
 
 
-def write_text(rows: Sequence[Kline], fmt: str, out: TextIO, tz_offset_ms: int = 0) -> None:
-    """Write ``rows`` as ``csv``, ``json``, ``table`` or ``binance`` text."""
+def write_text(
+    rows: Sequence[Kline], fmt: str, out: TextIO, tz_offset_ms: int = 0, closed: bool = False
+) -> None:
+    """Write ``rows`` as ``csv``, ``json``, ``table`` or ``binance`` text; ``closed`` adds that
+    column (false for the forming bar) to all but ``binance``, whose 12 columns are Binance's."""
+    columns = (*COLUMNS, "closed") if closed else COLUMNS
     if fmt == "binance":
         csv.writer(out, lineterminator="\n").writerows(binance_row(k) for k in rows)
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(text_row(k, tz_offset_ms) for k in rows)
+        writer.writerow(columns)
+        writer.writerows(text_row(k, tz_offset_ms, closed) for k in rows)
     elif fmt == "json":
-        json.dump([json_object(k) for k in rows], out, indent=1)
+        json.dump([json_object(k, closed) for k in rows], out, indent=1)
         out.write("\n")
     elif fmt == "table":
-        table = [list(COLUMNS), *(text_row(k, tz_offset_ms) for k in rows)]
-        widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+        table = [list(columns), *(text_row(k, tz_offset_ms, closed) for k in rows)]
+        widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
         for row in table:
             out.write("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
             out.write("\n")
@@ -129,9 +135,10 @@ def write_text(rows: Sequence[Kline], fmt: str, out: TextIO, tz_offset_ms: int =
         raise ValueError(f"not a text format: {fmt!r}")
 
 
-def write_parquet(rows: Sequence[Kline], path: Path) -> None:
+def write_parquet(rows: Sequence[Kline], path: Path, closed: bool = False) -> None:
     """Write ``rows`` to a Parquet file: times as UTC timestamps (ms), prices and volumes as
-    Decimal128(38, 8), quote volumes as Decimal128(38, 16), exactly as the store holds them."""
+    Decimal128(38, 8), quote volumes as Decimal128(38, 16), exactly as the store holds them;
+    ``closed`` adds that boolean column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -148,6 +155,7 @@ def write_parquet(rows: Sequence[Kline], path: Path) -> None:
             ("trade_count", pa.uint64()),
             ("taker_buy_volume", price),
             ("taker_buy_quote_volume", quote),
+            *([("closed", pa.bool_())] if closed else []),
         ]
     )
     columns: dict[str, list[Any]] = {
@@ -157,5 +165,7 @@ def write_parquet(rows: Sequence[Kline], path: Path) -> None:
     }
     for name in (*_AMOUNTS, "quote_volume", "trade_count", *_TAKER):
         columns[name] = [getattr(k.bar, name) for k in rows]
+    if closed:
+        columns["closed"] = [k.bar.closed for k in rows]
     table = pa.Table.from_pydict(columns, schema=schema)
     pq.write_table(table, path)

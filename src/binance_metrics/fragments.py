@@ -16,6 +16,7 @@ from typing import Final, NamedTuple
 
 from binance_metrics.bars import Bar
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.heartbeats import Heartbeat, decode_heartbeat
 from binance_metrics.trade_ids import IdRuns
 from binance_metrics.trades import Rejected, decode_priced_trades
 
@@ -45,6 +46,8 @@ class Fragment:
     #: True while the trades came in as one run of consecutive ids, each once (the live case):
     #: then the ids are exactly ``bar.first_trade_id..bar.last_trade_id``.
     consecutive: bool = True
+    #: True when every trade was fetched over REST (a gap filled, a hole healed), none live.
+    backfilled: bool = False
 
     def ids(self) -> IdRuns:
         """The trade ids of the fragment (every id of every aggregate)."""
@@ -81,7 +84,9 @@ class Fragment:
         for first_id, last_id, price, quantity, buyer_is_maker in kept:
             bar.add(price, quantity, first_id, last_id, buyer_is_maker)
         # ``kept`` is sorted and free of overlaps, but may have holes: not ``consecutive``.
-        fragment = Fragment(self.symbol, self.window, bar, self.max_trade_time_ms, kept, False)
+        fragment = Fragment(
+            self.symbol, self.window, bar, self.max_trade_time_ms, kept, False, self.backfilled
+        )
         return fragment, duplicates, conflicts
 
 
@@ -100,19 +105,33 @@ def preaggregate(
     window_ms: int,
     count: Callable[[int, int], None],
     latest_ms: int | None = None,
-) -> list[Fragment | Rejected]:
+) -> list[Fragment | Heartbeat | Rejected]:
     """Decode one input batch and fold its trades per (symbol, window).
 
-    Returns a :class:`Fragment` per (symbol, window) and a :class:`Rejected` per record that is
-    not a valid trade (trade times after ``latest_ms`` included); ``count(trades, rejected)`` is
-    told how many of each.
+    Returns a :class:`Fragment` per (symbol, window), the latest
+    :class:`~binance_metrics.heartbeats.Heartbeat` per (symbol, window) and a :class:`Rejected`
+    per record that is neither a valid trade (trade times after ``latest_ms`` included) nor a
+    heartbeat; ``count(trades, rejected)`` is told how many trades and rejections.
     """
     groups: dict[tuple[str, int], Fragment] = {}
-    out: list[Fragment | Rejected] = []
+    beats: dict[tuple[str, int], Heartbeat] = {}
+    out: list[Fragment | Heartbeat | Rejected] = []
     trades = 0
     for payload, decoded in zip(batch, decode_priced_trades(batch, latest_ms), strict=True):
         if isinstance(decoded, InvalidTradeError):
-            out.append(Rejected(payload, str(decoded)))
+            beat = decode_heartbeat(payload)
+            if beat is None:
+                out.append(Rejected(payload, str(decoded)))
+            elif latest_ms is not None and beat.through_ms > latest_ms:
+                # Like a trade from the future, it would fill every minute up to it.
+                out.append(
+                    Rejected(payload, f"heartbeat time {beat.through_ms} ms is in the future")
+                )
+            else:
+                key = (beat.symbol, beat.through_ms // window_ms)
+                held = beats.get(key)
+                if held is None or beat.through_ms > held.through_ms:
+                    beats[key] = Heartbeat(beat.symbol, key[1], beat.through_ms)
             continue
         trade, price, qty = decoded
         if trade.trade_type is not None and trade.trade_type != "MARKET":
@@ -125,9 +144,11 @@ def preaggregate(
         fragment = groups.get((trade.symbol, window))
         if fragment is None:
             fragment = groups[(trade.symbol, window)] = Fragment(
-                trade.symbol, window, Bar(), trade.trade_time_ms
+                trade.symbol, window, Bar(), trade.trade_time_ms, backfilled=trade.backfilled
             )
         else:
+            if not trade.backfilled:
+                fragment.backfilled = False
             if trade.trade_time_ms > fragment.max_trade_time_ms:
                 fragment.max_trade_time_ms = trade.trade_time_ms
             if trade.trade_id != fragment.bar.last_trade_id + 1:
@@ -142,4 +163,5 @@ def preaggregate(
         trades += last_id - first_id + 1
     count(trades, len(out))
     out.extend(groups.values())
+    out.extend(beats.values())
     return out

@@ -38,11 +38,18 @@ def serve_app(
     on_exit: Sequence[Callable[[], None]] = (),
 ) -> None:
     """Serve ``app``; a signal shuts it down gracefully (lifespan shutdown runs) and returns.
-    ``on_exit`` runs, on the event loop, when the shutdown begins (the page's streams end)."""
+    ``on_exit`` runs, on the event loop, when the shutdown begins (the page's streams end).
+    An error the app's startup recorded as ``app.state.startup_error`` is raised."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )  # fmt: skip
     server = _Server(config)
     server.on_exit = on_exit
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's exit 3 after a failed startup
+        error = getattr(app.state, "startup_error", None)
+        if isinstance(error, Exception):
+            raise error from None
+        raise

@@ -37,7 +37,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, TextIO
@@ -328,8 +328,29 @@ def _read(path: Path, layout: _Layout, symbol: str) -> Iterator[Record]:
         raise RecordingError(path, f"cannot be read to its end ({exc})") from None
 
 
+def read_csv_lines(
+    path: Path,
+    lines: Iterable[str],
+    symbol: str,
+    first_line: int = 1,
+    latest_ms: int | None = None,
+) -> Iterator[Record]:
+    """The records of some lines of the data.binance.vision CSV ``path`` (no header among
+    them; ``first_line`` is the number of the first), exactly as :func:`read_recording` reads
+    them, trade times after ``latest_ms`` rejected too: for a reader that parses most of a file
+    by other means."""
+    layout = replace(_layout(path), header=False)
+    return _csv_rows(lines, path, layout, symbol.upper(), now_ms(), first_line - 1, latest_ms)
+
+
 def _csv_rows(
-    text: Iterable[str], path: Path, layout: _Layout, symbol: str, ingested: int
+    text: Iterable[str],
+    path: Path,
+    layout: _Layout,
+    symbol: str,
+    ingested: int,
+    lines_before: int = 0,
+    latest_ms: int | None = None,
 ) -> Iterator[Record]:
     parse: _Parse
     if layout.format is TRADE_STREAM_CSV:
@@ -354,7 +375,7 @@ def _csv_rows(
             if not lo <= len(row) <= hi:
                 expected = str(lo) if lo == hi else f"{lo} or {hi}"
                 raise InvalidTradeError(f"{len(row)} columns, expected {expected}")
-            trade = validate_trade(parse(row, symbol, ingested))
+            trade = validate_trade(parse(row, symbol, ingested), latest_ms)
             if period is not None and not period[0] <= trade.trade_time_ms < period[1]:
                 raise InvalidTradeError(
                     f"trade time {trade.trade_time_ms} ms is outside the period the file's name "
@@ -363,7 +384,8 @@ def _csv_rows(
             yield trade
         except ValueError as exc:  # InvalidTradeError included
             payload = ",".join(row).encode("utf-8", errors="surrogateescape")
-            yield Rejected(payload, f"{path.name}:{rows.line_num}: {_why(exc)}")
+            line = rows.line_num + lines_before
+            yield Rejected(payload, f"{path.name}:{line}: {_why(exc)}")
 
 
 def _ms(timestamp: int) -> int:

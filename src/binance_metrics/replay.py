@@ -1,13 +1,22 @@
-"""``binance-metrics replay``: recorded trades -> Kafka -> the dataflow, run to the end.
+"""``binance-metrics replay``: recorded trades into the store, run to the end.
 
 Every file is checked first (its format, from its first rows) and the store opened, so that a
 file that is not trades, or a store held by another process, stops the replay before anything
-is produced. The files are then produced to the trades topic in the live message format (bad
-rows to the dead-letter topic), and the same dataflow as in production runs in stop-at-end mode:
-every partition is read to its end, all windows close, and the bars are in the store when it
-returns. A replay in which no row is a trade fails, with the first reasons; so does one whose
-store has refused writes for ``STORE_GIVE_UP_S`` (a full disk, say), rather than wait for it.
-Ctrl-C or SIGTERM ends a replay at once, and its broker with it (the files are still there).
+is done. Then, by default, the history path (:mod:`binance_metrics.history_bars`): the files are
+read in chunks, folded per (symbol, minute) in columns and put through the dataflow's own
+per-symbol steps into the store, without Kafka or Bytewax; memory stays bounded by the chunk
+and the bars of the last ``BAR_HISTORY_MINUTES``. Only bad rows need the broker: they go to the
+dead-letter topic, and the embedded broker is started for the first of them.
+
+With ``through_kafka`` (``--through-kafka``) the files are produced to the trades topic in the
+live message format (bad rows to the dead-letter topic) and the production dataflow runs in
+stop-at-end mode: every partition is read to its end, all windows close. It exercises the live
+path end to end; the broker holds the whole input meanwhile.
+
+Either way the bars are in the store when it returns. A replay in which no row is a trade
+fails, with the first reasons; so does one whose store has refused writes for
+``STORE_GIVE_UP_S`` (a full disk, say), rather than wait for it. Ctrl-C or SIGTERM ends a
+replay at once, and its broker with it (the files are still there).
 """
 
 from __future__ import annotations
@@ -16,8 +25,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -25,22 +34,26 @@ from types import FrameType
 from bytewax.testing import run_main
 from confluent_kafka import Producer
 
+from binance_metrics.columnar_reader import Chunk, read_ahead, read_chunks
 from binance_metrics.dataflow import FlowStats, build_flow
 from binance_metrics.errors import BinanceMetricsError, BrokerError
+from binance_metrics.history_bars import HistoryBars
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import SAFE_CONFIG
+from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.recordings import check_recording, read_recording
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.sink import StoreHealth
-from binance_metrics.trades import Rejected, encode_trade
+from binance_metrics.trades import Rejected, encode_trade, now_ms
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 100_000  # records produced between progress lines
 PROGRESS_EVERY_S = 5.0  # seconds between progress lines while the dataflow runs
 FIRST_REASONS = 3  # reasons of rejected rows kept for the summary or the error
+LOGGED_REJECTS = 100  # rejected rows logged one by one by the history path, then counted
 
 
 class ReplayError(BinanceMetricsError):
@@ -105,12 +118,7 @@ def produce_recordings(
             failures.append(str(err))
 
     def send(topic: str, key: bytes | None, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, on_delivery=delivered)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
+        _send(producer, topic, key, value, delivered)
 
     messages = bad = 0
     reasons: list[str] = []
@@ -133,13 +141,32 @@ def produce_recordings(
         log.info(f"{path.name}: produced, {messages:,} trade messages so far, {bad} bad rows")
         if len(paths) > 1 and messages == before[0] and bad > before[1]:
             log.warning("%s: every row (%d) was rejected", path, bad - before[1])
+    _flush(producer, failures)
+    return Produced(messages, bad, tuple(reasons))
+
+
+def _send(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    delivered: Callable[[object, object], None],
+) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, on_delivery=delivered)
+            return
+        except BufferError:  # local queue full: let deliveries drain, then retry
+            producer.poll(0.1)
+
+
+def _flush(producer: Producer, failures: list[str]) -> None:
     remaining = producer.flush(60)
     if remaining or failures:
         raise BrokerError(
             f"{remaining} messages not delivered, {len(failures)} delivery errors"
             + (f" (first: {failures[0]})" if failures else "")
         )
-    return Produced(messages, bad, tuple(reasons))
 
 
 def replay(
@@ -147,15 +174,17 @@ def replay(
     settings: Settings,
     symbol: str | None = None,
     *,
+    through_kafka: bool = False,
     stats: FlowStats | None = None,
 ) -> ReplaySummary:
-    """Produce the recordings, run the dataflow to the end of the topic, and summarise.
+    """Replay the recordings into the store (the history path, or ``through_kafka``), and
+    summarise.
 
-    ``stats``, if given, receives the dataflow's counts as it runs (for a progress display).
+    ``stats``, if given, receives the counts as it runs (for a progress display).
 
     Raises :class:`~binance_metrics.recordings.RecordingError` for a file that is not trades
     and :class:`~binance_metrics.errors.StoreError` for a store that cannot be opened, both
-    before anything is produced; :class:`ReplayError` if no row of the files is a trade;
+    before anything is done; :class:`ReplayError` if no row of the files is a trade;
     :class:`~binance_metrics.errors.StoreError` once writes have failed for ``STORE_GIVE_UP_S``.
     """
     started = time.monotonic()
@@ -164,6 +193,144 @@ def replay(
     # The dataflow's sink opens the store inside Bytewax, where a failure is a panic and a
     # cascade of tracebacks: open it here first (the sink then shares this client).
     open_store(settings.clickhouse_dsn)
+    stats = FlowStats() if stats is None else stats
+    if through_kafka:
+        return _replay_through_kafka(paths, settings, symbol, started, stats)
+    return _replay_history(paths, settings, symbol, started, stats)
+
+
+def _replay_history(
+    paths: Sequence[Path], settings: Settings, symbol: str | None, started: float,
+    stats: FlowStats,
+) -> ReplaySummary:  # fmt: skip
+    """The history path: files -> columns -> seen trades -> bar book -> store."""
+    latest_ms = now_ms() + int(settings.MAX_TRADE_TIME_AHEAD_S * 1000)
+    health = StoreHealth()
+    abort = threading.Event()
+    bars = HistoryBars(
+        settings.clickhouse_dsn,
+        window_ms=settings.WINDOW_SECONDS * 1000,
+        history_windows=max(1, settings.BAR_HISTORY_MINUTES * 60 // settings.WINDOW_SECONDS),
+        stats=stats,
+        health=health,
+        give_up_after_s=settings.STORE_GIVE_UP_S,
+        abort=abort,
+    )
+    messages = bad = 0
+    reasons: list[str] = []
+    log.info("replaying %d files into the store (history path)", len(paths))
+    folding, folding_cpu = time.monotonic(), time.process_time()
+    with _DeadLetters(settings) as dead_letters, _signals_abort(abort) as interrupted:
+        counts = (0, 0)  # (messages, bad) at the start of the file
+        for path, chunk in read_ahead(_chunks(paths, symbol, latest_ms), threading.Event()):
+            if abort.is_set():
+                break
+            if chunk is None:  # the end of a file
+                rate = messages / max(time.monotonic() - started, 1e-9)
+                log.info(f"{path.name}: {messages:,} trade messages so far ({rate:,.0f}/s), "
+                         f"{bad} bad rows")  # fmt: skip
+                if len(paths) > 1 and messages == counts[0] and bad > counts[1]:
+                    log.warning("%s: every row (%d) was rejected", path, bad - counts[1])
+                counts = (messages, bad)
+                continue
+            for rejected in chunk.rejected:
+                dead_letters.send(rejected)
+                if len(reasons) < FIRST_REASONS:
+                    reasons.append(rejected.error)
+                if bad < LOGGED_REJECTS:
+                    log.warning("dead-lettered: %s", rejected.error)
+                bad += 1
+            messages += len(chunk.columns) + len(chunk.odd)
+            bars.account([a for r in chunk.rejected if (a := accounted_trades(r)) is not None])
+            bars.add(chunk.columns, chunk.odd)
+        if not abort.is_set():
+            bars.finish()
+            seconds = time.monotonic() - folding
+            cpu = time.process_time() - folding_cpu
+            trades = stats.summary()["trades"]
+            log.info(f"history: {trades:,} trades folded in {seconds:.2f} s "
+                     f"({trades / max(seconds, 1e-9):,.0f} trades/s; {cpu:.2f} s of CPU), "
+                     "bars written")  # fmt: skip
+    if bad > LOGGED_REJECTS:
+        log.warning("dead-lettered %d more rows (not logged one by one)", bad - LOGGED_REJECTS)
+    if interrupted:
+        raise KeyboardInterrupt(*interrupted)
+    health.raise_if_given_up()
+    produced = Produced(messages, bad, tuple(reasons))
+    if messages == 0:
+        raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
+    return _summary(paths, produced, stats, started)
+
+
+def _chunks(
+    paths: Sequence[Path], symbol: str | None, latest_ms: int
+) -> Iterator[tuple[Path, Chunk | None]]:
+    """The chunks of every file, each file ended by ``(path, None)``."""
+    for path in paths:
+        for chunk in read_chunks(path, symbol, latest_ms):
+            yield path, chunk
+        yield path, None
+
+
+class _DeadLetters:
+    """The dead-letter topic of a history replay, reached only for a rejected row: an embedded
+    broker is started for the first one; a configured Kafka is checked at the start, so that a
+    wrong setting fails before any work."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._stack = ExitStack()
+        self._producer: Producer | None = None
+        self._failures: list[str] = []
+
+    def __enter__(self) -> _DeadLetters:
+        if not self._settings.embedded_kafka:
+            self._connect()
+        return self
+
+    def _connect(self) -> Producer:
+        kafka = self._stack.enter_context(kafka_for(self._settings))
+        self._producer = make_producer(kafka)
+        return self._producer
+
+    def _delivered(self, err: object, _msg: object) -> None:
+        if err is not None:
+            self._failures.append(str(err))
+
+    def send(self, rejected: Rejected) -> None:
+        producer = self._producer or self._connect()
+        _send(producer, self._settings.KAFKA_DLQ_TOPIC, None, rejected.dead_letter(),
+              self._delivered)  # fmt: skip
+
+    def __exit__(self, *exc: object) -> None:
+        with self._stack:
+            if self._producer is not None and exc[0] is None:
+                _flush(self._producer, self._failures)
+
+
+def _summary(
+    paths: Sequence[Path], produced: Produced, stats: FlowStats, started: float
+) -> ReplaySummary:
+    counts = stats.summary()
+    return ReplaySummary(
+        files=len(paths),
+        messages=produced.messages,
+        trades=counts["trades"],
+        bad_records=produced.bad_records,
+        rejected=counts["rejected"],
+        late_trades=counts["late_trades"],
+        duplicate_trades=counts["duplicate_trades"],
+        bars_written=counts["bars_written"],
+        seconds=time.monotonic() - started,
+        first_reasons=produced.first_reasons,
+    )
+
+
+def _replay_through_kafka(
+    paths: Sequence[Path], settings: Settings, symbol: str | None, started: float,
+    stats: FlowStats,
+) -> ReplaySummary:  # fmt: skip
+    """Produce the recordings, run the dataflow to the end of the topic."""
     update: dict[str, object] = {"STOP_AT_END": True}
     if not settings.embedded_kafka:
         # A shared Kafka: replay into a topic of its own, so that neither the live topic nor an
@@ -176,7 +343,6 @@ def replay(
         if produced.messages == 0:
             raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
         log.info("running the dataflow to the end of the topic")
-        stats = FlowStats() if stats is None else stats
         store_health = StoreHealth()
         abort = threading.Event()
         flow = build_flow(
@@ -200,19 +366,7 @@ def replay(
         if interrupted:
             raise KeyboardInterrupt(*interrupted)
         store_health.raise_if_given_up()
-    counts = stats.summary()
-    return ReplaySummary(
-        files=len(paths),
-        messages=produced.messages,
-        trades=counts["trades"],
-        bad_records=produced.bad_records,
-        rejected=counts["rejected"],
-        late_trades=counts["late_trades"],
-        duplicate_trades=counts["duplicate_trades"],
-        bars_written=counts["bars_written"],
-        seconds=time.monotonic() - started,
-        first_reasons=produced.first_reasons,
-    )
+    return _summary(paths, produced, stats, started)
 
 
 @contextmanager

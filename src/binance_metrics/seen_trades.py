@@ -47,6 +47,19 @@ class SeenTrades(PickleCopied):
     ids: dict[int, IdRuns] = field(default_factory=dict)
     windows: list[int] = field(default_factory=list)  # sorted keys of ``ids``
 
+    def needs_trades(self, fragment: Fragment) -> bool:
+        """Whether :meth:`admit` (or, for a stale fragment, the book or the sink after it) will
+        look at the fragment's trades, not only at its bar: a reader that folds trades in bulk
+        keeps them back until asked (:mod:`binance_metrics.columnar`)."""
+        if not fragment.consecutive:
+            return True
+        window = fragment.window
+        if self.windows and window < self.windows[-1] - self.history:
+            return True
+        seen = self.ids.get(window)
+        bar = fragment.bar
+        return seen is not None and seen.overlaps(bar.first_trade_id, bar.last_trade_id)
+
     def admit(self, fragment: Fragment) -> Admitted:
         window = fragment.window
         if self.windows and window < self.windows[-1] - self.history:

@@ -19,6 +19,8 @@ from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.redact import redact
 
 _SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
+#: ``ALL`` or an fnmatch pattern over symbols (``*USDT``), resolved from exchangeInfo.
+_SYMBOL_PATTERN = re.compile(r"^(ALL|[A-Z0-9_*?\[\]!]*[*?\[][A-Z0-9_*?\[\]!]*)$")
 
 
 class Settings(BaseSettings):
@@ -74,7 +76,14 @@ class Settings(BaseSettings):
     #: A trade time later than now plus this is refused (dead-lettered) as corrupt.
     MAX_TRADE_TIME_AHEAD_S: float = Field(default=300.0, ge=0, le=86_400)
     STOP_AT_END: bool = False
+    #: The forming bar is written at most this often per symbol (ms); 0: no forming bar.
+    FORMING_EVERY_MS: int = Field(default=250, ge=0, le=60_000)
     KAFKA_BATCH_SIZE: int = Field(default=5000, ge=1)
+
+    # Continuous reconciliation with Binance's REST klines (up, ingest); 0 turns it off.
+    RECONCILE_EVERY_S: float = Field(default=300.0, ge=0)
+    # It waits while the IP's REST weight used in the minute leaves less than this.
+    RECONCILE_WEIGHT_BUDGET: int = Field(default=1000, ge=5, le=6000)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -87,9 +96,9 @@ class Settings(BaseSettings):
             symbols = tuple(str(s).strip().upper() for s in value)
             if not symbols:
                 raise ValueError("at least one symbol is required")
-            bad = [s for s in symbols if not _SYMBOL.match(s)]
+            bad = [s for s in symbols if not (_SYMBOL.match(s) or _SYMBOL_PATTERN.match(s))]
             if bad:
-                raise ValueError(f"not a Binance symbol: {', '.join(bad)}")
+                raise ValueError(f"not a Binance symbol, ALL or a pattern: {', '.join(bad)}")
             return tuple(dict.fromkeys(symbols))
         return value
 

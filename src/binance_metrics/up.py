@@ -40,10 +40,12 @@ from binance_metrics.demo import DemoLabel, demo_settings
 from binance_metrics.errors import BinanceMetricsError, ConfigError
 from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.app import create_app
+from binance_metrics.ingest.discovery import is_pattern
 from binance_metrics.ingest.health import Check, feeds
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.reconcile.continuous import build_reconciler
 from binance_metrics.recordings import RecordingError, check_raw_trades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
@@ -87,8 +89,15 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             local = stack.enter_context(LocalExchange.replaying(load_trades(paths), speed))
             settings = demo_settings(settings, local.ws_url, local.rest_url)
             demo = DemoLabel(paths, speed, settings.DATA_DIR)
-            log.info("local exchange on %s replays %s", local.ws_url, ", ".join(local.symbols))
-        kafka = stack.enter_context(kafka_for(settings))
+            log.info(
+                "local exchange on %s replays %d symbols: %s",
+                local.ws_url,
+                len(local.symbols),
+                ", ".join(local.symbols[:10]) + (", ..." if len(local.symbols) > 10 else ""),
+            )
+        # After a restart of the embedded broker (empty topics), the producer starts afresh.
+        broker_restarted: list[Callable[[], None]] = []
+        kafka = stack.enter_context(kafka_for(settings, broker_restarted))
         store = open_store(settings.clickhouse_dsn)
 
         stats = FlowStats()
@@ -111,11 +120,19 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         try:
             checks: dict[str, Check] = {"store": lambda: store_health.problem}
             source_of_bars = _exchange_info(settings, demo)
-            app = create_app(settings, kafka, checks, lambda: {"exchange": source_of_bars()})
-            ingestor = app.state.ingestor
-            app.include_router(
-                create_router(lambda: store, settings.SYMBOLS, settings.WINDOW_SECONDS)
+            app = create_app(
+                settings,
+                kafka,
+                checks,
+                lambda: {"exchange": source_of_bars()},
+                store=store,
+                reconciler=build_reconciler(settings, lambda: store),
             )
+            ingestor = app.state.ingestor
+            broker_restarted.append(ingestor.broker_restarted)
+            # The names of SYMBOLS; ALL and patterns are not symbols to offer.
+            names = tuple(s for s in settings.SYMBOLS if not is_pattern(s))
+            app.include_router(create_router(lambda: store, names, settings.WINDOW_SECONDS))
             live = LiveBars(lambda: store, bar_seconds=settings.WINDOW_SECONDS)
             app.include_router(
                 create_live_router(live, lambda: _page_status(ingestor, demo, source_of_bars))

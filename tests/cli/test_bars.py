@@ -309,3 +309,20 @@ def test_binance_format_of_the_replayed_xrpeth_trades_is_binances_klines(
     # Binance's file of these minutes has its first 6 columns only: those are byte-identical.
     assert [",".join(line.split(",")[:6]) for line in ours] == theirs
     assert all(line.endswith(",0") and len(line.split(",")) == 12 for line in ours)
+
+
+def test_include_open_prints_the_forming_bar_last_with_a_closed_column(
+    stored: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from binance_metrics.forming import FormingUpdate
+    from binance_metrics.store.forming import insert_forming
+
+    stored.command("TRUNCATE TABLE binance.ohlcv_forming")
+    forming = Bar().add(price=3, qty=10**8, first_id=11, last_id=12, buyer_is_maker=False)
+    insert_forming(stored, [FormingUpdate("SHIBUSDT", T0 + 3 * MINUTE, forming)])
+    rows = list(csv.reader(io.StringIO(run(capsys, "--include-open"))))
+    assert tuple(rows[0]) == (*CSV_HEADER, "closed")
+    assert [row[-1] for row in rows[1:]] == ["true", "true", "true", "false"]
+    assert rows[-1][:2] == [str(T0 + 3 * MINUTE), "0.00000003"] and rows[-1][7] == "2"
+    assert len(list(csv.reader(io.StringIO(run(capsys))))) == 4  # without it: closed bars only
+    assert json.loads(run(capsys, "--format", "json", "--include-open"))[-1]["closed"] is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,8 @@ import pytest
 
 from binance_metrics.export import plain as _plain
 from binance_metrics.trades import TradeMessage
-from tests.cli.support import cli_env, error_line, run_cli
+from tests.cli.support import CLI, cli_env, error_line, run_cli
+from tests.pipeline.support import wait_for
 from tests.support.data import BTCUSDT_KLINES, DATA, TRXUSDT_STREAM_CSV, XRPETH_AGG_TRADES
 from tests.support.oracle import FIELDS, reference_klines
 
@@ -195,3 +197,25 @@ def test_a_store_held_by_another_process_stops_the_replay_before_it_starts(
         f"binance-metrics: error: the embedded store {tmp_path / 'data' / 'clickhouse'} is open "
         "in another process"
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_replay_ends_at_once_on_ctrl_c_or_sigterm(tmp_path: Path, signum: signal.Signals) -> None:
+    log = tmp_path / "replay.log"
+    # The file many times over: from the second copy on, every minute is a duplicate, half of
+    # them older than the history and checked against the store: a replay of minutes.
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*CLI, "replay", *[str(XRPETH_AGG_TRADES)] * 50],
+            env=cli_env(tmp_path / "data"), cwd=tmp_path, stdout=out, stderr=out, text=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: "trade messages so far" in log.read_text(), 120, "the first file")
+            process.send_signal(signum)
+            code = process.wait(60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert code == 128 + signum, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()

@@ -14,10 +14,12 @@ import msgspec
 import uvicorn
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from binance_metrics.heartbeats import decode_heartbeat
 from binance_metrics.ingest.app import create_app
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import ensure_topics, free_port
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.reconcile.continuous import ContinuousReconciler
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import MarketTrade
@@ -75,11 +77,13 @@ class Running:
 
 
 @contextmanager
-def running_ingestor(settings: Settings, bootstrap: str) -> Iterator[Running]:
+def running_ingestor(
+    settings: Settings, bootstrap: str, reconciler: ContinuousReconciler | None = None
+) -> Iterator[Running]:
     """The app under a real uvicorn on HEALTH_PORT, in a thread; stopped (and flushed) on exit."""
     kafka = KafkaConnection(bootstrap)
     ensure_topics(kafka, [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC], PARTITIONS)
-    app = create_app(settings, kafka)
+    app = create_app(settings, kafka, reconciler=reconciler)
     config = uvicorn.Config(
         app,
         host=settings.HEALTH_HOST,
@@ -111,9 +115,15 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, message: str) 
 
 
 def read_topic(
-    bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0, settle_s: float = 0.5
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout_s: float = 30.0,
+    settle_s: float = 0.5,
+    heartbeats: bool = False,
 ) -> list[tuple[int, bytes | None, bytes]]:
-    """All records of ``topic`` as (partition, key, value), in offset order per partition.
+    """All records of ``topic`` as (partition, key, value), in offset order per partition;
+    the ingestor's heartbeats only with ``heartbeats``.
 
     Reads until ``expected`` records arrived and then ``settle_s`` more (to catch extras such as
     duplicates), or until the timeout. Partitions are assigned directly (no group join on Tansu).
@@ -146,6 +156,8 @@ def read_topic(
                 raise AssertionError(f"consumer error: {error}")
             partition = msg.partition()
             assert partition is not None  # a record, not an error, has one
+            if not heartbeats and decode_heartbeat(msg.value() or b"") is not None:
+                continue  # tests/live checks the heartbeats
             records.append((partition, msg.key(), msg.value() or b""))
     finally:
         consumer.close()

@@ -83,6 +83,8 @@ def test_retry_after_is_honoured() -> None:
 def test_weight_budget_defers_the_next_call_to_the_next_minute() -> None:
     assert next_call_at(100, 5000, now=1_000_030.5) == 1_000_030.5
     assert next_call_at(4990, 5000, now=1_000_030.5) == 1_000_080.0  # next minute boundary
+    # A lighter call (klines: 2) still fits where a historicalTrades call (25) does not.
+    assert next_call_at(4990, 5000, now=1_000_030.5, weight=2) == 1_000_030.5
 
 
 def test_persistent_errors_raise_after_the_attempt_budget() -> None:

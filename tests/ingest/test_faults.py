@@ -150,8 +150,8 @@ def test_server_shutdown_switches_make_before_break(
     text = app.final_metrics
     assert metric(text, "binance_ws_reconnects_total", reason="serverShutdown") == 2
     assert metric(text, "binance_ws_control_messages_total", kind="serverShutdown") == 2
-    # Both connections carried the same trades for a moment; the duplicates were dropped.
-    assert sum(metric(text, "binance_duplicate_trades_total", symbol=s) for s in SYMBOLS) > 0
+    # Whether both connections carried the same trades for a moment depends on how fast the
+    # new one subscribed: duplicates, if any, were dropped (exactly once, above).
 
 
 def test_connections_rotate_before_the_24h_cut(broker: EmbeddedBroker, topic_prefix: str) -> None:

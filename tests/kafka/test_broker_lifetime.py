@@ -1,6 +1,7 @@
 """The embedded broker never outlives ``replay`` or ``up``, whatever ends them: Ctrl-C, SIGTERM
 (``kill``, ``timeout``, a service manager) or ``kill -9``. The runs are real processes, and the
-broker is found and watched through /proc."""
+broker is found and watched through /proc. (``replay`` starts a broker by default only for bad
+rows: these runs replay through Kafka.)"""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def test_replay_takes_its_broker_with_it(tmp_path: Path, signum: signal.Signals,
     with log.open("w") as out:
         # The same file many times over: a replay of some seconds (a rerun adds nothing).
         replay = subprocess.Popen(
-            [*CLI, "replay", *[str(XRPETH_TRADES)] * 40],
+            [*CLI, "replay", "--through-kafka", *[str(XRPETH_TRADES)] * 40],
             env=cli_env(tmp_path / "data"), cwd=tmp_path, stdout=out, stderr=out, text=True,
         )  # fmt: skip
         try:

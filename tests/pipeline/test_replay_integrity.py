@@ -1,16 +1,22 @@
-"""Ordinary mishaps of input never corrupt a stored bar: `replay` through Tansu and chDB.
+"""Ordinary mishaps of input never corrupt a stored bar: `replay` into chDB, by both paths.
 
-Each case is judged by the plain reference (tests/support/oracle.py) on every field, and the
-real XRPETH cases by Binance's own klines as well.
+Each case runs through the history path with chunks of 64 KiB (so that minutes straddle chunks
+and a row moved to the end arrives late) and through Tansu and the dataflow
+(``through_kafka``). Each is judged by the plain reference (tests/support/oracle.py) on every
+field, and the real XRPETH cases by Binance's own klines as well.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from binance_metrics import columnar_reader
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.recordings import read_recording
@@ -33,8 +39,23 @@ def write(directory: Path, rows: list[str], name: str = XRPETH_AGG_TRADES.name) 
     return path
 
 
-def run(paths: list[Path], broker: EmbeddedBroker, store: Store, prefix: str) -> ReplaySummary:
-    return replay(paths, pipeline_settings(broker, store, prefix))
+Run = Callable[[list[Path], EmbeddedBroker, Store, str], ReplaySummary]
+
+
+@pytest.fixture(params=["history", "kafka"])
+def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """``replay`` through the history path (64 KiB chunks) or through Kafka."""
+    through_kafka = request.param == "kafka"
+    if not through_kafka:
+        monkeypatch.setattr(columnar_reader, "CHUNK_BYTES", 64 * 1024)
+
+    def replay_files(
+        paths: list[Path], broker: EmbeddedBroker, store: Store, prefix: str
+    ) -> ReplaySummary:
+        settings = pipeline_settings(broker, store, prefix)
+        return replay(paths, settings, through_kafka=through_kafka)
+
+    return replay_files
 
 
 def stored(store: Store, symbol: str) -> dict[int, dict[str, Any]]:
@@ -59,7 +80,7 @@ def assert_binance_klines(bars: dict[int, dict[str, Any]]) -> None:
 
 
 def test_the_first_row_moved_to_the_end(
-    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, run: Run
 ) -> None:
     # Its minute is 2,879 minutes behind when it arrives: beyond the dataflow's 1,440.
     path = write(tmp_path, [*ROWS[1:], ROWS[0]])
@@ -71,7 +92,7 @@ def test_the_first_row_moved_to_the_end(
 
 
 def test_a_file_twice_and_overlapping_files_count_each_trade_once(
-    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, run: Run
 ) -> None:
     twice = run([XRPETH_AGG_TRADES, XRPETH_AGG_TRADES], broker, empty_store, topic_prefix)
     assert twice.duplicate_trades == 11_884
@@ -88,7 +109,7 @@ def test_a_file_twice_and_overlapping_files_count_each_trade_once(
 
 
 def test_a_clean_rerun_repairs_a_bar_that_counted_trades_twice(
-    broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+    broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, run: Run
 ) -> None:
     minute = TRADES[0].trade_time_ms // MINUTE_MS * MINUTE_MS
     doubled = Bar()
@@ -105,7 +126,7 @@ def trade_row(trade_id: int, time_ms: int, price: str = "1.00000000") -> str:
 
 
 def test_a_late_trade_far_beyond_the_history_merges_into_its_stored_bar(
-    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, run: Run
 ) -> None:
     start = 1_723_161_600_000
     rows = [trade_row(2 * i, start + i * MINUTE_MS + 1000) for i in range(3000)]
@@ -120,7 +141,7 @@ def test_a_late_trade_far_beyond_the_history_merges_into_its_stored_bar(
 
 
 def test_impossible_values_are_dead_letters_and_the_rest_is_exact(
-    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, run: Run
 ) -> None:
     start = 1_723_161_600_000
     good = [trade_row(10 + i, start + i * 20_000) for i in range(30)]
@@ -138,7 +159,7 @@ def test_impossible_values_are_dead_letters_and_the_rest_is_exact(
 
 
 def test_a_trade_a_year_back_gets_its_bar_and_fills_nothing(
-    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str
+    tmp_path: Path, broker: EmbeddedBroker, empty_store: Store, topic_prefix: str, run: Run
 ) -> None:
     start = 1_723_161_600_000
     rows = [trade_row(1000 + i, start + i * 30_000) for i in range(20)]

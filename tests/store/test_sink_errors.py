@@ -6,6 +6,7 @@ break."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -22,9 +23,12 @@ from tests.pipeline.support import Up, produce, wait_for
 from tests.support.data import BTCUSDT_CAPTURE, XRPETH_AGG_TRADES
 from tests.support.pipeline import pipeline_settings
 
-UNRECOGNIZED = (
-    "binance.ohlcv cannot be written (ProgrammingError: Unrecognized column 'trade_ids' in "
-    "table binance.ohlcv); retrying cannot mend it"
+#: ClickHouse's own words for the insert (bars go as text, the server checks the columns);
+#: the table's id in the middle varies.
+UNRECOGNIZED = re.compile(
+    r" bar updates not written: binance\.ohlcv cannot be written \(DatabaseError: Code: 16\. "
+    r"DB::Exception: No such column trade_ids in table binance\.ohlcv \([0-9a-f-]+\)\. "
+    r"\(NO_SUCH_COLUMN_IN_TABLE\)\); retrying cannot mend it$"
 )
 
 
@@ -63,7 +67,7 @@ def test_a_column_renamed_under_the_running_dataflow_stops_it(
     assert error is not None, repr(failure)
     message = str(error)
     assert message.startswith("giving up with "), message
-    assert message.endswith(f" bar updates not written: {UNRECOGNIZED}"), message
+    assert UNRECOGNIZED.search(message), message
 
 
 def test_replay_into_a_table_whose_constraint_the_bars_break_fails_with_one_line(
@@ -97,4 +101,4 @@ def test_up_stops_with_one_line_when_a_column_is_dropped_under_it(tmp_path: Path
     assert "Traceback" not in log and "panicked" not in log, log[-3000:]
     line = log.splitlines()[-1]
     assert line.startswith("binance-metrics: error: giving up with "), line
-    assert line.endswith(f" bar updates not written: {UNRECOGNIZED}"), line
+    assert UNRECOGNIZED.search(line), line

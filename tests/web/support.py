@@ -76,6 +76,7 @@ SERIES = (BTC, ETH)
 def fill(store: Store, series: Sequence[Series] = SERIES) -> None:
     """Empty the bars table, then insert ``series``."""
     store.command("TRUNCATE TABLE binance.ohlcv")
+    store.command("TRUNCATE TABLE binance.ohlcv_forming")
     for one in series:
         store.insert_bars(one.rows())
 

@@ -71,13 +71,14 @@ def test_bars_are_pushed_from_one_shared_poller(store: Store) -> None:
         ):
             assert minute.next("status") == {"feeds": {}, "store": None}
             snapshot = minute.next("snapshot")
-            newest = fetch_bars(store, "BTCUSDT", limit=TAIL)
+            newest = fetch_bars(store, "BTCUSDT", limit=TAIL, include_open=True)
             assert snapshot == {
                 "symbol": "BTCUSDT", "interval": "1m", "bars": [bar_json(b) for b in newest],
             }  # fmt: skip
             first_quarter = quarter.next("snapshot")
             assert first_quarter["bars"] == [
-                bar_json(b) for b in fetch_bars(store, "BTCUSDT", interval="15m", limit=TAIL)
+                bar_json(b)
+                for b in fetch_bars(store, "BTCUSDT", interval="15m", limit=TAIL, include_open=True)
             ]
             assert live.watched == ["BTCUSDT"], "two intervals of one symbol: one poller"
 
@@ -86,14 +87,18 @@ def test_bars_are_pushed_from_one_shared_poller(store: Store) -> None:
             bar = Bar().add(63_000 * SCALE + 7, 2 * SCALE + 3, 9_000_000, 9_000_009, False)
             store.insert_bars([BarUpdate("BTCUSDT", new_minute, bar)])
             pushed = minute.next("bars")
-            assert pushed["bars"] == [bar_json(b) for b in fetch_bars(store, "BTCUSDT", limit=4)]
+            assert pushed["bars"] == [
+                bar_json(b) for b in fetch_bars(store, "BTCUSDT", limit=4, include_open=True)
+            ]
             assert pushed["bars"][-1]["open_time"] == new_minute
             assert pushed["bars"][-1]["close"] == "63000.00000007"
             rolled = quarter.next("bars")
             assert rolled["bars"][0] == first_quarter["bars"][0]
             assert rolled["bars"] == [
                 bar_json(b)
-                for b in fetch_bars(store, "BTCUSDT", interval="15m", limit=TAIL + 1)
+                for b in fetch_bars(
+                    store, "BTCUSDT", interval="15m", limit=TAIL + 1, include_open=True
+                )
                 if b.open_time_ms >= first_quarter["bars"][0]["open_time"]
             ]
 
@@ -102,7 +107,9 @@ def test_bars_are_pushed_from_one_shared_poller(store: Store) -> None:
             store.insert_bars([BarUpdate("BTCUSDT", new_minute, grown)])
             again = minute.next("bars")
             assert [b["open_time"] for b in again["bars"]] == [*BTC.open_times[-2:], new_minute]
-            assert again["bars"][-1] == bar_json(fetch_bars(store, "BTCUSDT", limit=1)[0])
+            assert again["bars"][-1] == bar_json(
+                fetch_bars(store, "BTCUSDT", limit=1, include_open=True)[0]
+            )
             assert again["bars"][-1]["trade_count"] == 50
         # Both clients gone: the poller ends.
         wait_for(lambda: live.watched == [], 30, "the poller to end with its last client")

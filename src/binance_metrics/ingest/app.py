@@ -26,7 +26,9 @@ from binance_metrics.http_server import serve_app
 from binance_metrics.ingest.health import Check
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.reconcile.continuous import ContinuousReconciler, build_reconciler
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +38,24 @@ def create_app(
     kafka: KafkaConnection,
     checks: Mapping[str, Check] | None = None,
     info: Callable[[], Mapping[str, Any]] | None = None,
+    store: Store | None = None,
+    reconciler: ContinuousReconciler | None = None,
 ) -> FastAPI:
     """The ingestor app; starting it (lifespan) connects, stopping it flushes Kafka. ``checks``
     are reported by ``/health`` next to the ingestor's own state; ``info`` adds parts that
-    describe the process without judging it (``up``: ``"exchange"``)."""
-    ingestor = Ingestor(settings, kafka)
+    describe the process without judging it (``up``: ``"exchange"``). ``store``: the bars
+    store (the resume's checkpoint, the ledger the heal loop repairs); ``reconciler`` runs
+    with it (its mismatches go to the heal loop)."""
+    ingestor = Ingestor(settings, kafka, store, reconciler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ingestor.start()
+        try:
+            await ingestor.start()
+        except Exception as exc:
+            # uvicorn only logs a failed startup; serve_app raises it (SYMBOLS matching nothing).
+            app.state.startup_error = exc
+            raise
         try:
             yield
         finally:
@@ -78,7 +89,10 @@ def create_app(
     return app
 
 
-def serve(settings: Settings, kafka: KafkaConnection) -> None:
-    """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush)."""
-    app = create_app(settings, kafka)
+def serve(settings: Settings, kafka: KafkaConnection, store: Store | None = None) -> None:
+    """Run the ingestor under uvicorn on HEALTH_HOST:HEALTH_PORT until Ctrl-C (then flush).
+    With a ``store`` (CLICKHOUSE_URL) it heals holes and reconciles the stored bars with
+    Binance (``RECONCILE_EVERY_S``)."""
+    reconciler = build_reconciler(settings, None if store is None else lambda: store)
+    app = create_app(settings, kafka, store=store, reconciler=reconciler)
     serve_app(app, settings.HEALTH_HOST, settings.HEALTH_PORT, settings.LOG_LEVEL.lower())

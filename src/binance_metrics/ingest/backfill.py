@@ -13,32 +13,49 @@ comes back exactly once and nothing overlaps the live stream. ``aggTrades?fromId
 straddle the gap edge, and an aggregate cannot be split (its quantity is a sum), so the edges
 would be doubled or lost. The price is weight (25 instead of 4 per call): gaps are rare.
 
+``GET /api/v3/ticker/24hr?symbols=["BTCUSDT","ETHUSDT"]&type=MINI`` carries each symbol's
+``lastId``, the newest trade id: :meth:`RestBackfill.latest_trade_ids` asks it for up to 20
+symbols per call (weight 2), or for every symbol at once (weight 80) when that is cheaper, so
+that trades missed at the tail of a quiet market are found without waiting for the next trade.
+
 On 429 (too many requests) and 418 (IP banned) Binance sends ``Retry-After`` (seconds); we sleep
 that long before the next call. Other failures retry with exponential backoff. To stay clear of
 429s in the first place, calls are serialised, and when ``X-MBX-USED-WEIGHT-1M`` (the IP's weight
 used in the current minute, limit 6000) leaves no room for another call under ``weight_budget``,
 the next call waits for the minute to roll over.
+
+:meth:`RestBackfill.get` is that machinery for any public GET (``exchangeInfo`` uses it too,
+:mod:`~binance_metrics.ingest.discovery`), so every REST call of the process shares one budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
 
 import httpx
 import msgspec
 
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import Backoff
-from binance_metrics.ingest.tuning import HISTORICAL_TRADES_WEIGHT
+from binance_metrics.ingest.tuning import (
+    HISTORICAL_TRADES_WEIGHT,
+    TICKER_ALL_WEIGHT,
+    TICKER_SYMBOLS_PER_CALL,
+    TICKER_WEIGHT,
+)
 from binance_metrics.settings import Settings
 from binance_metrics.trades import TradeMessage, now_ms
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HISTORICAL_TRADES: Final = "/api/v3/historicalTrades"
+TICKER_24HR: Final = "/api/v3/ticker/24hr"
 MAX_LIMIT: Final = 1000
 USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
 
@@ -69,7 +86,15 @@ class HistoricalTrade(msgspec.Struct, frozen=True):
         )
 
 
+class TickerRow(msgspec.Struct, frozen=True):
+    """What the ingestor reads of a ``/api/v3/ticker/24hr`` row (-1: no trade in 24 h)."""
+
+    symbol: str
+    lastId: int
+
+
 _decoder: Final = msgspec.json.Decoder(list[HistoricalTrade])
+_ticker_decoder: Final = msgspec.json.Decoder(list[TickerRow])
 
 
 class BackfillError(BinanceMetricsError):
@@ -95,7 +120,8 @@ class RestBackfill:
         self._retry_cap_s = retry_cap_s
         self._max_attempts = max_attempts
         self._weight_budget = weight_budget
-        self._not_before = 0.0  # wall clock: no call before this (weight budget used up)
+        self._used_weight = 0  # X-MBX-USED-WEIGHT-1M of the last answer ...
+        self._used_minute = -1  # ... in this calendar minute (Binance's weight window)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestBackfill:
@@ -116,49 +142,103 @@ class RestBackfill:
     async def trades(self, symbol: str, from_id: int, limit: int) -> list[TradeMessage]:
         """Raw trades with ``id >= from_id`` (at most ``limit``, capped at 1000), oldest first."""
         params = {"symbol": symbol, "fromId": str(from_id), "limit": str(min(limit, MAX_LIMIT))}
+        rows = await self.get(
+            HISTORICAL_TRADES,
+            params,
+            _decoder.decode,
+            weight=HISTORICAL_TRADES_WEIGHT,
+            what=f"backfill {symbol} fromId={from_id}",
+        )
+        now = now_ms()
+        return [row.to_message(symbol, now) for row in rows]
+
+    async def latest_trade_ids(self, symbols: Sequence[str]) -> dict[str, int]:
+        """The newest trade id of each of ``symbols`` (those with a trade in the last 24 h)."""
+        wanted = set(symbols)
+        calls = -(-len(wanted) // TICKER_SYMBOLS_PER_CALL)
+        if calls * TICKER_WEIGHT > TICKER_ALL_WEIGHT:
+            batches: list[list[str]] = [[]]  # every symbol in one call is cheaper
+        else:
+            ordered = sorted(wanted)
+            batches = [
+                ordered[i : i + TICKER_SYMBOLS_PER_CALL]
+                for i in range(0, len(ordered), TICKER_SYMBOLS_PER_CALL)
+            ]
+        latest: dict[str, int] = {}
+        for batch in batches:
+            params = {"type": "MINI"}
+            if batch:
+                params["symbols"] = json.dumps(batch, separators=(",", ":"))
+            weight = TICKER_WEIGHT if batch else TICKER_ALL_WEIGHT
+            rows = await self.get(
+                TICKER_24HR, params, _ticker_decoder.decode, weight=weight, what="ticker"
+            )
+            latest.update(
+                (r.symbol, r.lastId) for r in rows if r.symbol in wanted and r.lastId >= 0
+            )
+        return latest
+
+    async def get(
+        self,
+        path: str,
+        params: dict[str, str],
+        decode: Callable[[bytes], T],
+        *,
+        weight: int,
+        what: str,
+    ) -> T:
+        """``GET path`` decoded, retried, within the weight budget (``weight``: its cost)."""
         backoff = Backoff(self._retry_base_s, self._retry_cap_s)
         for _ in range(self._max_attempts):
             async with self._lock:
-                if (wait := self._not_before - time.time()) > 0:
+                if (wait := self._wait_for_weight(weight)) > 0:
                     log.warning("REST weight budget used up: waiting %.1f s", wait)
                     await asyncio.sleep(wait)
                 try:
-                    response = await self._client.get(HISTORICAL_TRADES, params=params)
+                    response = await self._client.get(path, params=params)
                 except httpx.HTTPError as exc:
                     delay, why = backoff.next_delay(), f"request failed: {exc!r}"
                 else:
                     self._note_weight(response)
                     if response.status_code == 200:
                         try:
-                            rows = _decoder.decode(response.content)
+                            return decode(response.content)
                         except msgspec.DecodeError as exc:
                             delay, why = backoff.next_delay(), f"bad response: {exc}"
-                        else:
-                            now = now_ms()
-                            return [row.to_message(symbol, now) for row in rows]
                     elif response.status_code in (418, 429):
                         delay = _retry_after(response) or backoff.next_delay()
                         why = f"HTTP {response.status_code}, Retry-After {delay:g} s"
                     else:
                         delay = backoff.next_delay()
                         why = f"HTTP {response.status_code}: {response.text[:200]}"
-                log.warning(
-                    "backfill %s fromId=%d: %s; retrying in %.2f s", symbol, from_id, why, delay
-                )
+                log.warning("%s: %s; retrying in %.2f s", what, why, delay)
                 # Sleeping under the lock holds every other symbol back too: a 429/418 is per IP.
                 await asyncio.sleep(delay)
-        raise BackfillError(f"{symbol} fromId={from_id}: gave up after {self._max_attempts} tries")
+        raise BackfillError(f"{what}: gave up after {self._max_attempts} tries")
+
+    def _wait_for_weight(self, weight: int) -> float:
+        """Seconds to wait before a call of ``weight``: the budget's minute may be used up."""
+        now = time.time()
+        used = self._used_weight if int(now // 60) == self._used_minute else 0
+        return next_call_at(used, self._weight_budget, now, weight=weight) - now
 
     def _note_weight(self, response: httpx.Response) -> None:
         used = response.headers.get(USED_WEIGHT_HEADER)
         if used is not None and used.isdigit():
-            self._not_before = max(self._not_before, next_call_at(int(used), self._weight_budget))
+            self._used_weight, self._used_minute = int(used), int(time.time() // 60)
 
 
-def next_call_at(used_weight: int, budget: int, now: float | None = None) -> float:
-    """Wall-clock time of the next allowed call: now, or the next minute if over budget."""
+def next_call_at(
+    used_weight: int,
+    budget: int,
+    now: float | None = None,
+    *,
+    weight: int = HISTORICAL_TRADES_WEIGHT,
+) -> float:
+    """Wall-clock time of the next allowed call (of ``weight``): now, or the next minute if
+    over budget."""
     now = time.time() if now is None else now
-    if used_weight + HISTORICAL_TRADES_WEIGHT <= budget:
+    if used_weight + weight <= budget:
         return now
     return now - now % 60 + 60  # Binance's weight window is the calendar minute
 

@@ -21,6 +21,7 @@ messages from garbage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -60,9 +61,15 @@ class FrameParser:
     def __init__(
         self, symbols: tuple[str, ...], max_frame_bytes: int, max_skew_ms: int = 0
     ) -> None:
-        self._streams: dict[str, str] = {f"{s.lower()}@trade": s for s in symbols}
+        self._streams: dict[str, str] = {}
+        self.add(symbols)
         self._max = max_frame_bytes
         self._max_skew_ms = max_skew_ms
+
+    def add(self, symbols: Iterable[str]) -> None:
+        """Accept trades of ``symbols`` too (listed while running). Symbols are never removed:
+        trades already in flight when a symbol is unsubscribed are still trades."""
+        self._streams.update((f"{s.lower()}@trade", s) for s in symbols)
 
     def parse(self, raw: bytes, now_ms: int | None = None) -> TradeMessage | Control | Rejected:
         """Never raises: every input becomes exactly one of the three results.

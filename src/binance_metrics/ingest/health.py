@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from binance_metrics.ingest.metrics import reconcile_mismatches
+
 if TYPE_CHECKING:
     from binance_metrics.ingest.service import Ingestor
 
@@ -97,6 +99,10 @@ def health(
         "feeds": feeds(ingestor),
         **checked,
     }
+    if ingestor.healer is not None:
+        body["ledger"] = ingestor.healer.health_body()
+    if ingestor.reconciler is not None:
+        body["reconcile"] = ingestor.reconciler.status()
     return not problems, body
 
 
@@ -167,4 +173,7 @@ def collect_state(ingestor: Ingestor) -> Iterable[Metric]:
         per_symbol["duplicate_trades"].add_metric([symbol], seq.duplicates)
     queued = GaugeMetricFamily("kafka_producer_queued_messages", "Produced, not yet acknowledged")
     queued.add_metric([], ingestor.producer.queued if ingestor.producer else 0)
-    return [connected, age, held, queued, *per_symbol.values()]
+    state: list[Metric] = [connected, age, held, queued, *per_symbol.values()]
+    if ingestor.reconciler is not None:
+        state.append(reconcile_mismatches(ingestor.reconciler.mismatch_counts()))
+    return state

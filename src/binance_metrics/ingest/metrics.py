@@ -8,10 +8,10 @@ there is one source of truth and nothing extra on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 #: Exchange-to-ingestor latency: Binance event time to our receive time, in seconds.
@@ -63,10 +63,30 @@ class IngestMetrics:
             buckets=ACK_BUCKETS,
             registry=r,
         )
-        self.by_symbol = {s: _SymbolCounters(self, s) for s in symbols}
+        self.by_symbol: dict[str, _SymbolCounters] = {}
+        self.add_symbols(symbols)
+
+    def add_symbols(self, symbols: Iterable[str]) -> None:
+        """Counters for symbols listed while running (``SYMBOLS=ALL``); known ones stay."""
+        for symbol in symbols:
+            if symbol not in self.by_symbol:
+                self.by_symbol[symbol] = _SymbolCounters(self, symbol)
 
     def add_state_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         self.registry.register(_CallbackCollector(collect))
+
+
+def reconcile_mismatches(counts: Mapping[tuple[str, str], int]) -> CounterMetricFamily:
+    """``binance_metrics_reconcile_mismatches_total{symbol,field}``, from the continuous
+    reconciliation's counts (``field``: a kline field, or ``missing_here``/``missing_there``)."""
+    family = CounterMetricFamily(
+        "binance_metrics_reconcile_mismatches",
+        "Stored bars that differ from Binance's REST klines, per field",
+        labels=["symbol", "field"],
+    )
+    for (symbol, field), count in sorted(counts.items()):
+        family.add_metric([symbol, field], count)
+    return family
 
 
 class _SymbolCounters:

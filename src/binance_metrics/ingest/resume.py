@@ -24,6 +24,11 @@ How the tail is read (one ``Consumer`` with ``assign``, no consumer group, no co
   produce a second time, trades that are already in Kafka. Losing the downtime's trades (as
   without a resume) is the lesser evil, and it is logged as an error.
 
+With a store (``up``, or ``ingest`` with ``CLICKHOUSE_URL``) the bars table is a checkpoint too
+(:mod:`binance_metrics.store.checkpoint`): when Kafka does not hold the newest stored trade (the
+embedded broker lost its topics in a crash, a broker's data was lost), the symbol resumes before
+the first trade of its last stored minute, which is rebuilt whole from backfilled trades.
+
 A symbol whose last trade lies further back than ``tail_records`` of its partition (a very quiet
 symbol sharing a partition with busy ones) is not found and starts at its first live trade.
 """
@@ -40,9 +45,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.heartbeats import decode_heartbeat
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.store.checkpoint import StoredTail, start_points, stored_tails
+from binance_metrics.store.clickhouse import Store
 from binance_metrics.trades import decode_trade
 
 log = logging.getLogger(__name__)
@@ -60,13 +68,28 @@ class Resume:
         #: (emptied as trades come, never replaced: the hot path binds it once)
         self.awaiting: dict[str, int] = {}
 
-    async def seed(self, kafka: KafkaConnection, sequences: Mapping[str, SymbolSequence]) -> None:
-        """Read the end of the topic (off the event loop; bounded, never raises) and seed."""
+    async def seed(
+        self,
+        kafka: KafkaConnection,
+        sequences: Mapping[str, SymbolSequence],
+        store: Store | None = None,
+    ) -> None:
+        """Read the end of the topic and the store's last bars (off the event loop; bounded,
+        never raises) and seed."""
         tuning = self._tuning
         if not tuning.resume_from_kafka:
             log.info("resume from Kafka disabled: every symbol starts at its first live trade")
             return
-        scan = await asyncio.get_running_loop().run_in_executor(
+        loop = asyncio.get_running_loop()
+        stored: dict[str, StoredTail] = {}
+        starts: dict[str, int] = {}
+        if store is not None:
+            try:
+                stored = await loop.run_in_executor(None, stored_tails, store, list(sequences))
+                starts = await loop.run_in_executor(None, start_points, store, list(sequences))
+            except Exception as exc:  # noqa: BLE001 - the resume goes on from Kafka alone
+                log.error("could not read the last stored bars (%s): resuming from Kafka", exc)
+        scan = await loop.run_in_executor(
             None,
             functools.partial(
                 read_last_trade_ids,
@@ -77,19 +100,33 @@ class Resume:
                 timeout_s=tuning.resume_timeout_s,
             ),
         )
-        self.apply(scan, sequences)
+        self.apply(scan, sequences, stored, starts)
 
-    def apply(self, scan: TailScan, sequences: Mapping[str, SymbolSequence]) -> None:
-        """Seed each symbol's sequence after its last id in ``scan``; nothing if it failed."""
+    def apply(
+        self,
+        scan: TailScan,
+        sequences: Mapping[str, SymbolSequence],
+        stored: Mapping[str, StoredTail] | None = None,
+        starts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Seed each symbol's sequence after its last id in ``scan``, or before its last stored
+        minute when Kafka does not reach the store's newest trade, or, with nothing stored yet,
+        before the trade an earlier run started at; nothing if all failed."""
+        stored = stored or {}
+        starts = starts or {}
         if scan.error is not None:
             log.error(
-                "could not read the end of %s (%s, %.1f s): not resuming; trades made while the "
-                "ingestor was down are not backfilled",
+                "could not read the end of %s (%s, %.1f s): %s",
                 self.topic,
                 scan.error,
                 scan.seconds,
+                "resuming from the store only"
+                if stored
+                else "not resuming; trades made while the ingestor was down are not backfilled",
             )
-            return
+            if not stored and not starts:
+                return
+            scan = TailScan()
         log.info(
             "read the last %d records of %s (%d partitions, %d not trades) in %.2f s",
             scan.records,
@@ -100,6 +137,25 @@ class Resume:
         )
         for symbol, sequence in sequences.items():
             last = scan.last_ids.get(symbol)
+            tail = stored.get(symbol)
+            if tail is not None and (last is None or last < tail.last_trade_id):
+                self._seed(sequence, tail.resume_after)
+                log.info(
+                    "%s: the store holds trades up to %d, %s: resuming after trade %d, rebuilding "
+                    "its last stored minute (%d) from its first trade",
+                    symbol, tail.last_trade_id,
+                    "Kafka none" if last is None else f"Kafka only up to {last}",
+                    tail.resume_after, tail.window_start_ms,
+                )  # fmt: skip
+                continue
+            start = starts.get(symbol)
+            if tail is None and start is not None and (last is None or last < start):
+                self._seed(sequence, start - 1)
+                log.info(
+                    "%s: no bar stored yet: resuming before trade %d, where an earlier run "
+                    "started", symbol, start,
+                )  # fmt: skip
+                continue
             if last is None:
                 log.info(
                     "%s: no trade in the end of %s: starts at its first live trade",
@@ -107,10 +163,13 @@ class Resume:
                     self.topic,
                 )
                 continue
-            sequence.resume_after(last)
-            self.after[symbol] = last
-            self.awaiting[symbol] = last + 1
+            self._seed(sequence, last)
             log.info("%s: resuming after trade %d, the last one in %s", symbol, last, self.topic)
+
+    def _seed(self, sequence: SymbolSequence, after: int) -> None:
+        sequence.resume_after(after)
+        self.after[sequence.symbol] = after
+        self.awaiting[sequence.symbol] = after + 1
 
     def judge(self, sequence: SymbolSequence, trade_id: int) -> str | None:
         """Look at a resumed symbol's first live trade (once); return why to give its gap up.
@@ -260,7 +319,8 @@ def _scan(
             try:
                 trade = decode_trade(record.value() or b"")
             except InvalidTradeError:
-                scan.skipped += 1
+                if decode_heartbeat(record.value() or b"") is None:  # a heartbeat is no trade
+                    scan.skipped += 1
                 continue
             if trade.symbol not in wanted or partition is None:
                 continue

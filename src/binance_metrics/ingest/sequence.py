@@ -10,6 +10,10 @@ Binance trade ids are consecutive per symbol. The sequencer remembers the next i
   released in order. Nothing after a gap is emitted before the gap is filled, so each symbol's
   trades reach Kafka in trade-id order.
 
+A gap at the tail (trades missed with no later trade yet to reveal them: an outage, then a quiet
+market) is opened by :meth:`SymbolSequence.expect_through`, when REST says which id is the
+newest: the ids up to it are then missing like any other gap, with no trade held after them.
+
 Before the first trade there is no expectation: the stream starts wherever it starts, unless
 :meth:`SymbolSequence.resume_after` set one; then a first trade above it opens a gap. Which id
 to resume after, and what to make of the first live trade, is the resume policy's business
@@ -34,6 +38,7 @@ class SymbolSequence:
         "emit",
         "gaps",
         "high",
+        "known_last",
         "next_id",
         "pending",
         "symbol",
@@ -46,6 +51,7 @@ class SymbolSequence:
         self.next_id: int | None = None
         self.pending: dict[int, TradeMessage] = {}
         self.high = 0  # highest id held in pending (meaningful only while pending is not empty)
+        self.known_last = -1  # the newest id known to exist (REST), -1: none
         self.gaps = 0
         self.duplicates = 0
         self.backfilled = 0
@@ -70,6 +76,22 @@ class SymbolSequence:
             raise RuntimeError(f"{self.symbol}: trades are held, the expectation is in use")
         self.next_id = None
 
+    def expect_through(self, last_id: int) -> bool:
+        """``last_id`` exists (REST says so): return True when that opened a gap at the tail.
+
+        Nothing happens before the first trade (no expectation to compare with), nor when
+        ``last_id`` was already delivered, held, or known.
+        """
+        if self.next_id is None or last_id < self.next_id or last_id <= self.known_last:
+            return False
+        if self.pending and last_id <= self.high:
+            return False  # inside or before what is held: that gap is known already
+        extends = not self.pending and self.known_last >= self.next_id  # the same tail gap
+        self.known_last = last_id
+        if not extends:
+            self.gaps += 1
+        return True
+
     def offer(self, trade: TradeMessage) -> bool:
         """Take a live trade; return True when it opened a new gap (a backfill is needed)."""
         t = trade.trade_id
@@ -90,26 +112,33 @@ class SymbolSequence:
             self._release()
             return False
         # t > next_id: a new gap unless it extends the run already held after a gap.
+        tail = not self.pending and self.known_last >= self.next_id  # a tail gap, counted
         new_gap = not self.pending or t > self.high + 1
         if new_gap or t > self.high:
             self.high = t
         self.pending[t] = trade
-        if new_gap:
+        if new_gap and not tail:
             self.gaps += 1
         return new_gap
 
     @property
     def missing(self) -> tuple[int, int] | None:
         """The first missing id range ``(first, last)``, or None when nothing is missing."""
-        if not self.pending or self.next_id is None:
+        next_id = self.next_id
+        if next_id is None:
             return None
-        return self.next_id, min(self.pending) - 1
+        if self.pending:
+            return next_id, min(self.pending) - 1
+        if self.known_last >= next_id:
+            return next_id, self.known_last  # a gap at the tail
+        return None
 
     def fill(self, trades: Iterable[TradeMessage]) -> int:
         """Emit backfilled trades that are next in sequence; return how many were used."""
-        if not self.pending:
+        gap = self.missing
+        if gap is None:
             return 0
-        end = min(self.pending)
+        end = gap[1] + 1
         used = 0
         for trade in trades:
             if trade.trade_id != self.next_id:

@@ -1,7 +1,11 @@
 """WebSocket connections to Binance's combined stream, kept alive whatever the server does.
 
 One :class:`Shard` owns up to 1024 streams (Binance's per-connection limit) and always tries to
-have one open :class:`Connection` on ``<ws_url>?streams=btcusdt@trade/ethusdt@trade``:
+have one open :class:`Connection` on ``<ws_url>`` subscribed to them with ``SUBSCRIBE`` messages
+(:mod:`~binance_metrics.ingest.subscriptions`): the URL carries no stream list, so its length
+does not grow with the streams. A shard's streams can change while it runs (:meth:`Shard.add`,
+:meth:`Shard.remove`): the open connection subscribes or unsubscribes them; every new connection
+(reconnect or switch) subscribes the shard's current streams before it counts as open.
 
 Each frame goes to the :class:`FrameConsumer` (the ingestor), which also tells the reader when
 to pause for Kafka (:attr:`FrameConsumer.backpressure`). The timings are
@@ -39,6 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.metrics import IngestMetrics
 from binance_metrics.ingest.reach import OFFLINE_HINT, connect_failure
+from binance_metrics.ingest.subscriptions import Subscriber, SubscriptionError, stream_name
 from binance_metrics.ingest.tuning import MAX_STREAMS_PER_CONNECTION, IngestTuning
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,9 @@ class FrameConsumer(Protocol):
     async def wait_for_room(self) -> None:
         """Return once the consumer can take frames again."""
 
+    def on_connected(self, symbols: tuple[str, ...]) -> None:
+        """A connection for ``symbols`` opened (trades may have been missed meanwhile)."""
+
 
 def stream_url(ws_url: str, symbols: Sequence[str]) -> str:
     """``wss://.../stream?streams=btcusdt@trade/ethusdt@trade`` (stream names are lower case)."""
@@ -68,12 +76,46 @@ def shard_symbols(symbols: Sequence[str], per_connection: int) -> list[tuple[str
     return [tuple(symbols[i : i + per_connection]) for i in range(0, len(symbols), per_connection)]
 
 
+def place(
+    loads: Sequence[int], symbols: Sequence[str], per_connection: int
+) -> tuple[list[list[str]], list[tuple[str, ...]]]:
+    """Where new ``symbols`` go: into the shards with room, in order (``loads``: how many
+    streams each has), then into new shards. Returns (what each shard gets, the new groups)."""
+    per_connection = max(1, min(per_connection, MAX_STREAMS_PER_CONNECTION))
+    waiting = list(symbols)
+    extra: list[list[str]] = []
+    for load in loads:
+        room = max(0, per_connection - load)
+        extra.append(waiting[:room])
+        waiting = waiting[room:]
+    return extra, shard_symbols(waiting, per_connection)
+
+
 class Connection:
     """One open WebSocket and the task that reads it."""
 
-    def __init__(self, ws: ClientConnection, name: str, consumer: FrameConsumer) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        name: str,
+        consumer: FrameConsumer,
+        tuning: IngestTuning,
+        session: tuple[int, int] = (0, 0),
+    ) -> None:
         self.ws = ws
         self.name = name
+        self.subscriber = Subscriber(
+            ws.send,
+            messages_per_s=tuning.subscribe_messages_per_s,
+            streams_per_message=tuning.streams_per_subscribe,
+            reply_timeout_s=tuning.subscribe_timeout_s,
+            name=name,
+        )
+        self.streams: set[str] = set()  # subscribed, as the server confirmed
+        #: (shard, number) of the unbroken run of connections this one belongs to: a switch
+        #: (make-before-break) keeps it, a lost connection ends it (see ingest/heartbeats.py).
+        self.session = session
+        self.next_heartbeat_ms = 0  # the consumer's: when this connection's next heartbeat is due
         self.opened_at = time.monotonic()
         self.frames = 0
         self.first_frame = asyncio.Event()
@@ -82,6 +124,11 @@ class Connection:
         self.waiting_since: float | None = None
         self._consumer = consumer
         self.task = asyncio.create_task(self._read(), name=f"ws-read-{name}")
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols whose trade streams this connection is subscribed to."""
+        return tuple(stream.partition("@")[0].upper() for stream in self.streams)
 
     async def _read(self) -> None:
         ws, consumer, monotonic = self.ws, self._consumer, time.monotonic
@@ -105,6 +152,7 @@ class Connection:
             log.info("%s closed: %s", self.name, exc)
         finally:
             self.waiting_since = None
+            self.subscriber.fail("connection closed")
 
     def announce_shutdown(self) -> None:
         self.shutdown_announced.set()
@@ -141,8 +189,8 @@ class Shard:
     ) -> None:
         """``backoff`` is this shard's own; ``limiter`` is shared by every shard of a process."""
         self.index = index
-        self.symbols = symbols
-        self.url = stream_url(ws_url, symbols)
+        self._streams = {stream_name(s): s for s in symbols}  # wanted: stream -> symbol
+        self.url = ws_url
         self.tuning = tuning
         self._limiter = limiter
         self._metrics = metrics
@@ -151,15 +199,62 @@ class Shard:
         self.current: Connection | None = None
         self._others: set[Connection] = set()  # the outgoing one during a switch
         self._opened = 0
+        self.sessions = 0  # connections lost so far: the current session's number
         self.reconnects = 0
         self.connect_failures = 0
         self.failures_in_row = 0  # failed attempts since the last open connection
         self.last_error: str | None = None  # why the last attempt failed, while failing
         self.delays: deque[float] = deque(maxlen=100)  # recent backoff sleeps, for the tests
+        self._syncs: set[asyncio.Task[None]] = set()
+        self._sync_lock = asyncio.Lock()
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols this shard wants (subscribed, or about to be)."""
+        return tuple(self._streams.values())
 
     @property
     def connected(self) -> bool:
         return self.current is not None and self.current.alive
+
+    def add(self, symbols: Sequence[str]) -> None:
+        """Subscribe ``symbols`` as well (on the open connection, and on every later one)."""
+        self._streams.update((stream_name(s), s) for s in symbols)
+        self._resync()
+
+    def remove(self, symbols: Sequence[str]) -> None:
+        """Unsubscribe ``symbols``; their trades already read are still delivered."""
+        for symbol in symbols:
+            self._streams.pop(stream_name(symbol), None)
+        self._resync()
+
+    def _resync(self) -> None:
+        conn = self.current
+        if conn is not None and conn.alive:
+            task = asyncio.create_task(self._sync_live(conn), name=f"sync-{conn.name}")
+            self._syncs.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(self._syncs.discard)
+
+    async def _sync_live(self, conn: Connection) -> None:
+        try:
+            await self._sync(conn)
+        except SubscriptionError as exc:
+            # The reconnect subscribes the shard's streams afresh.
+            log.error("%s: %s; reconnecting", conn.name, exc)
+            await conn.close()
+
+    async def _sync(self, conn: Connection) -> None:
+        """Until ``conn`` carries exactly the wanted streams (they may change meanwhile)."""
+        async with self._sync_lock:
+            while conn.alive and (missing := self._streams.keys() - conn.streams) | (
+                extra := conn.streams - self._streams.keys()
+            ):
+                if extra:
+                    await conn.subscriber.unsubscribe(sorted(extra))
+                    conn.streams -= extra
+                if missing:
+                    await conn.subscriber.subscribe(sorted(missing))
+                    conn.streams |= missing
 
     @property
     def never_connected(self) -> bool:
@@ -177,6 +272,7 @@ class Shard:
                 lived = time.monotonic() - conn.opened_at
                 await conn.close()
                 self.current = None
+                self.sessions += 1
                 if lived >= self.tuning.healthy_after_s:
                     self.backoff.reset()
                 await self._sleep_backoff()
@@ -186,6 +282,8 @@ class Shard:
             for old in leftover:
                 await old.close()
             self.current = None
+            for task in list(self._syncs):
+                task.cancel()
 
     async def _switch(self, old: Connection, reason: str) -> Connection:
         """Make-before-break: open the new connection, let both read, then close the old."""
@@ -233,12 +331,27 @@ class Shard:
                 await self._sleep_backoff()
                 continue
             self._opened += 1
+            conn = Connection(ws, name, self._consumer, tuning, (self.index, self.sessions))
+            try:
+                await self._sync(conn)
+                if not conn.alive:
+                    raise SubscriptionError(f"{name}: closed while subscribing")
+            except SubscriptionError as exc:
+                self.connect_failures += 1
+                self.failures_in_row += 1
+                self.last_error = str(exc)
+                self._metrics.connect_failures.inc()
+                log.warning("connection %s: %s", name, exc)
+                await conn.close()
+                await self._sleep_backoff()
+                continue
             self.failures_in_row, self.last_error = 0, None
             if reason != "start":
                 self.reconnects += 1
                 self._metrics.reconnects.labels(reason).inc()
-            log.info("connection %s open (%s, %d streams)", name, reason, len(self.symbols))
-            return Connection(ws, name, self._consumer)
+            log.info("connection %s open (%s, %d streams)", name, reason, len(conn.streams))
+            self._consumer.on_connected(self.symbols)
+            return conn
 
     async def _sleep_backoff(self) -> None:
         delay = self.backoff.next_delay()

@@ -26,6 +26,12 @@ BINANCE_ATTEMPT_WINDOW_S: Final = 300.0
 #: Binance's request weight per IP and minute (REST), and what one historicalTrades call costs.
 BINANCE_WEIGHT_PER_MINUTE: Final = 6000
 HISTORICAL_TRADES_WEIGHT: Final = 25
+EXCHANGE_INFO_WEIGHT: Final = 20
+#: ``GET /api/v3/ticker/24hr``: weight 2 for 1 to 20 symbols (``symbols=[...]``), 80 for all
+#: symbols at once (no parameter); 21 to 100 symbols cost 40, never cheaper than 20 at a time.
+TICKER_SYMBOLS_PER_CALL: Final = 20
+TICKER_WEIGHT: Final = 2
+TICKER_ALL_WEIGHT: Final = 80
 #: librdkafka's upper bound of ``queue.buffering.max.messages``.
 _LIBRDKAFKA_MAX_QUEUE: Final = 2_147_483_647
 
@@ -61,6 +67,18 @@ class IngestTuning(BaseModel):
     connection_attempt_window_s: float = Field(default=BINANCE_ATTEMPT_WINDOW_S, ge=300.0)
     """The window of ``connection_attempts``; never shorter than Binance's 5 minutes."""
 
+    subscribe_messages_per_s: int = Field(default=3, ge=1, le=3)
+    """``SUBSCRIBE``/``UNSUBSCRIBE`` messages per second and connection. Binance counts 5
+    incoming messages per second, pings and pongs included, and disconnects above; 3 leaves
+    room for a pong and a keepalive ping in the same second."""
+    streams_per_subscribe: int = Field(default=200, ge=1, le=MAX_STREAMS_PER_CONNECTION)
+    """Streams named in one ``SUBSCRIBE`` message (1024 streams take 6 messages, 2 s)."""
+    subscribe_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait for the reply to a ``SUBSCRIBE``; then the connection is replaced."""
+    symbols_refresh_s: float = Field(default=300.0, gt=0)
+    """With ``SYMBOLS=ALL`` or patterns: how often ``exchangeInfo`` is read again, to subscribe
+    new listings and unsubscribe delisted symbols (weight 20 per read)."""
+
     # -- frames -----------------------------------------------------------------------------
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """Larger frames are dead letters (a trade frame is about 200 bytes)."""
@@ -87,6 +105,18 @@ class IngestTuning(BaseModel):
         default=5000, ge=HISTORICAL_TRADES_WEIGHT, le=BINANCE_WEIGHT_PER_MINUTE
     )
     """Request weight per minute the backfill may use; over it, it waits for the next minute."""
+    tail_check_s: float = Field(default=10.0, ge=0)
+    """How often symbols without a live trade for ``quiet_after_s`` (and, once, the symbols of a
+    connection just (re)opened) have their latest trade id asked over REST (ticker), so that
+    trades missed at the tail are backfilled without waiting for the next trade; 0: never."""
+    quiet_after_s: float = Field(default=20.0, gt=0)
+    """A symbol without a live trade for this long is checked every ``tail_check_s``."""
+    heal_every_s: float = Field(default=60.0, ge=0)
+    """How often the ledger of the stored bars is checked and its gaps fetched over REST and
+    produced again (only with a store: ``up``, or ``ingest`` with ``CLICKHOUSE_URL``); 0: never."""
+    heal_settle_s: float = Field(default=30.0, ge=0)
+    """A gap is healed once its last minute closed this long ago (the dataflow may still be
+    writing newer minutes)."""
     max_pending_per_symbol: int = Field(default=200_000, ge=1)
     """Trades held behind one symbol's gap before the gap is given up (memory bound)."""
 

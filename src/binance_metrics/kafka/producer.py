@@ -15,6 +15,10 @@ every trade. Three layers hold a message until the broker acknowledges it:
 
 Idempotence (``enable.idempotence``, which implies ``acks=all``) keeps retries free of duplicates
 and keeps the order of messages with the same key, which the bars rely on (one symbol = one key).
+A broker that lost its state (the embedded broker restarted with empty topics) makes the
+idempotent producer fail for good ("unknown producer id", a fatal error): the producer is then
+replaced by a new one, and the messages the old one did not deliver are produced again through
+the new one (each counts as a redelivery).
 
 Delivery reports run on a background thread that calls ``poll``; ``on_ack`` / ``on_error`` are
 called from that thread.
@@ -30,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.log import RepeatFilter
@@ -74,17 +78,18 @@ class KafkaProducer:
 
         ``config``: librdkafka settings over the safe defaults (the tests shorten timeouts).
         """
-        self._producer = Producer(
-            kafka.client_config(
-                **{
-                    **SAFE_CONFIG,
-                    "queue.buffering.max.messages": max_buffered_messages,
-                    "on_delivery": self._on_delivery,
-                    "error_cb": self._on_client_error,
-                    **(config or {}),
-                }
-            )
+        self._config = kafka.client_config(
+            **{
+                **SAFE_CONFIG,
+                "queue.buffering.max.messages": max_buffered_messages,
+                "on_delivery": self._on_delivery,
+                "error_cb": self._on_client_error,
+                **(config or {}),
+            }
         )
+        self._producer = Producer(self._config)
+        self._fatal = threading.Event()  # the producer failed for good: replace it
+        self.replacements = 0
         self._overflow: deque[tuple[str, bytes, bytes | None, int]] = deque()
         # Serialises "overflow empty? then produce directly" against the drain, so order holds.
         self._lock = threading.Lock()
@@ -132,13 +137,29 @@ class KafkaProducer:
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Enqueue one message; never blocks, never raises ``BufferError``, keeps order."""
         with self._lock:
-            if not self._overflow:
+            if not self._overflow and not self._fatal.is_set():
                 try:
                     self._producer.produce(topic, value, key)
                     return
                 except BufferError:
                     pass
+                except KafkaException:  # fatal: the poll thread replaces the producer
+                    self._fatal.set()
             self._overflow.append((topic, value, key, 0))
+
+    def offer(self, topic: str, value: bytes, key: bytes | None = None) -> bool:
+        """Produce ``value`` only if it need not wait (nothing in the overflow, room in
+        librdkafka's queue); return whether it was. For messages that the next one supersedes
+        (heartbeats): never queued, never produced again after an error, not passed to
+        ``on_ack``, and never ahead of a message produced before it."""
+        with self._lock:
+            if self._overflow:
+                return False
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_offered)
+            except BufferError:
+                return False
+        return True
 
     @property
     def backpressure(self) -> bool:
@@ -176,15 +197,39 @@ class KafkaProducer:
     def _poll_loop(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(0.05)
+            if self._fatal.is_set():
+                self._replace_producer()
             if self._overflow:
                 self._drain_overflow()
             if not len(self._producer):
                 # Nothing in flight counts as progress: an idle producer is not a stalled one.
                 self._last_progress = time.monotonic()
 
+    def replace(self) -> None:
+        """Replace the producer soon (the broker lost its state: its idempotence bookkeeping
+        no longer matches); what was not delivered is produced again."""
+        self._fatal.set()
+
+    def _replace_producer(self) -> None:
+        """A new producer; the old one's undelivered messages come back through the delivery
+        reports (failed) and are produced again through the new one."""
+        log.error("replacing the Kafka producer (%s)", self._client_error or "broker restarted")
+        old = self._producer
+        with self._lock:
+            self._producer = Producer(self._config)
+            self._fatal.clear()
+        try:
+            old.purge()
+        except KafkaException as exc:
+            log.warning("purging the failed producer: %s", exc)
+        deadline = time.monotonic() + 10
+        while len(old) and time.monotonic() < deadline:
+            old.poll(0.05)  # runs the delivery reports of the purged messages
+        self.replacements += 1
+
     def _drain_overflow(self) -> None:
         with self._lock:
-            while self._overflow:
+            while self._overflow and not self._fatal.is_set():
                 topic, value, key, attempt = self._overflow[0]
                 try:
                     if attempt:
@@ -195,10 +240,19 @@ class KafkaProducer:
                         self._producer.produce(topic, value, key)
                 except BufferError:
                     return
+                except KafkaException:
+                    self._fatal.set()
+                    return
                 self._overflow.popleft()
 
     def _redelivery_callback(self, attempt: int) -> Callable[[KafkaError | None, Message], None]:
         return lambda err, msg: self._delivered(err, msg, attempt)
+
+    def _on_offered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._last_progress = time.monotonic()
+        else:
+            log.debug("an offered message to %s was not delivered: %s", msg.topic(), err)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._delivered(err, msg, 0)
@@ -234,4 +288,6 @@ class KafkaProducer:
     def _on_client_error(self, err: KafkaError) -> None:
         # e.g. _ALL_BROKERS_DOWN / _TRANSPORT: shown in /health until the next ack.
         self._client_error = str(err)
+        if err.fatal():
+            self._fatal.set()
         log.warning("kafka client error: %s", err)

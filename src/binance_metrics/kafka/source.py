@@ -171,6 +171,9 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
             **{
                 "group.id": "binance-metrics-unused",  # required by librdkafka; never joined
                 "enable.auto.commit": False,
+                # An offset beyond the end (a broker that lost its topics) or below the start
+                # (retention) reads from the start of what there is, skipping nothing.
+                "auto.offset.reset": "earliest",
                 # On while tailing too: a stop ends each partition at its next EOF.
                 "enable.partition.eof": True,
                 # The broker answers an empty fetch after this wait: it bounds how late the end

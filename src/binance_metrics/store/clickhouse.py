@@ -23,9 +23,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.bars import QUOTE_SCALE_DIGITS, Bar, BarUpdate
 from binance_metrics.errors import StoreError
 from binance_metrics.redact import redact
+from binance_metrics.trades import SCALE_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class Store:
             held = best.get((symbol, start_ms))
             if held is None or bar.version >= held.version:
                 best[(symbol, start_ms)] = bar
-        data: dict[int, list[list[Any]]] = {}
+        data: dict[int, list[str]] = {}
         for (symbol, start_ms), bar in best.items():
             problem = out_of_range(bar)
             if problem is not None:
@@ -179,8 +180,9 @@ class Store:
         months = sorted(data)
         for i in range(0, len(months), MAX_MONTHS_PER_INSERT):
             chunk = [row for month in months[i : i + MAX_MONTHS_PER_INSERT] for row in data[month]]
+            block = "".join(chunk).encode()
             with self._lock:
-                self._client.insert(table, chunk, column_names=BAR_COLUMNS)
+                self._client.raw_insert(table, BAR_COLUMNS, block, fmt="TabSeparated")
         return sum(len(rows) for rows in data.values())
 
 
@@ -212,14 +214,28 @@ def _month(start_ms: int) -> int:
     return moment.year * 12 + moment.month
 
 
-def _row(symbol: str, start_ms: int, bar: Bar) -> list[Any]:
-    values = bar.decimals()
-    return [
-        symbol,
-        datetime.fromtimestamp(start_ms / 1000, tz=UTC),
-        *(values[column] for column in BAR_COLUMNS[2:-1]),
-        stored_ids(bar),
-    ]
+def _row(symbol: str, start_ms: int, bar: Bar) -> str:
+    """One TabSeparated line of ``BAR_COLUMNS``: amounts as exact decimal text, written by
+    ClickHouse's own parser (clickhouse-connect's Decimal encoding costs ~100 us a bar)."""
+    quote = QUOTE_SCALE_DIGITS
+    ids = ",".join(f"({first},{last})" for first, last in stored_ids(bar))
+    return (
+        f"{_tsv(symbol)}\t{start_ms // 1000}.{start_ms % 1000:03d}\t{_text(bar.open)}\t"
+        f"{_text(bar.high)}\t{_text(bar.low)}\t{_text(bar.close)}\t{_text(bar.volume)}\t"
+        f"{_text(bar.quote_volume, quote)}\t{bar.trade_count}\t{_text(bar.taker_buy_volume)}\t"
+        f"{_text(bar.taker_buy_quote_volume, quote)}\t{bar.first_trade_id}\t"
+        f"{bar.last_trade_id}\t[{ids}]\n"
+    )
+
+
+def _text(value: int, digits: int = SCALE_DIGITS) -> str:
+    """A non-negative scaled integer as exact decimal text (out_of_range checked the sign)."""
+    whole, fraction = divmod(value, 10**digits)
+    return f"{whole}.{fraction:0{digits}d}"
+
+
+def _tsv(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
 def stored_ids(bar: Bar) -> list[tuple[int, int]]:

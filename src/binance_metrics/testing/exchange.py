@@ -1,13 +1,25 @@
-"""A local Binance: the combined-stream WebSocket and ``/api/v3/historicalTrades``, on 127.0.0.1.
+"""A local Binance: the combined-stream WebSocket, ``/api/v3/historicalTrades`` and
+``/api/v3/ticker/24hr``, on 127.0.0.1.
 
 It serves what the ingestor uses of Binance:
 
-* ``ws://127.0.0.1:PORT/stream?streams=btcusdt@trade/ethusdt@trade``: each trade of the market
+* ``ws://127.0.0.1:PORT/stream?streams=btcusdt@trade/ethusdt@trade`` (or ``/stream`` and
+  ``SUBSCRIBE`` messages): each trade of the market
   (:mod:`binance_metrics.testing.market`) is sent, when it happens, to every connection
   subscribed to its stream; the exchange pings every connection and cuts one that does not pong
-  in time, as Binance does, and ignores what clients send (``SUBSCRIBE`` and the like);
+  in time, as Binance does. It answers ``SUBSCRIBE``, ``UNSUBSCRIBE`` and ``LIST_SUBSCRIPTIONS``
+  as Binance does, refuses more than 1024 streams on a connection and, ``message_rate_limit``
+  given, disconnects a connection that sends more messages (requests and pongs) in a second;
+* ``GET /api/v3/exchangeInfo``: the market's symbols, ``TRADING`` once listed (all but
+  ``unlisted`` at the start; :class:`~binance_metrics.testing.faults.Listing` and ``Delisting``
+  change it during the run);
 * ``GET /api/v3/historicalTrades?symbol=&fromId=&limit=``: the trades that have happened (or all
-  of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them.
+  of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them;
+* ``GET /api/v3/ticker/24hr?symbols=["BTCUSDT",...]`` (or ``symbol=``, or neither: every
+  symbol): each symbol's ``firstId``, ``lastId`` and ``count`` of the trades that have happened
+  (``-1`` and 0 before the first), the fields the ingestor reads (:func:`ticker_24hr`).
+* ``GET /api/v3/klines`` (and the futures paths), when given ``klines``: kline rows of a file,
+  paged as Binance pages them (:mod:`binance_metrics.testing.klines`).
 
 A *market* walks the trades in order; a trade has happened once the market passed it, whether it
 was sent or not. The market opens when every stream has a listener (or, ``open_on_first_listener``,
@@ -36,7 +48,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,13 +60,22 @@ from websockets.http11 import Request, Response
 from binance_metrics.testing.faults import (
     Action,
     Cut,
+    Delisting,
     Drop,
     Fault,
     Garbage,
     Hold,
+    Listing,
     Refuse,
     Shutdown,
     Silence,
+)
+from binance_metrics.testing.klines import (
+    KLINES_PATHS,
+    WEIGHT,
+    KlineRow,
+    kline_rows_of,
+    klines_page,
 )
 from binance_metrics.testing.market import MarketTrade, shifted_to_now
 from binance_metrics.trades import TradeMessage
@@ -61,7 +83,10 @@ from binance_metrics.trades import TradeMessage
 log = logging.getLogger(__name__)
 
 HISTORICAL_TRADES = "/api/v3/historicalTrades"
+EXCHANGE_INFO = "/api/v3/exchangeInfo"
+TICKER_24HR = "/api/v3/ticker/24hr"
 MAX_LIMIT = 1000
+MAX_STREAMS = 1024  # per connection, as on Binance
 
 
 @dataclass(frozen=True)
@@ -74,9 +99,22 @@ class Bursts:
 
 @dataclass(frozen=True)
 class RealTime:
-    """Trades at the pace of their trade times, ``speed`` times faster."""
+    """Trades at the pace of their trade times, ``speed`` times faster.
+
+    ``on_the_clock``: the frames' event times say when, on the wall clock (they are "now", e.g.
+    moved by :func:`~binance_metrics.testing.market.shifted_to_now`), not only how far apart: a
+    frame is sent at its own event time at speed 1; faster, at the time that makes the last one
+    due at its own (slower: the first), so that none is sent before it happened. Frames already
+    due when the market opens go at once.
+    """
 
     speed: float = 1.0
+    on_the_clock: bool = False
+
+    def due_ms(self, event_time: int, first_ms: int, last_ms: int) -> float:
+        """When (epoch ms) a frame of ``event_time`` is due, ``on_the_clock``."""
+        anchor = last_ms if self.speed >= 1 else first_ms
+        return anchor - (anchor - event_time) / self.speed
 
 
 Pace = Bursts | RealTime
@@ -91,6 +129,14 @@ class RestCall:
     status: int
 
 
+@dataclass(frozen=True)
+class KlinesCall:
+    time: float  # monotonic
+    path: str
+    query: str
+    status: int
+
+
 @dataclass(eq=False)  # identity equality: sessions live in a set
 class Session:
     """One client connection."""
@@ -100,6 +146,10 @@ class Session:
     silent: bool = False
     pongs: int = 0
     ping_timeouts: int = 0
+    requests: int = 0  # JSON requests (SUBSCRIBE, ...) received
+    message_times: deque[float] = field(default_factory=deque)  # of the last second
+    max_messages_per_s: int = 0  # the most messages (requests and pongs) in any second
+    rate_disconnected: bool = False
 
 
 @dataclass
@@ -109,8 +159,15 @@ class ExchangeLog:
     handshakes: list[tuple[float, str]] = field(default_factory=list)  # (time, "ok"|"refused")
     sessions: list[Session] = field(default_factory=list)
     rest_calls: list[RestCall] = field(default_factory=list)
+    klines_calls: list[KlinesCall] = field(default_factory=list)
     dropped: list[MarketTrade] = field(default_factory=list)  # happened, never sent live
+    ticker_calls: list[tuple[float, tuple[str, ...]]] = field(
+        default_factory=list
+    )  # (time, symbols)
     shutdowns_sent: int = 0
+    exchange_info_calls: int = 0
+    refused_subscriptions: int = 0  # SUBSCRIBE over 1024 streams
+    rate_disconnects: int = 0  # connections cut for sending too many messages
 
 
 class LocalExchange:
@@ -130,14 +187,22 @@ class LocalExchange:
         rest_errors: Iterable[tuple[int, float]] = (),
         rest_serves_all: bool = False,
         start_gate: threading.Event | None = None,
+        unlisted: Iterable[str] = (),
+        message_rate_limit: int | None = None,
+        klines: Mapping[str, Sequence[KlineRow]] | None = None,
     ) -> None:
         """``ping_*``: the exchange's own pings (often by default, so a test sees pongs).
         ``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
-        ``rest_serves_all``: REST serves trades before they happen (REST without a client)."""
-        if not trades:
+        ``rest_serves_all``: REST serves trades before they happen (REST without a client).
+        ``unlisted``: symbols exchangeInfo does not list as TRADING until a ``Listing``.
+        ``message_rate_limit``: messages per second a connection may send (Binance: 5).
+        ``klines``: symbol -> 12-column kline rows served at ``/api/v3/klines`` (no trades are
+        needed then)."""
+        if not trades and not klines:
             raise ValueError("nothing to trade")
+        self.klines = klines
         self.trades = trades
-        self.symbols = sorted({trade.symbol for trade in trades})
+        self.symbols = sorted({trade.symbol for trade in trades} | set(klines or ()))
         self.faults: dict[int, list[Action]] = {}
         for fault in faults:
             self.faults.setdefault(fault.at, []).append(fault.action)
@@ -150,6 +215,8 @@ class LocalExchange:
         self._rest_errors = list(rest_errors)
         self.rest_serves_all = rest_serves_all
         self.start_gate = start_gate
+        self.trading = set(self.symbols) - set(unlisted)  # exchangeInfo's TRADING symbols
+        self.message_rate_limit = message_rate_limit
         self.log = ExchangeLog()
         self.lock = threading.Lock()
         self.done = threading.Event()  # the market has ended
@@ -160,6 +227,7 @@ class LocalExchange:
         self._happened: dict[str, int] = {}  # symbol -> how many of its trades have happened
         self._sessions: set[Session] = set()
         self._refuse = 0
+        self._weight = (0, 0)  # (minute, REST weight used in it)
         self._closing: set[asyncio.Future[None]] = set()  # closes after a Shutdown's grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # the set of listeners changed
@@ -172,15 +240,25 @@ class LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
-        listens (REST fills what a reconnect missed); a ping every 20 s."""
+        listens (REST fills what a reconnect missed); a ping every 20 s; the klines of those
+        trades at ``/api/v3/klines``.
+
+        At speed 1 each trade is sent at its own (shifted) time, so its latency is the real one
+        (the trades of the first minute that are already due go at once). At another speed the
+        recording's time runs faster or slower than the clock, so it is paced from the moment
+        the market opens instead: a burst of the already-due part would be up to ``60 * speed``
+        seconds of it."""
+        shifted = shifted_to_now(trades, speed)
         return cls(
-            shifted_to_now(trades, speed),
-            pace=RealTime(speed),
+            shifted,
+            pace=RealTime(speed, on_the_clock=speed == 1),
             advance_when_idle=True,
             tail_guard=0,
             open_on_first_listener=True,
             ping_interval_s=20.0,
             ping_timeout_s=20.0,
+            message_rate_limit=5,
+            klines=kline_rows_of(shifted),
         )
 
     # -- addresses ------------------------------------------------------------------------
@@ -237,6 +315,14 @@ class LocalExchange:
         url = urlsplit(request.path)
         if url.path == HISTORICAL_TRADES:
             return await self._historical_trades(conn, parse_qs(url.query))
+        if url.path in KLINES_PATHS and self.klines is not None:
+            return self._klines(conn, url.path, url.query)
+        if url.path == EXCHANGE_INFO:
+            return self._exchange_info(conn)
+        if url.path == TICKER_24HR:
+            return self._ticker(conn, parse_qs(url.query))
+        if len(_url_streams(request.path)) > MAX_STREAMS:
+            return conn.respond(http.HTTPStatus.BAD_REQUEST, "more than 1024 streams\n")
         with self.lock:
             if self._refuse > 0:
                 self._refuse -= 1
@@ -269,6 +355,50 @@ class LocalExchange:
         self._record_rest(symbol, from_id, limit, 200)
         return response
 
+    def _exchange_info(self, conn: ServerConnection) -> Response:
+        """The market's symbols with their status (only the fields the ingestor reads)."""
+        with self.lock:
+            symbols = [
+                {"symbol": s, "status": "TRADING" if s in self.trading else "BREAK"}
+                for s in self.symbols
+            ]
+            self.log.exchange_info_calls += 1
+        body = {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": symbols}
+        response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _ticker(self, conn: ServerConnection, query: dict[str, list[str]]) -> Response:
+        try:
+            asked = ticker_symbols(query, self.symbols)
+        except ValueError:
+            return conn.respond(http.HTTPStatus.BAD_REQUEST, '{"code":-1100,"msg":"bad symbols"}')
+        with self.lock:
+            self.log.ticker_calls.append((time.monotonic(), asked))
+        happened = {s: self._by_symbol.get(s, [])[: self._happened.get(s, 0)] for s in asked}
+        rows = [ticker_24hr(symbol, trades) for symbol, trades in happened.items()]
+        body = rows[0] if "symbol" in query else rows
+        response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _klines(self, conn: ServerConnection, path: str, query: str) -> Response:
+        if self._rest_errors:
+            status, retry_after = self._rest_errors.pop(0)
+            response = conn.respond(status, json.dumps({"code": -1003, "msg": "Too many"}))
+            response.headers["Retry-After"] = f"{retry_after:g}"
+        else:
+            assert self.klines is not None
+            status, body = klines_page(self.klines, parse_qs(query))
+            response = conn.respond(status, json.dumps(body))
+            response.headers["Content-Type"] = "application/json"
+        minute = int(time.time() // 60)
+        with self.lock:
+            self.log.klines_calls.append(KlinesCall(time.monotonic(), path, query, status))
+            self._weight = (minute, (self._weight[1] if self._weight[0] == minute else 0) + WEIGHT)
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight[1])
+        return response
+
     def _record_rest(self, symbol: str, from_id: int, limit: int, status: int) -> None:
         with self.lock:
             self.log.rest_calls.append(RestCall(time.monotonic(), symbol, from_id, limit, status))
@@ -277,18 +407,19 @@ class LocalExchange:
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query)
-        streams = frozenset(query.get("streams", [""])[0].split("/"))
-        session = Session(ws, streams)
+        session = Session(ws, _url_streams(ws.request.path))
         with self.lock:
             self.log.sessions.append(session)
         self._sessions.add(session)
         self._listeners_changed()
         pinger = asyncio.create_task(self._ping(session))
         try:
-            # Read (and ignore) whatever the client sends; this also keeps pongs flowing.
-            async for _ in ws:
-                pass
+            # Reading also keeps pongs flowing.
+            async for message in ws:
+                if self._count_message(session):
+                    await ws.close(1008, "too many messages")
+                    break
+                await self._on_request(session, message)
         except ConnectionClosed:
             pass
         finally:
@@ -304,12 +435,63 @@ class LocalExchange:
                 waiter = await session.ws.ping()
                 await asyncio.wait_for(waiter, self.ping_timeout_s)
                 session.pongs += 1
+                if self._count_message(session):
+                    await session.ws.close(1008, "too many messages")
+                    return
             except TimeoutError:
                 session.ping_timeouts += 1
                 await session.ws.close(1011, "pong timeout")
                 return
             except ConnectionClosed:
                 return
+
+    def _count_message(self, session: Session) -> bool:
+        """Count one incoming message; True when it puts the connection over the rate limit."""
+        now, times = time.monotonic(), session.message_times
+        times.append(now)
+        while now - times[0] >= 1.0:
+            times.popleft()
+        session.max_messages_per_s = max(session.max_messages_per_s, len(times))
+        limit = self.message_rate_limit
+        if limit is None or len(times) <= limit:
+            return False
+        session.rate_disconnected = True
+        with self.lock:
+            self.log.rate_disconnects += 1
+        log.warning("local exchange: %d messages in a second: disconnecting", len(times))
+        return True
+
+    async def _on_request(self, session: Session, message: str | bytes) -> None:
+        """Answer ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` as Binance does."""
+        session.requests += 1
+        try:
+            request = json.loads(message)
+            method, params, request_id = request["method"], request.get("params", []), request["id"]
+        except (ValueError, TypeError, KeyError):
+            await session.ws.send('{"code":3,"msg":"Invalid JSON"}')
+            return
+        reply: dict[str, object] = {"result": None, "id": request_id}
+        if method == "SUBSCRIBE":
+            streams = session.streams | frozenset(params)
+            if len(streams) > MAX_STREAMS:
+                reply = {"code": 2, "msg": "Invalid request: too many streams", "id": request_id}
+                with self.lock:
+                    self.log.refused_subscriptions += 1
+            else:
+                session.streams = streams
+        elif method == "UNSUBSCRIBE":
+            session.streams = session.streams - frozenset(params)
+        elif method == "LIST_SUBSCRIPTIONS":
+            reply = {"result": sorted(session.streams), "id": request_id}
+        else:
+            reply = {
+                "code": 2,
+                "msg": f"Invalid request: unknown variant {method}",
+                "id": request_id,
+            }
+        with contextlib.suppress(ConnectionClosed):
+            await session.ws.send(json.dumps(reply))
+        self._listeners_changed()
 
     def _listeners_changed(self) -> None:
         assert self._changed is not None
@@ -329,19 +511,34 @@ class LocalExchange:
     # -- the market ----------------------------------------------------------------------
 
     async def _run_market(self) -> None:
-        streams = sorted({t.stream for t in self.trades})
+        if not self.trades:  # an exchange of klines only
+            self.done.set()
+            return
+        streams = sorted({t.stream for t in self.trades if t.symbol in self.trading})
         await self._wait_for_listeners(streams, every=not self.open_on_first_listener)
         while self.start_gate is not None and not self.start_gate.is_set():
             await asyncio.sleep(0.001)
-        log.info("local exchange: trading %d trades of %s", len(self.trades), self.symbols)
+        log.info(
+            "local exchange: trading %d trades of %d symbols (%s)",
+            len(self.trades),
+            len(self.symbols),
+            ", ".join(self.symbols[:10]) + (", ..." if len(self.symbols) > 10 else ""),
+        )
         pace = self.pace
         opened, first_ms = time.monotonic(), self.trades[0].trade_time
+        first_event = min(trade.event_time for trade in self.trades)
+        last_event = max(trade.event_time for trade in self.trades)
         drop = 0
         total = len(self.trades)
         for index, trade in enumerate(self.trades):
             if isinstance(pace, RealTime):
-                due = opened + (trade.trade_time - first_ms) / 1000 / pace.speed
-                if (delay := due - time.monotonic()) > 0:
+                if pace.on_the_clock:
+                    due = pace.due_ms(trade.event_time, first_event, last_event)
+                    delay = (due - _now_ms()) / 1000
+                else:
+                    delay = opened + (trade.trade_time - first_ms) / 1000 / pace.speed
+                    delay -= time.monotonic()
+                if delay > 0:
                     await asyncio.sleep(delay)
             for action in self.faults.get(index, ()):
                 drop += await self._apply(action)
@@ -404,6 +601,12 @@ class LocalExchange:
                 reached.set()
                 while not release.is_set():
                     await asyncio.sleep(0.005)
+            case Listing(symbol):
+                with self.lock:
+                    self.trading.add(symbol)
+            case Delisting(symbol):
+                with self.lock:
+                    self.trading.discard(symbol)
             case Garbage(frames):
                 for raw in frames:
                     for session in sessions:
@@ -427,10 +630,56 @@ class LocalExchange:
                 "is the client stuck?"
             )
 
+    def subscribed(self) -> frozenset[str]:
+        """The streams the open connections are subscribed to now (read on the exchange's loop)."""
+
+        async def collect() -> frozenset[str]:
+            return frozenset().union(*(s.streams for s in self._sessions))
+
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(collect(), self._loop).result(10)
+
     def happened(self) -> int:
         """How many trades have happened so far (sent, dropped, or unseen)."""
         with self.lock:
             return sum(self._happened.values())
+
+
+def _url_streams(path: str) -> frozenset[str]:
+    """The streams a connection URL names (``/stream?streams=a@trade/b@trade``), maybe none."""
+    named = parse_qs(urlsplit(path).query).get("streams", [""])[0]
+    return frozenset(stream for stream in named.split("/") if stream)
+
+
+def ticker_symbols(query: dict[str, list[str]], every: Sequence[str]) -> tuple[str, ...]:
+    """The symbols a ticker query asks for: ``symbol=X``, ``symbols=["X","Y"]`` or all."""
+    if "symbol" in query:
+        return (query["symbol"][0].upper(),)
+    if "symbols" in query:
+        names = json.loads(query["symbols"][0])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("symbols must be a JSON list of names")
+        return tuple(n.upper() for n in names)
+    return tuple(every)
+
+
+def ticker_24hr(symbol: str, happened: Sequence[MarketTrade]) -> dict[str, object]:
+    """The part of a ``/api/v3/ticker/24hr`` row that tells which trades exist (Binance answers
+    ``firstId``/``lastId`` -1 for a symbol without trades in the window)."""
+    if not happened:
+        return {"symbol": symbol, "firstId": -1, "lastId": -1, "count": 0}
+    return {
+        "symbol": symbol,
+        "lastPrice": str(happened[-1].data["p"]),
+        "firstId": happened[0].id,
+        "lastId": happened[-1].id,
+        "count": len(happened),
+        "closeTime": happened[-1].trade_time,
+    }
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
 
 
 def _as_binance_sends(raw: str | bytes) -> str | bytes:

@@ -10,7 +10,9 @@ open at that moment:
 * :class:`Shutdown`: a ``serverShutdown`` event, then a cut after ``grace_s``;
 * :class:`Refuse`: the next ``count`` handshakes are refused with HTTP 503;
 * :class:`Garbage`: extra frames that are not trades (text, or binary when not UTF-8);
-* :class:`Hold`: the market stops until ``release`` is set (``reached`` tells it got there).
+* :class:`Hold`: the market stops until ``release`` is set (``reached`` tells it got there);
+* :class:`Listing`: ``exchangeInfo`` lists ``symbol`` as ``TRADING`` from now on;
+* :class:`Delisting`: ``exchangeInfo`` lists ``symbol`` as ``BREAK`` from now on.
 """
 
 from __future__ import annotations
@@ -57,7 +59,17 @@ class Hold:
     reached: threading.Event = field(default_factory=threading.Event)
 
 
-Action = Cut | Drop | Silence | Shutdown | Refuse | Garbage | Hold
+@dataclass(frozen=True)
+class Listing:
+    symbol: str
+
+
+@dataclass(frozen=True)
+class Delisting:
+    symbol: str
+
+
+Action = Cut | Drop | Silence | Shutdown | Refuse | Garbage | Hold | Listing | Delisting
 
 
 @dataclass(frozen=True)

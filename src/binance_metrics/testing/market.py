@@ -117,15 +117,61 @@ def load_trades(paths: Sequence[Path]) -> list[TradeMessage]:
     return list(heapq.merge(*per_file, key=lambda trade: trade.trade_time_ms))
 
 
-def shifted_to_now(trades: Sequence[TradeMessage], speed: float = 1.0) -> list[MarketTrade]:
-    """``trades`` moved forward by whole minutes (so every bar keeps exactly its trades) to
-    happen about now when played at ``speed``: at 1 the first one happens now; faster, the
-    recording runs ahead of the clock, so it is moved less, so that no trade is ever dated
-    after the moment it is sent (a trade from the future is refused as corrupt)."""
+def shifted_to_now(
+    trades: Sequence[TradeMessage], speed: float = 1.0, now_ms: int | None = None
+) -> list[MarketTrade]:
+    """``trades`` moved forward by whole minutes, so that every trade keeps its second within
+    the minute and every bar exactly its trades, to happen now when played on the clock
+    (:class:`~binance_metrics.testing.exchange.RealTime` ``on_the_clock``) at ``speed``.
+
+    The shift is the largest whole number of minutes that puts the playback's start at or
+    before ``now_ms``: at speed 1 each trade is then sent at its own (shifted) time, so its
+    latency is the real one, after the trades of the first minute that are already due have
+    gone at once; faster, the recording runs ahead of the clock, so it is moved back by that
+    much, and no trade is ever dated after the moment it is sent, on the clock or paced from
+    a market that opens at ``now_ms`` or later (a trade from the future is refused as corrupt,
+    and would make a bar dated in the future).
+    """
     if not trades:
         raise ValueError("nothing to replay")
-    now_ms = time.time_ns() // 1_000_000
-    duration_ms = trades[-1].trade_time_ms - trades[0].trade_time_ms
-    ahead_ms = duration_ms - duration_ms / speed  # how far playback gets ahead of the clock
-    shift = int(now_ms - trades[0].trade_time_ms - ahead_ms) // MINUTE_MS * MINUTE_MS
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    # Paced by event time (a frame goes when Binance sent it, never before its trade time).
+    first = min(trade.event_time_ms for trade in trades)
+    duration_ms = max(trade.event_time_ms for trade in trades) - first
+    # How far the first frame is due after its (shifted) time: faster, the last one is due at
+    # its own time and the first one ``duration - duration / speed`` after its own.
+    first_due_after = max(0.0, duration_ms - duration_ms / speed)
+    shift = int(now - first - first_due_after) // MINUTE_MS * MINUTE_MS
     return [MarketTrade.from_message(trade, shift) for trade in trades]
+
+
+def synthetic_market(
+    symbols: Sequence[str],
+    trades_per_symbol: int,
+    start_ms: int | None = None,
+    first_round: int = 0,
+) -> list[MarketTrade]:
+    """A cheap market of many symbols: ``trades_per_symbol`` trades each, taking turns one
+    millisecond apart (symbol by symbol within a round), prices that move a little. Round ``r``
+    has trade id ``r + 1``, so a market continued from ``first_round`` goes on without a gap.
+    For tests of whole-market scale (2,000 symbols), where recordings of each do not exist."""
+    start = time.time_ns() // 1_000_000 if start_ms is None else start_ms
+    trades: list[MarketTrade] = []
+    for round_ in range(first_round, first_round + trades_per_symbol):
+        for n, symbol in enumerate(symbols):
+            at = start + len(trades)
+            stream = f"{symbol.lower()}@trade"
+            data: dict[str, Any] = {
+                "e": "trade",
+                "E": at,
+                "s": symbol,
+                "t": round_ + 1,
+                "p": f"{100 + n % 97 + round_ / 100:.8f}",
+                "q": f"{1 + round_ % 7:.8f}",
+                "T": at,
+                "m": (n + round_) % 2 == 0,
+                "M": True,
+            }
+            raw = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
+            trades.append(MarketTrade(symbol, stream, round_ + 1, at, at, raw, data))
+    return trades

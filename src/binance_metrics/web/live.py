@@ -196,13 +196,15 @@ class LiveBars:
         In a thread: the query waits for the store's lock, never on the event loop."""
         store = self._get_store()
         seconds = self.bar_seconds
+        # include_open: the forming bar comes last (closed=False), so the candle moves.
         if since is None:
             return await asyncio.to_thread(
-                fetch_bars, store, symbol, interval=interval, limit=TAIL, bar_seconds=seconds
-            )
+                fetch_bars, store, symbol, interval=interval, limit=TAIL, include_open=True,
+                bar_seconds=seconds,
+            )  # fmt: skip
         return await asyncio.to_thread(
             fetch_bars, store, symbol, interval=interval, start=since, limit=MAX_LIMIT,
-            bar_seconds=seconds,
+            include_open=True, bar_seconds=seconds,
         )  # fmt: skip
 
 

@@ -124,6 +124,9 @@ def bar_json(bar: StoredBar) -> dict[str, Any]:
         "trade_count": bar.trade_count,
         "taker_buy_volume": _decimal(bar.taker_buy_volume),
         "taker_buy_quote_volume": _decimal(bar.taker_buy_quote_volume),
+        "first_trade_id": bar.first_trade_id,
+        "last_trade_id": bar.last_trade_id,
+        "closed": bar.closed,
     }
 
 
@@ -207,6 +210,7 @@ def create_router(
         start: Annotated[str | None, Query(max_length=100)] = None,
         end: Annotated[str | None, Query(max_length=100)] = None,
         time_zone: Annotated[str, Query(alias="timeZone", max_length=10)] = "0",
+        include_open: bool = True,
     ) -> JSONResponse:
         try:
             name = parse_symbol(symbol)
@@ -228,6 +232,7 @@ def create_router(
                 limit=limit,
                 tz_offset_ms=offset,
                 bar_seconds=bar_seconds,
+                include_open=include_open,
             )
         )
         return JSONResponse(

@@ -55,6 +55,19 @@ ENGINE = ReplacingMergeTree
 ORDER BY (symbol, first_trade_id, last_trade_id)
 ;
 
+-- Where the ingestor started each symbol when nothing told it where to resume (no trade in Kafka,
+-- no bar stored): the resume's checkpoint until a first bar is stored, so that a crash of the
+-- very first run still backfills from its first trade (docs/healing.md).
+CREATE TABLE IF NOT EXISTS binance.ingest_starts
+(
+    symbol         LowCardinality(String),
+    first_trade_id Int64,
+    written_at     DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (symbol, first_trade_id)
+;
+
 -- Rollups: exact bars of 5m, 15m, 1h, 4h and 1d computed from the current 1-minute bars, so they
 -- follow every correction. A filler minute (no trades: O = H = L = C = previous close) must not
 -- lend its price to the open, high or low of a longer bar that has trades.
@@ -220,4 +233,31 @@ FROM
 )
 GROUP BY symbol, open_ms
 HAVING open_ms < {to_ms:Int64}
+;
+
+-- The forming bar: each symbol's current window as the dataflow last saw it, at most a few
+-- times a second, one row per symbol. It is never a closed bar: reads show it only while its
+-- window is newer than the symbol's newest bar in binance.ohlcv (docs/live.md). The version
+-- orders by window first, then by trade count (a trade count of 2^32 or more would tie).
+CREATE TABLE IF NOT EXISTS binance.ohlcv_forming
+(
+    symbol                 LowCardinality(String),
+    window_start           DateTime64(3, 'UTC'),
+    open                   Decimal(38, 8),
+    high                   Decimal(38, 8),
+    low                    Decimal(38, 8),
+    close                  Decimal(38, 8),
+    volume                 Decimal(38, 8),
+    quote_volume           Decimal(38, 16),
+    trade_count            UInt64,
+    taker_buy_volume       Decimal(38, 8),
+    taker_buy_quote_volume Decimal(38, 16),
+    first_trade_id         Int64,
+    last_trade_id          Int64,
+    written_at             DateTime64(3, 'UTC') DEFAULT now64(3),
+    version                UInt64 MATERIALIZED
+        toUInt64(toUnixTimestamp(window_start)) * 4294967296 + least(trade_count, 4294967295)
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY symbol
 ;

@@ -1,0 +1,1 @@
+"""Reconciliation: stored bars compared with Binance's own klines (docs/reconcile.md)."""

@@ -1,0 +1,207 @@
+"""Binance's klines over REST: paged by 1000, within the request-weight budget.
+
+``GET /api/v3/klines?symbol=XRPETH&interval=1m&startTime=1570752000000&endTime=...&limit=1000``
+answers, oldest first, the klines whose open time is in ``[startTime, endTime]``::
+
+    [[1570752000000, "0.00141342", "0.00141557", "0.00141266", "0.00141418", "1482.00000000",
+      1570752059999, "2.09620110", 12, "711.00000000", "1.00579524", "0"], ...]
+
+USDⓈ-M futures serve the same at ``/fapi/v1/klines``, COIN-M at ``/dapi/v1/klines``, where
+volume is in contracts and columns 8 and 11 are base-asset volumes (which we do not store, so
+they are not compared). A page asks from the open time after the last one received until the
+end; the requests are serialised; the weight used (``X-MBX-USED-WEIGHT-1M``) and ``Retry-After``
+on 429 and 418 are honoured exactly as by the trade backfill
+(:mod:`binance_metrics.ingest.backfill`); other 4xx answers are errors at once, with Binance's
+message (an unknown symbol is ``-1121 Invalid symbol.``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from binance_metrics.errors import BinanceMetricsError
+from binance_metrics.ingest.backfill import USED_WEIGHT_HEADER, _retry_after, next_call_at
+from binance_metrics.ingest.backoff import Backoff
+from binance_metrics.reconcile.compare import FIELDS, Kline, Value
+from binance_metrics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """Where a market's klines are, what a page of 1000 costs, which fields compare with ours."""
+
+    path: str
+    weight: int
+    fields: tuple[str, ...]
+    default_url: str | None  # None: BINANCE_REST_URL
+
+
+MARKETS: Final = {
+    "spot": Market("/api/v3/klines", 2, FIELDS, None),
+    "um": Market("/fapi/v1/klines", 5, FIELDS, "https://fapi.binance.com"),
+    "cm": Market(
+        "/dapi/v1/klines",
+        5,
+        tuple(name for name in FIELDS if "quote" not in name),
+        "https://dapi.binance.com",
+    ),
+}
+#: The row's columns, by position, that are fields of ours.
+_COLUMNS: Final = ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume"),
+                   (7, "quote_volume"), (8, "trade_count"), (9, "taker_buy_volume"),
+                   (10, "taker_buy_quote_volume"))  # fmt: skip
+_decoder: Final = msgspec.json.Decoder(list[list[Any]])
+
+
+class KlinesError(BinanceMetricsError):
+    """Binance refused the request, or kept failing; the message says which and why."""
+
+
+class RestKlines:
+    """One HTTP client; calls are serialised, so pages never burst the weight limit."""
+
+    def __init__(
+        self,
+        base_url: str,
+        market: str = "spot",
+        *,
+        retry_base_s: float,
+        retry_cap_s: float,
+        max_attempts: int,
+        timeout_s: float,
+        weight_budget: int,
+    ) -> None:
+        self.market = MARKETS[market]
+        self.base_url = base_url
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._lock = asyncio.Lock()
+        self._retry_base_s = retry_base_s
+        self._retry_cap_s = retry_cap_s
+        self._max_attempts = max_attempts
+        self._weight_budget = weight_budget
+        self._not_before = 0.0  # wall clock: no call before this (weight budget used up)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        market: str = "spot",
+        *,
+        base_url: str | None = None,
+        weight_budget: int | None = None,
+    ) -> RestKlines:
+        """The client of ``market`` (at ``base_url``, else its default or BINANCE_REST_URL)
+        with the backfill's retry tuning (``INGEST__BACKFILL_*``)."""
+        tuning = settings.INGEST
+        url = base_url or MARKETS[market].default_url or settings.BINANCE_REST_URL
+        return cls(
+            url.rstrip("/"),
+            market,
+            retry_base_s=tuning.backfill_retry_base_s,
+            retry_cap_s=tuning.backfill_retry_cap_s,
+            max_attempts=tuning.backfill_max_attempts,
+            timeout_s=tuning.backfill_timeout_s,
+            weight_budget=weight_budget or tuning.rest_weight_budget,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, max_pages: int | None = None
+    ) -> list[Kline]:
+        """Klines of ``symbol`` with ``start_ms <= open time < end_ms``, oldest first (at most
+        ``max_pages`` pages of 1000)."""
+        found: list[Kline] = []
+        cursor, pages = start_ms, 0
+        while cursor < end_ms and (max_pages is None or pages < max_pages):
+            params = {
+                "symbol": symbol.upper(),
+                "interval": interval,
+                "startTime": str(cursor),
+                "endTime": str(end_ms - 1),  # Binance's endTime is inclusive
+                "limit": str(PAGE_LIMIT),
+            }
+            rows = await self._page(params)
+            pages += 1
+            page = [self._kline(row, symbol) for row in rows]
+            page = [kline for kline in page if start_ms <= kline.open_time_ms < end_ms]
+            if not page:
+                break
+            found.extend(page)
+            cursor = page[-1].open_time_ms + 1
+            if len(rows) < PAGE_LIMIT:
+                break
+        return found
+
+    async def _page(self, params: dict[str, str]) -> list[list[Any]]:
+        what = f"{self.base_url}{self.market.path} {params['symbol']} from {params['startTime']}"
+        backoff = Backoff(self._retry_base_s, self._retry_cap_s)
+        for _ in range(self._max_attempts):
+            async with self._lock:
+                if (wait := self._not_before - time.time()) > 0:
+                    log.info("REST weight budget used up: waiting %.1f s", wait)
+                    await asyncio.sleep(wait)
+                try:
+                    response = await self._client.get(self.market.path, params=params)
+                except httpx.HTTPError as exc:
+                    delay, why = backoff.next_delay(), f"request failed: {exc!r}"
+                else:
+                    self._note_weight(response)
+                    status = response.status_code
+                    if status == 200:
+                        try:
+                            return _decoder.decode(response.content)
+                        except msgspec.DecodeError as exc:
+                            delay, why = backoff.next_delay(), f"bad response: {exc}"
+                    elif status in (418, 429):
+                        delay = _retry_after(response) or backoff.next_delay()
+                        why = f"HTTP {status}, Retry-After {delay:g} s"
+                    elif 400 <= status < 500:
+                        refusal = f"HTTP {status} {_message(response)}"
+                        raise KlinesError(f"Binance refused {what}: {refusal}")
+                    else:
+                        delay, why = backoff.next_delay(), f"HTTP {status}: {response.text[:200]}"
+                log.warning("klines %s: %s; retrying in %.2f s", what, why, delay)
+                await asyncio.sleep(delay)  # under the lock: a 429/418 is per IP
+        raise KlinesError(f"{what}: gave up after {self._max_attempts} tries")
+
+    def _note_weight(self, response: httpx.Response) -> None:
+        used = response.headers.get(USED_WEIGHT_HEADER)
+        if used is not None and used.isdigit():
+            self._not_before = max(
+                self._not_before,
+                next_call_at(int(used), self._weight_budget, weight=self.market.weight),
+            )
+
+    def _kline(self, row: list[Any], symbol: str) -> Kline:
+        try:
+            values: dict[str, Value] = {}
+            for index, name in _COLUMNS:
+                if name in self.market.fields:
+                    cell = row[index]
+                    values[name] = int(cell) if name == "trade_count" else Decimal(str(cell))
+            return Kline(int(row[0]), values)
+        except (IndexError, ValueError, TypeError, InvalidOperation):
+            raise KlinesError(f"{self.market.path} {symbol}: not a kline row: {row!r}") from None
+
+
+def _message(response: httpx.Response) -> str:
+    """Binance's ``{"code": -1121, "msg": "Invalid symbol."}`` as ``-1121 Invalid symbol.``."""
+    try:
+        body = response.json()
+        return f"{body['code']} {body['msg']}"
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]

@@ -1,0 +1,127 @@
+"""``binance-metrics up`` as its own process on a local exchange that runs in the test's process,
+so that the market outlives every start, stop and ``kill -9`` of the pipeline."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from binance_metrics.kafka.broker import free_port
+from binance_metrics.testing.exchange import LocalExchange
+from binance_metrics.testing.market import MarketTrade
+from binance_metrics.trades import TradeMessage
+from tests.cli.support import CLI, cli_env
+
+
+def as_message(trade: MarketTrade) -> TradeMessage:
+    """The trade a local exchange made, as the pipeline's reference reads it."""
+    return msgspec.json.decode(json.dumps(trade.data), type=TradeMessage)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class UpRuns:
+    """``binance-metrics up`` on the local exchange, started again and again in one DATA_DIR."""
+
+    def __init__(
+        self, tmp_path: Path, exchange: LocalExchange, symbols: tuple[str, ...], **settings: str
+    ) -> None:
+        self.cwd = tmp_path
+        self.symbols = symbols
+        self.port = free_port()
+        self.env = {
+            **cli_env(
+                tmp_path / "data",
+                BINANCE_WS_URL=exchange.ws_url,
+                BINANCE_REST_URL=exchange.rest_url,
+                SYMBOLS=",".join(symbols),
+                RECONNECT_DELAY_S="0.2",
+                MAX_RECONNECT_DELAY_S="1",
+                # The sped-up market runs ahead of the clock and is moved back (replaying).
+                INGEST__MAX_TRADE_TIME_SKEW_S="0",
+                INGEST__BACKFILL_GRACE_S="0.2",
+                INGEST__TAIL_CHECK_S="1",
+                INGEST__QUIET_AFTER_S="2",
+                **settings,
+            ),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.runs = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.runs += 1
+        log = (self.cwd / f"up-{self.runs}.log").open("wb")
+        self.process = subprocess.Popen(
+            [*CLI, "up", "--port", str(self.port)], env=self.env, cwd=self.cwd,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self.process
+
+    def kill(self) -> list[int]:
+        """``kill -9``; return the pids of its children (the broker) at that moment."""
+        assert self.process is not None
+        children = children_of(self.process.pid)
+        self.process.kill()
+        self.process.wait(30)
+        return children
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- run {i}\n" + (self.cwd / f"up-{i}.log").read_text()[-3000:]
+            for i in range(1, self.runs + 1)
+        )
+
+    def stored_trades(self) -> int:
+        total = 0
+        for symbol in self.symbols:
+            body = httpx.get(
+                f"http://127.0.0.1:{self.port}/api/bars",
+                params={"symbol": symbol, "interval": "1h", "limit": 100}, timeout=10,
+            ).json()  # fmt: skip
+            total += sum(bar["trade_count"] for bar in body["bars"])
+        return total
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=10).json()
+        return body
+
+    def stop(self) -> int:
+        """Ctrl-C; the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(120)
+
+    def stored_bars(self, symbol: str) -> list[dict[str, object]]:
+        bars = subprocess.run(
+            [*CLI, "bars", "--symbol", symbol, "--format", "json"],
+            env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        result: list[dict[str, object]] = json.loads(bars.stdout)
+        return result
