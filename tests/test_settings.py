@@ -43,6 +43,7 @@ def test_symbols_are_parsed_and_normalised(monkeypatch: pytest.MonkeyPatch) -> N
         ("BINANCE_WS_URL", "http://example"),
         ("RECONNECT_DELAY_S", "zero"),
         ("STOP_AT_END", "perhaps"),
+        ("WINDOW_SECONDS", "30"),  # 60 (1m bars) or 1 (1s bars): the tables Binance has
     ],
 )
 def test_invalid_values_name_the_variable(

@@ -7,8 +7,11 @@ every other configuration error of ``binance-metrics``; the full usage is one ``
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NoReturn
+
+from binance_metrics.intervals import parse_offset
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_EPOCH_MS: Final = 10**11  # 1973-03-03: a smaller number is epoch seconds, or a typo
@@ -89,6 +92,33 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
     return value
+
+
+def attach_negative_values(argv: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``--timezone -03:30`` as ``--timezone=-03:30``: argparse takes a value that starts with
+    ``-`` (and is not a plain negative number) for an option, and refuses the flag."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in options:
+            value = next(it, None)
+            if value is not None and value[:1] == "-" and value[1:2].isdigit():
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
+def utc_offset(text: str) -> int:
+    """A UTC offset as Binance's ``timeZone`` takes it (``+08:00``, ``-03:30``, ``8``), in ms."""
+    try:
+        return parse_offset(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def day_value(text: str) -> date:

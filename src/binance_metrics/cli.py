@@ -7,38 +7,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from binance_metrics import __version__
 from binance_metrics.arguments import (
     Parser,
+    attach_negative_values,
     day_value,
     port,
     positive_float,
     positive_int,
     time_value,
+    utc_offset,
 )
 from binance_metrics.errors import ConfigError, deliberate_cause
+from binance_metrics.export import COLUMNS, FORMATS
+from binance_metrics.intervals import INTERVALS
 from binance_metrics.settings import Settings, load_settings
-from binance_metrics.store.queries import INTERVALS, StoredBar
 
 log = logging.getLogger("binance_metrics")
 
-#: Binance's kline columns that bars carry, ``open_time`` in epoch milliseconds.
-CSV_HEADER = tuple(field.name for field in fields(StoredBar))[:10]
+#: The header of ``bars --format csv``.
+CSV_HEADER = COLUMNS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,13 +149,29 @@ def _parser() -> argparse.ArgumentParser:
         help="open times before this: ISO or epoch ms (default: no end)",
     )
     bars.add_argument(
-        "--interval", choices=list(INTERVALS), default="1m", help="bar length: 1m or a rollup"
+        "--interval",
+        choices=list(INTERVALS),
+        default="1m",
+        help="a Binance kline interval (1M is a month); 1s needs WINDOW_SECONDS=1",
+    )
+    bars.add_argument(
+        "--timezone",
+        type=utc_offset,
+        default="+00:00",
+        metavar="+HH:MM",
+        help="anchor the intervals in this UTC offset, as Binance's timeZone (-12:00 to "
+        "+14:00, e.g. +08:00, -03:30, +05:45); the times printed are the same instants",
     )
     bars.add_argument(
         "--format",
-        choices=["csv", "json", "table"],
+        choices=FORMATS,
         default="csv",
-        help="csv and json have Binance's kline columns, open_time in epoch ms",
+        help="csv/table: symbol, ISO open_time, Binance's columns, ISO close_time; json: the "
+        "same, times in epoch ms; binance: data.binance.vision's 12-column kline CSV; "
+        "parquet: Decimal128 columns (needs --output)",
+    )
+    bars.add_argument(
+        "--output", type=Path, metavar="FILE", help="write to FILE (default: standard output)"
     )
     bars.add_argument(
         "--limit",
@@ -234,7 +249,8 @@ def _add_reconcile(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(attach_negative_values(argv, ("--timezone",)))
     try:
         overrides: dict[str, Any] = {}
         if getattr(args, "symbols", None):
@@ -327,31 +343,51 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bars(args: argparse.Namespace, settings: Settings) -> int:
+    from binance_metrics.export import klines, write_parquet, write_text
     from binance_metrics.store.clickhouse import open_store
-    from binance_metrics.store.queries import fetch_bars
+    from binance_metrics.store.queries import fetch_bars, intervals_for, list_symbols
 
     _check_range(args.start, args.end)
+    bar_seconds = settings.WINDOW_SECONDS
+    if args.interval not in intervals_for(bar_seconds):
+        raise ConfigError(
+            f"--interval {args.interval} needs 1-second bars: the store holds "
+            f"{bar_seconds}-second bars (set WINDOW_SECONDS=1 to build 1s bars)"
+        )
+    if args.format == "parquet" and args.output is None:
+        raise ConfigError("--format parquet writes a file: give it with --output FILE")
     store = open_store(settings.clickhouse_dsn)
+    symbol = args.symbol.upper()
     bars = fetch_bars(
-        store, args.symbol, interval=args.interval, start=args.start, end=args.end,
-        limit=args.limit, include_open=args.include_open,
+        store, symbol, interval=args.interval, start=args.start, end=args.end,
+        limit=args.limit, include_open=args.include_open, tz_offset_ms=args.timezone,
+        bar_seconds=bar_seconds,
     )  # fmt: skip
-    header = (*CSV_HEADER, "closed") if args.include_open else CSV_HEADER
-    rows = [
-        [str(bar.open_time_ms), *(_plain(getattr(bar, name)) for name in CSV_HEADER[1:])]
-        + ([str(bar.closed).lower()] if args.include_open else [])
-        for bar in bars
-    ]
-    try:
-        _write_rows(rows, args.format, sys.stdout, header)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader stopped early (`bars | head`): that is fine. Point stdout at devnull, so
-        # that the interpreter's final flush does not fail a second time.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    if not bars:
+        stored = list_symbols(store, bar_seconds)
+        if symbol not in stored:
+            some = ", ".join(stored[:10]) + (", ..." if len(stored) > 10 else "")
+            raise ConfigError(
+                f"--symbol {symbol}: no bars stored for it (stored: {some or 'none'})"
+            )
+    rows = klines(symbol, bars, args.interval, args.timezone)
+    closed = args.include_open
+    if args.format == "parquet":
+        write_parquet(rows, args.output, closed)
+    elif args.output is not None:
+        with args.output.open("w", encoding="utf-8", newline="") as out:
+            write_text(rows, args.format, out, args.timezone, closed)
+    else:
+        try:
+            write_text(rows, args.format, sys.stdout, args.timezone, closed)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`bars | head`): that is fine. Point stdout at devnull,
+            # so that the interpreter's final flush does not fail a second time.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if not rows:
-        print(f"no bars stored for {args.symbol.upper()} in that range", file=sys.stderr)
+        print(f"no bars stored for {symbol} in that range", file=sys.stderr)
     return 0
 
 
@@ -367,44 +403,6 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 def _check_range(start: datetime | None, end: datetime | None) -> None:
     if start and end and start >= end:
         raise ConfigError(f"--start ({start.isoformat()}) must be before --end ({end.isoformat()})")
-
-
-def _plain(value: Decimal | int) -> str:
-    """A number as a plain decimal: no exponent, at least the 8 decimals Binance prints."""
-    if isinstance(value, int):
-        return str(value)
-    text = format(value, "f")
-    if "." in text:
-        whole, frac = text.split(".")
-        frac = frac.rstrip("0").ljust(8, "0")
-        text = f"{whole}.{frac}"
-    return text
-
-
-def _write_rows(
-    rows: list[list[str]], fmt: str, out: TextIO, header: Sequence[str] = CSV_HEADER
-) -> None:
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    elif fmt == "json":
-        objects: list[dict[str, str | int | bool]] = [
-            dict(zip(header, row, strict=True)) for row in rows
-        ]
-        for obj in objects:
-            obj["open_time"] = int(obj["open_time"])
-            obj["trade_count"] = int(obj["trade_count"])
-            if "closed" in obj:
-                obj["closed"] = obj["closed"] == "true"
-        json.dump(objects, out, indent=1)
-        out.write("\n")
-    else:
-        table = [list(header), *rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for row in table:
-            out.write("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-            out.write("\n")
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:

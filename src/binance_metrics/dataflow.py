@@ -52,6 +52,7 @@ from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.ledger.accounted import accounted_trades
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import bars_table
 from binance_metrics.store.forming import ClickHouseFormingSink
 from binance_metrics.store.sink import ClickHouseBarSink, StoreHealth, output_bars
 from binance_metrics.trades import Rejected
@@ -392,6 +393,7 @@ def build_flow(
         stop=stop,
         give_up_after_s=give_up_after_s,
         abort=abort,
+        table=bars_table(settings.WINDOW_SECONDS),
     )
     # The ids of the trades klines exclude (not market trades) go to the store with the bars,
     # so that the completeness ledger counts them as accounted for (docs/ledger.md).

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
             return tuple(dict.fromkeys(symbols))
         return value
 
+    @field_validator("WINDOW_SECONDS")
+    @classmethod
+    def _bar_length(cls, value: int) -> int:
+        # Binance's two base klines: 1m (binance.ohlcv) and 1s (binance.ohlcv_1s).
+        if value not in (1, 60):
+            raise ValueError("must be 60 (1-minute bars) or 1 (1-second bars)")
+        return value
+
     @field_validator("BINANCE_WS_URL")
     @classmethod
     def _ws_scheme(cls, value: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from binance_metrics.cli import _plain
+from binance_metrics.export import plain as _plain
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import CLI, cli_env, error_line, run_cli
 from tests.pipeline.support import wait_for

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from binance_metrics.cli import _plain
 from binance_metrics.demo import demo_data_dir
+from binance_metrics.export import plain as _plain
 from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage

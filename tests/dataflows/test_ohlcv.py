@@ -15,7 +15,7 @@ import pytest
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Producer
 
-from binance_metrics.cli import _plain
+from binance_metrics.export import plain as _plain
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics, free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage, encode_trade

@@ -10,7 +10,7 @@ import pytest
 
 from binance_metrics.ledger.holes import ACCOUNTED_TABLE
 from binance_metrics.store.checkpoint import STARTS_TABLE
-from binance_metrics.store.clickhouse import BARS_TABLE
+from binance_metrics.store.clickhouse import BARS_1S_TABLE, BARS_TABLE
 from binance_metrics.store.forming import FORMING_TABLE
 from tests.deploy.deploy_support import INIT_SQL, USERS_XML, run_chdb
 
@@ -30,15 +30,18 @@ def _schema_objects() -> set[str]:
 
 
 def test_writer_may_only_insert_into_and_read_the_bars_table(users: ET.Element) -> None:
-    """INSERT and SELECT on the bars table (and the ledger's accounted trade ids, the forming
+    """INSERT and SELECT on the bars tables (and the ledger's accounted trade ids, the forming
     bars and the ingestor's starts), and nothing else: no DDL (the store checks that
     init.sql's objects exist before it would create them)."""
-    assert {BARS_TABLE, ACCOUNTED_TABLE, FORMING_TABLE, STARTS_TABLE} <= _schema_objects()
+    assert {BARS_TABLE, BARS_1S_TABLE, ACCOUNTED_TABLE, FORMING_TABLE, STARTS_TABLE} <= (
+        _schema_objects()
+    )
     assert _grants(users, "binance_writer") == [
         f"GRANT INSERT, SELECT ON {BARS_TABLE}",
         f"GRANT INSERT, SELECT ON {ACCOUNTED_TABLE}",
         f"GRANT INSERT, SELECT ON {FORMING_TABLE}",
         f"GRANT INSERT, SELECT ON {STARTS_TABLE}",
+        f"GRANT INSERT, SELECT ON {BARS_1S_TABLE}",
     ]
     profile = users.findtext("users/binance_writer/profile")
     assert users.find(f"profiles/{profile}") is not None

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from binance_metrics.intervals import INTERVALS
 from tests.deploy.deploy_support import (
     DASHBOARD,
     GRAFANA,
@@ -97,6 +98,8 @@ def expand_macros(sql: str, start: datetime, end: datetime) -> str:
         "toTime_ms": f"fromUnixTimestamp64Milli({millis['to']})",
     }
     sql = re.sub(r"\$__(fromTime_ms|toTime_ms|fromTime|toTime)\b", lambda m: plain[m[1]], sql)
+    # Grafana's global variables of the range, in epoch milliseconds.
+    sql = sql.replace("${__from}", str(millis["from"])).replace("${__to}", str(millis["to"]))
     assert "$" not in sql, f"unexpanded variable or macro left in:\n{sql}"
     return sql
 
@@ -300,27 +303,22 @@ def test_every_sql_panel_uses_the_provisioned_datasource(dashboard: dict[str, An
     assert _variable(dashboard, "symbol")["datasource"]["uid"] == uid
 
 
-def test_interval_variable_offers_the_rollups(dashboard: dict[str, Any]) -> None:
-    assert _intervals(dashboard) == [
-        ("1m", "60"),
-        ("5m", "300"),
-        ("15m", "900"),
-        ("1h", "3600"),
-        ("4h", "14400"),
-        ("1d", "86400"),
-    ]
-    current = _variable(dashboard, "interval")["current"]
-    assert (current["text"], current["value"]) == ("1m", "60")
+def test_interval_variable_offers_every_binance_interval(dashboard: dict[str, Any]) -> None:
+    names = [name for name in INTERVALS if name != "1s"]  # the store holds 1-minute bars
+    assert _intervals(dashboard) == [(name, name) for name in names]
+    variable = _variable(dashboard, "interval")
+    assert [(o["text"], o["value"]) for o in variable["options"]] == _intervals(dashboard)
+    assert (variable["current"]["text"], variable["current"]["value"]) == ("1m", "1m")
 
 
-def test_bar_panels_read_1m_from_the_table_and_longer_from_the_rollup(
-    dashboard: dict[str, Any],
-) -> None:
+def test_bar_panels_read_every_interval_from_the_klines_view(dashboard: dict[str, Any]) -> None:
     for panel_id in (1, 2, 3):
         (panel,) = [p for p in dashboard["panels"] if p["id"] == panel_id]
-        sql = panel["targets"][0]["rawSql"]
-        assert "FROM binance.ohlcv FINAL" in sql
-        assert "binance.ohlcv_rollup(interval_seconds = ${interval})" in sql
+        sql = " ".join(panel["targets"][0]["rawSql"].split())
+        assert (
+            "FROM binance.ohlcv_klines(symbol = ${symbol:sqlstring}, interval = "
+            "${interval:sqlstring}, tz_offset_ms = 0, from_ms = ${__from}, to_ms = ${__to})"
+        ) in sql
 
 
 # --- the SQL, run ----------------------------------------------------------------------------
@@ -339,7 +337,10 @@ def test_symbol_variable_lists_the_symbols(results: dict[str, Any]) -> None:
 
 
 def test_candles_return_the_candlestick_fields(results: dict[str, Any]) -> None:
-    expected = {"1m": MINUTES, "5m": 3, "15m": 1, "1h": 1, "4h": 1, "1d": 1}
+    # 12 minutes from 2024-08-09T00:00 (a Friday): one bar of each longer interval, the ones
+    # opened before the dashboard's range included (3d opened on 08-07, 1w on Monday 08-05).
+    expected = {"1m": MINUTES, "3m": 4, "5m": 3, **{i: 1 for i in ("15m", "30m", "1h", "2h",
+                "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")}}  # fmt: skip
     for interval, count in expected.items():
         result = _result(results, 1, interval)
         assert result["columns"] == ["time", "open", "high", "low", "close", "volume"]

@@ -10,7 +10,6 @@ outside the repository, without ``PYTHONPATH``, as a user runs them.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -153,11 +152,11 @@ def test_replay_then_bars_from_the_installed_wheel(venv: Path, tmp_path: Path) -
     counts = ("messages", "trades", "bars written", "late trades", "dead-letters")
     assert [summary[name] for name in counts] == ["10063", "11884", "2880", "0", "0"], replayed
 
-    printed = _run([cli, "bars", "--symbol", "XRPETH", "--limit", "3"], env=env, cwd=tmp_path)
-    bars = list(csv.DictReader(printed.stdout.splitlines()))
-    with XRPETH_KLINES.open() as f:
-        klines = list(csv.DictReader(f))[-3:]
-    assert [{k: bar[k] for k in kline} for bar, kline in zip(bars, klines, strict=True)] == klines
+    args = ["bars", "--symbol", "XRPETH", "--limit", "3", "--format", "binance"]
+    printed = _run([cli, *args], env=env, cwd=tmp_path).stdout.splitlines()
+    # Binance's klines of these minutes: open time to volume, as the 12-column file starts.
+    klines = XRPETH_KLINES.read_text().splitlines()[-3:]
+    assert [",".join(line.split(",")[:6]) for line in printed] == klines
 
 
 def test_the_installed_wheel_serves_the_candle_page(venv: Path, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from typing import IO, Any
 
 import httpx
 
-from binance_metrics.cli import _plain
 from binance_metrics.demo import demo_data_dir
+from binance_metrics.export import plain as _plain
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.replay import make_producer
 from binance_metrics.trades import TradeMessage, encode_trade, format_scaled

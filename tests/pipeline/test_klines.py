@@ -4,19 +4,26 @@ dataflow -> the real ClickHouse engine (chDB), read back as 1-minute bars and as
 from __future__ import annotations
 
 import csv
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
+from binance_metrics.intervals import parse_offset
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.recordings import read_recording
 from binance_metrics.replay import replay
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.store.queries import INTERVALS, fetch_bars
+from binance_metrics.store.queries import fetch_bars, intervals_for
 from binance_metrics.trades import TradeMessage
 from tests.support.data import BTCUSDT_CAPTURE, ETHUSDT_CAPTURE, XRPETH_AGG_TRADES, XRPETH_KLINES
-from tests.support.oracle import FIELDS, reference_klines
+from tests.support.oracle import (
+    FIELDS,
+    reference_klines,
+    reference_open_time,
+    reference_window_ms,
+)
 from tests.support.pipeline import pipeline_settings
 
 CAPTURES = [BTCUSDT_CAPTURE, ETHUSDT_CAPTURE]
@@ -74,20 +81,30 @@ def test_replay_of_live_capture_matches_reference_on_every_field_and_is_idempote
     assert {s: table(empty_store, s) for s in ("BTCUSDT", "ETHUSDT")} == after_one
 
 
+@functools.cache
+def _xrpeth_trades() -> tuple[TradeMessage, ...]:
+    return tuple(r for r in read_recording(XRPETH_AGG_TRADES) if isinstance(r, TradeMessage))
+
+
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-@pytest.mark.parametrize("interval", ["5m", "15m", "1h", "4h", "1d"])
+@pytest.mark.parametrize("offset", ["0", "+08:00", "+05:45", "-03:30"])
+@pytest.mark.parametrize("interval", intervals_for(60))
 def test_rollups_equal_bars_computed_directly_from_the_trades(
-    broker: EmbeddedBroker, store: Store, topic_prefix: str, interval: str
+    broker: EmbeddedBroker, store: Store, topic_prefix: str, interval: str, offset: str
 ) -> None:
     if len(fetch_bars(store, "XRPETH")) != 2880:  # one replay serves all the parameters
         store.command("TRUNCATE TABLE binance.ohlcv")
         replay([XRPETH_AGG_TRADES], pipeline_settings(broker, store, topic_prefix))
-    trades = [r for r in read_recording(XRPETH_AGG_TRADES) if isinstance(r, TradeMessage)]
-    expected = reference_klines(trades, window_ms=INTERVALS[interval] * 1000)
-    stored = fetch_bars(store, "XRPETH", interval=interval)
+    offset_ms = parse_offset(offset)
+    expected = reference_klines(
+        _xrpeth_trades(),
+        window_ms=reference_window_ms(interval),
+        open_time=lambda t: reference_open_time(t, interval, offset_ms),
+    )
+    stored = fetch_bars(store, "XRPETH", interval=interval, tz_offset_ms=offset_ms)
     assert [bar.open_time_ms for bar in stored] == sorted(start for _, start in expected)
     for bar in stored:
         fields = expected[("XRPETH", bar.open_time_ms)]

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from binance_metrics.intervals import INTERVALS
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.web import create_router
 from binance_metrics.web.routes import MAX_LIMIT, choose_default, plotly_js_path
@@ -49,7 +50,7 @@ def test_symbols_lists_configured_then_stored_and_opens_on_one_with_bars(
         "symbols": ["SOLUSDT", "ETHUSDT", "BTCUSDT"],
         "with_bars": ["BTCUSDT", "ETHUSDT"],
         "default": "ETHUSDT",  # SOLUSDT comes first but has no bars
-        "intervals": ["1m", "5m", "15m", "1h", "4h", "1d"],
+        "intervals": [name for name in INTERVALS if name != "1s"],  # 1-minute bars stored
     }
 
 
@@ -123,6 +124,14 @@ def test_intervals_roll_up(client: TestClient, interval: str, btc: int, eth: int
     assert len(bars_of(client, symbol="ETHUSDT", interval=interval)) == eth
 
 
+def test_time_zone_moves_the_day_as_binances_timeZone(client: TestClient) -> None:
+    utc = bars_of(client, symbol="BTCUSDT", interval="1d")
+    shifted = bars_of(client, symbol="BTCUSDT", interval="1d", timeZone="+05:45")
+    assert all(bar["open_time"] % 86_400_000 == 0 for bar in utc)
+    assert all((bar["open_time"] + 345 * 60_000) % 86_400_000 == 0 for bar in shifted)
+    assert sum(b["trade_count"] for b in shifted) == sum(b["trade_count"] for b in utc)
+
+
 def test_hourly_bar_is_exact(client: TestClient) -> None:
     hour = bars_of(client, symbol="BTCUSDT", interval="1h", limit=1)[0]
     minutes = BTC.bars[-60:]
@@ -162,8 +171,12 @@ INJECTIONS = [
         {"symbol": "BTC-USDT"},
         {"symbol": "BTCUSDT\x00"},
         {},  # symbol is required
-        {"symbol": "BTCUSDT", "interval": "1M"},  # a month at Binance
+        {"symbol": "BTCUSDT", "interval": "1s"},  # the store holds 1-minute bars
+        {"symbol": "BTCUSDT", "interval": "1mo"},  # data.binance.vision's name; REST says 1M
         {"symbol": "BTCUSDT", "interval": "2m"},
+        {"symbol": "BTCUSDT", "timeZone": "+14:30"},
+        {"symbol": "BTCUSDT", "timeZone": "Asia/Kathmandu"},
+        {"symbol": "BTCUSDT", "timeZone": "8' OR 1=1"},
         {"symbol": "BTCUSDT", "interval": "1m' OR 1=1 --"},
         {"symbol": "BTCUSDT", "interval": "1m", "limit": "0"},
         {"symbol": "BTCUSDT", "limit": "-1"},

@@ -95,4 +95,5 @@ def _kline_files(against: Sequence[str], symbol: str, interval: str) -> list[Pat
 
 def _length_ms(interval: str) -> int:
     """An interval's length; 1 ms for months, whose length varies (the end is exclusive)."""
-    return 1 if interval == "1M" else INTERVALS.get(interval, 0) * 1000 or 1
+    known = INTERVALS.get(interval)
+    return known.length_ms or 1 if known is not None else 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-from binance_metrics.cli import _plain
+from binance_metrics.export import plain as _plain
 from binance_metrics.reconcile.compare import Reconciliation, Value
 
 #: Rows of each list the table shows; JSON lists them all.

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 #: mounts the same file into the ClickHouse server's /docker-entrypoint-initdb.d/.
 SCHEMA_PATH: Final[Traversable] = files("binance_metrics.store") / "schema" / "init.sql"
 BARS_TABLE: Final = "binance.ohlcv"
+#: The 1-second bars, written instead of the 1-minute ones when WINDOW_SECONDS=1.
+BARS_1S_TABLE: Final = "binance.ohlcv_1s"
 _CREATE: Final = re.compile(r"CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ([\w.]+)")
 BAR_COLUMNS: Final = (
     "symbol",
@@ -154,8 +156,8 @@ class Store:
         with self._lock:
             self._client.insert(table, rows, column_names=columns)
 
-    def insert_bars(self, rows: Sequence[BarUpdate]) -> int:
-        """Insert bars; return how many rows were written.
+    def insert_bars(self, rows: Sequence[BarUpdate], table: str = BARS_TABLE) -> int:
+        """Insert bars into ``table`` (:func:`bars_table`); return how many rows were written.
 
         Within one call the same rule as the table's holds (:attr:`Bar.version`: most trades,
         a doubled bar last, the later among equals), so a filler or a partial version in the
@@ -180,8 +182,13 @@ class Store:
             chunk = [row for month in months[i : i + MAX_MONTHS_PER_INSERT] for row in data[month]]
             block = "".join(chunk).encode()
             with self._lock:
-                self._client.raw_insert(BARS_TABLE, BAR_COLUMNS, block, fmt="TabSeparated")
+                self._client.raw_insert(table, BAR_COLUMNS, block, fmt="TabSeparated")
         return sum(len(rows) for rows in data.values())
+
+
+def bars_table(window_seconds: int) -> str:
+    """The table of bars ``window_seconds`` long (``WINDOW_SECONDS``: 60 or 1)."""
+    return BARS_1S_TABLE if window_seconds == 1 else BARS_TABLE
 
 
 #: The largest scaled value a Decimal(38, 8) column (or, with its 10**16 scale, a quote volume's

@@ -179,21 +179,21 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
         pending: list[BarUpdate] = []
         accounted: list[AccountedTrades] = []
         written = duplicates = undecided = 0
-        self._table = BARS_TABLE
+        self._table = self._sink.table
         for item in items:
             if isinstance(item, AccountedTrades):
                 accounted.append(item)
             elif isinstance(item, StaleFragment):
                 # Reads the stored bar back: what came before it in this batch must be there.
-                written += self._store.insert_bars(pending)
+                written += self._store.insert_bars(pending, self._sink.table)
                 pending = []
-                outcome = merge_stale(self._store, item)
+                outcome = merge_stale(self._store, item, self._sink.table)
                 pending += outcome.updates
                 duplicates += outcome.duplicates
                 undecided += outcome.undecided
             else:
                 pending.append(item)
-        written += self._store.insert_bars(pending)
+        written += self._store.insert_bars(pending, self._sink.table)
         self._table = ACCOUNTED_TABLE
         record_accounted(self._store, accounted)
         return {
@@ -208,8 +208,9 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
 
 
 class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
-    """Write bar updates (and merge stale fragments) into ``binance.ohlcv``, and the ids of
-    trades klines exclude into ``binance.accounted_trades``.
+    """Write bar updates (and merge stale fragments) into ``table`` (``binance.ohlcv``, or the
+    1-second bars' ``binance.ohlcv_1s``), and the ids of trades klines exclude into
+    ``binance.accounted_trades``.
 
     One partition: a single worker of the whole cluster writes every bar (there is about one
     per symbol and minute), so with the embedded store the one process that opens it gets all
@@ -227,8 +228,10 @@ class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
         give_up_after_s: float | None = None,
         abort: threading.Event | None = None,
         max_backoff_s: float = 30.0,
+        table: str = BARS_TABLE,
     ) -> None:
         self.dsn = dsn
+        self.table = table
         self.count = count
         self.health = health or StoreHealth()
         self.stop = stop

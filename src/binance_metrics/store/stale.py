@@ -38,10 +38,11 @@ class StaleOutcome:
     undecided: int = 0  # trades not written: not known whether they are stored (logged)
 
 
-def merge_stale(store: Store, stale: StaleFragment) -> StaleOutcome:
-    """The bar updates that merge ``stale`` into what ``store`` holds (see the module doc)."""
+def merge_stale(store: Store, stale: StaleFragment, table: str = BARS_TABLE) -> StaleOutcome:
+    """The bar updates that merge ``stale`` into what ``store`` holds in ``table`` (see the
+    module doc)."""
     symbol, start_ms, fragment = stale
-    stored = _stored_bar(store, symbol, start_ms)
+    stored = _stored_bar(store, symbol, start_ms, table)
     if stored is not None and stored.is_empty:
         stored = None  # a zero-trade filler: nothing to keep of it
     new, outcome = _new_trades(stored, fragment, symbol, start_ms)
@@ -52,7 +53,7 @@ def merge_stale(store: Store, stale: StaleFragment) -> StaleOutcome:
     if stored is None or stored.close != merged.close:
         outcome.updates += [
             BarUpdate(symbol, filler_start, Bar.filler(merged.close))
-            for filler_start in _fillers_after(store, symbol, start_ms)
+            for filler_start in _fillers_after(store, symbol, start_ms, table)
         ]
     return outcome
 
@@ -122,9 +123,9 @@ def _without_unknown(stored: Bar, fragment: Fragment) -> tuple[Fragment | None, 
     return None, 0
 
 
-def _stored_bar(store: Store, symbol: str, start_ms: int) -> Bar | None:
+def _stored_bar(store: Store, symbol: str, start_ms: int, table: str) -> Bar | None:
     rows = store.query(
-        f"SELECT {', '.join(_BAR_FIELDS)} FROM {BARS_TABLE} FINAL "
+        f"SELECT {', '.join(_BAR_FIELDS)} FROM {table} FINAL "
         "WHERE symbol = {symbol:String} AND window_start = fromUnixTimestamp64Milli({start:Int64})",
         {"symbol": symbol, "start": start_ms},
     )
@@ -137,14 +138,14 @@ def _stored_bar(store: Store, symbol: str, start_ms: int) -> Bar | None:
     return bar
 
 
-def _fillers_after(store: Store, symbol: str, start_ms: int) -> list[int]:
+def _fillers_after(store: Store, symbol: str, start_ms: int, table: str) -> list[int]:
     """Open times of the zero-trade bars after ``start_ms``, up to the next bar with trades."""
     rows = store.query(
-        f"SELECT toUnixTimestamp64Milli(window_start) FROM {BARS_TABLE} FINAL "
+        f"SELECT toUnixTimestamp64Milli(window_start) FROM {table} FINAL "
         "WHERE symbol = {symbol:String} AND trade_count = 0 "
         "AND window_start > fromUnixTimestamp64Milli({start:Int64}) "
         "AND window_start < ifNull(("
-        f"  SELECT minOrNull(window_start) FROM {BARS_TABLE} FINAL "
+        f"  SELECT minOrNull(window_start) FROM {table} FINAL "
         "   WHERE symbol = {symbol:String} AND trade_count > 0"
         "   AND window_start > fromUnixTimestamp64Milli({start:Int64})"
         "), toDateTime64('2200-01-01 00:00:00', 3, 'UTC')) "

@@ -87,9 +87,14 @@ class _Topic:
 class LiveBars:
     """The shared pollers: one task per watched symbol, ended when its last client leaves."""
 
-    def __init__(self, get_store: Callable[[], Store], poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, get_store: Callable[[], Store], poll_s: float = POLL_S, bar_seconds: int = 60
+    ) -> None:
         self._get_store = get_store
         self._poll_s = poll_s
+        #: The stored bars' length (``WINDOW_SECONDS``), and their interval: what is polled.
+        self.bar_seconds = bar_seconds
+        self._base = "1s" if bar_seconds == 1 else "1m"
         self._topics: dict[str, dict[str, _Topic]] = {}  # symbol -> interval -> topic
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.problem: str | None = None  # the store's, while its queries fail
@@ -152,12 +157,13 @@ class LiveBars:
         while symbol in self._topics:
             topics = list(self._topics.get(symbol, {}).values())
             try:
-                newest = await self._query(symbol, "1m", None)
+                newest = await self._query(symbol, self._base, None)
                 changed = newest != minutes
                 minutes = newest
                 for topic in topics:
                     if changed or topic.tail is None:
-                        await self._refresh(topic, newest if topic.interval == "1m" else None)
+                        base = topic.interval == self._base
+                        await self._refresh(topic, newest if base else None)
                 if self.problem is not None:
                     log.info("candle page: the bars store answers again")
                 self.problem = None
@@ -189,14 +195,16 @@ class LiveBars:
         """The newest TAIL bars, or (``since``) every bar from then on, up to MAX_LIMIT.
         In a thread: the query waits for the store's lock, never on the event loop."""
         store = self._get_store()
+        seconds = self.bar_seconds
         # include_open: the forming bar comes last (closed=False), so the candle moves.
         if since is None:
             return await asyncio.to_thread(
-                fetch_bars, store, symbol, interval=interval, limit=TAIL, include_open=True
-            )
+                fetch_bars, store, symbol, interval=interval, limit=TAIL, include_open=True,
+                bar_seconds=seconds,
+            )  # fmt: skip
         return await asyncio.to_thread(
             fetch_bars, store, symbol, interval=interval, start=since, limit=MAX_LIMIT,
-            include_open=True,
+            include_open=True, bar_seconds=seconds,
         )  # fmt: skip
 
 
@@ -225,7 +233,7 @@ def create_live_router(live: LiveBars, status: Status | None = None) -> APIRoute
         interval: Annotated[str, Query(max_length=10)] = "1m",
     ) -> StreamingResponse:
         try:
-            name, step = parse_symbol(symbol), parse_interval(interval)
+            name, step = parse_symbol(symbol), parse_interval(interval, live.bar_seconds)
         except InvalidInput as exc:
             raise HTTPException(422, str(exc)) from None
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -20,8 +20,9 @@ from typing import Annotated, Any, Final, TypeVar
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 
+from binance_metrics.intervals import parse_offset
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.store.queries import INTERVALS, StoredBar, fetch_bars, list_symbols
+from binance_metrics.store.queries import StoredBar, fetch_bars, intervals_for, list_symbols
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,19 @@ def parse_symbol(raw: str) -> str:
     return symbol
 
 
-def parse_interval(raw: str) -> str:
+def parse_interval(raw: str, bar_seconds: int = 60) -> str:
     # Exact match: "1M" is a month at Binance, not a minute.
-    if raw not in INTERVALS:
-        raise InvalidInput(f"interval must be one of {', '.join(INTERVALS)}")
+    if raw not in intervals_for(bar_seconds):
+        raise InvalidInput(f"interval must be one of {', '.join(intervals_for(bar_seconds))}")
     return raw
+
+
+def parse_time_zone(raw: str) -> int:
+    """Binance's ``timeZone``: ``+08:00``, ``-03:30``, ``8``; milliseconds east of UTC."""
+    try:
+        return parse_offset(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"timeZone: {exc}") from None
 
 
 def parse_time(raw: str, name: str) -> datetime:
@@ -138,10 +147,13 @@ def choose_default(stored: Sequence[str], configured: Sequence[str]) -> str | No
     return configured[0] if configured else None
 
 
-def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]) -> APIRouter:
+def create_router(
+    get_store: Callable[[], Store], default_symbols: Sequence[str], bar_seconds: int = 60
+) -> APIRouter:
     """The candle page and its API. ``get_store`` is called per request, so the app may start
     before the store is open; ``default_symbols`` (e.g. ``Settings.SYMBOLS``) are offered in
-    the symbol picker even before they have bars."""
+    the symbol picker even before they have bars; ``bar_seconds`` is the length of the stored
+    bars (``WINDOW_SECONDS``)."""
     configured = list(dict.fromkeys(parse_symbol(symbol) for symbol in default_symbols))
     assets: dict[str, tuple[Path, str, str]] = {
         "app.js": (_STATIC / "app.js", "text/javascript", "no-cache"),
@@ -179,14 +191,14 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
 
     @router.get("/api/symbols")
     def symbols() -> JSONResponse:
-        stored = store_call(list_symbols)
+        stored = store_call(lambda store: list_symbols(store, bar_seconds))
         listed = configured + sorted(set(stored) - set(configured))
         return JSONResponse(
             {
                 "symbols": listed,
                 "with_bars": stored,
                 "default": choose_default(stored, configured),
-                "intervals": list(INTERVALS),
+                "intervals": intervals_for(bar_seconds),
             }
         )
 
@@ -197,11 +209,13 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         start: Annotated[str | None, Query(max_length=100)] = None,
         end: Annotated[str | None, Query(max_length=100)] = None,
+        time_zone: Annotated[str, Query(alias="timeZone", max_length=10)] = "0",
         include_open: bool = True,
     ) -> JSONResponse:
         try:
             name = parse_symbol(symbol)
-            step = parse_interval(interval)
+            step = parse_interval(interval, bar_seconds)
+            offset = parse_time_zone(time_zone)
             since = parse_time(start, "start") if start is not None else None
             until = parse_time(end, "end") if end is not None else None
         except InvalidInput as exc:
@@ -216,6 +230,8 @@ def create_router(get_store: Callable[[], Store], default_symbols: Sequence[str]
                 start=since,
                 end=until,
                 limit=limit,
+                tz_offset_ms=offset,
+                bar_seconds=bar_seconds,
                 include_open=include_open,
             )
         )
