@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.forming import FormingUpdate
 from binance_metrics.store.clickhouse import Store
+from binance_metrics.store.forming import insert_forming
 
 from .cdp import Browser
 from .support import SCALE, fill, make_app, random_walk, serve
@@ -133,6 +135,30 @@ def test_the_newest_candle_changes_without_a_reload(store: Store, browser: Brows
         store.insert_bars([BarUpdate("BTCUSDT", last_time + 60_000, nxt)])
         browser.wait_for(points_are(504), "the next minute's candle, pushed")
         assert drawn(browser)["last"] == key(last_time + 60_000, nxt)
+    assert browser.problems == [], browser.problems
+
+
+def test_the_forming_candle_moves_without_a_reload(store: Store, browser: Browser) -> None:
+    """The dataflow's forming bar (binance.ohlcv_forming) is the last candle; each snapshot the
+    dataflow writes moves it, and its readout says it is forming."""
+    fill(store, [LONG])
+    forming_at = LONG.open_times[-1] + 60_000
+    with serve(make_app(store, ["BTCUSDT"])) as base:
+        browser.navigate(f"{base}/")
+        browser.wait_for(points_are(503), "the newest bars")
+        first = Bar().add(61_000 * SCALE, SCALE, 8_000_000, 8_000_000, True)
+        insert_forming(store, [FormingUpdate("BTCUSDT", forming_at, first)])
+        browser.wait_for(points_are(504), "the forming candle, pushed")
+        assert drawn(browser)["last"] == key(forming_at, first)
+        assert "forming" in browser.evaluate("document.getElementById('readout').textContent")
+        moved = Bar().add(61_000 * SCALE, SCALE, 8_000_000, 8_000_000, True)
+        moved.add(61_500 * SCALE, 2 * SCALE, 8_000_001, 8_000_001, False)
+        insert_forming(store, [FormingUpdate("BTCUSDT", forming_at, moved)])
+        newest = "document.getElementById('chart').dataset.last"
+        browser.wait_for(
+            f"{newest} === {json.dumps(key(forming_at, moved))}", "the forming candle, moved"
+        )
+        assert drawn(browser)["points"] == 504
     assert browser.problems == [], browser.problems
 
 
