@@ -190,3 +190,18 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
     for args, words in cases.items():
         line = error_line(run_cli(tmp_path, "reconcile", *args), 2)
         assert words in line, (args, line)
+
+
+@pytest.mark.usefixtures("xrpeth_store")
+def test_bars_in_binance_format_read_back_by_reconcile_are_equal(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``bars --format binance`` round-trips: written, read back by ``reconcile``, equal."""
+    written = tmp_path / "XRPETH-1m-2019-10-11.csv"
+    bars = ["bars", "--symbol", "XRPETH", "--format", "binance", "--output", str(written)]
+    assert main(bars) == 0
+    capsys.readouterr()
+    code, report = reconcile(capsys, "--start", START, "--end", END, "--against", str(written))
+    assert code == 0, report
+    assert (report["matched"], report["mismatched"]) == (2880, [])
+    assert (report["missing_here"], report["missing_there"]) == ([], [])

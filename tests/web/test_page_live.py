@@ -6,12 +6,15 @@ ingestor) is given as a function."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.forming import FormingUpdate
 from binance_metrics.store.clickhouse import Store
+from binance_metrics.store.forming import insert_forming
 
 from .cdp import Browser
 from .support import SCALE, fill, make_app, random_walk, serve
@@ -135,6 +138,30 @@ def test_the_newest_candle_changes_without_a_reload(store: Store, browser: Brows
     assert browser.problems == [], browser.problems
 
 
+def test_the_forming_candle_moves_without_a_reload(store: Store, browser: Browser) -> None:
+    """The dataflow's forming bar (binance.ohlcv_forming) is the last candle; each snapshot the
+    dataflow writes moves it, and its readout says it is forming."""
+    fill(store, [LONG])
+    forming_at = LONG.open_times[-1] + 60_000
+    with serve(make_app(store, ["BTCUSDT"])) as base:
+        browser.navigate(f"{base}/")
+        browser.wait_for(points_are(503), "the newest bars")
+        first = Bar().add(61_000 * SCALE, SCALE, 8_000_000, 8_000_000, True)
+        insert_forming(store, [FormingUpdate("BTCUSDT", forming_at, first)])
+        browser.wait_for(points_are(504), "the forming candle, pushed")
+        assert drawn(browser)["last"] == key(forming_at, first)
+        assert "forming" in browser.evaluate("document.getElementById('readout').textContent")
+        moved = Bar().add(61_000 * SCALE, SCALE, 8_000_000, 8_000_000, True)
+        moved.add(61_500 * SCALE, 2 * SCALE, 8_000_001, 8_000_001, False)
+        insert_forming(store, [FormingUpdate("BTCUSDT", forming_at, moved)])
+        newest = "document.getElementById('chart').dataset.last"
+        browser.wait_for(
+            f"{newest} === {json.dumps(key(forming_at, moved))}", "the forming candle, moved"
+        )
+        assert drawn(browser)["points"] == 504
+    assert browser.problems == [], browser.problems
+
+
 def test_scrolling_back_loads_older_bars_and_a_date_range_can_be_chosen(
     store: Store, browser: Browser
 ) -> None:
@@ -148,14 +175,16 @@ def test_scrolling_back_loads_older_bars_and_a_date_range_can_be_chosen(
             " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         seen = set()
-        for _ in range(100):  # plotly zooms about 10 % per wheel event
+        # Plotly zooms about 10 % per wheel event; older bars load while it goes on (a fetch
+        # each), so keep turning the wheel until they are all there, however slow the machine.
+        deadline = time.monotonic() + 90
+        while 1200 not in seen and time.monotonic() < deadline:
             browser.send(
                 "Input.dispatchMouseEvent",
                 {"type": "mouseWheel", "x": box[0], "y": box[1], "deltaX": 0, "deltaY": 1500},
             )
             seen.add(drawn(browser)["points"])
-            if 1200 in seen:
-                break
+            time.sleep(0.05)
         # Page by page: the 500 bars before the first loaded one, then the last 197.
         assert seen <= {503, 1003, 1200} and {1003, 1200} <= seen, seen
         assert drawn(browser)["first"] == LONG.open_times[0]
