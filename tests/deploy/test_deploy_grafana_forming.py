@@ -43,7 +43,7 @@ def test_candles_and_volume_end_on_the_forming_bar_only_while_its_minute_is_open
     for panel in dashboard["panels"]:
         if panel["id"] in (1, 2):
             for symbol in ("BTCUSDT", "ETHUSDT"):
-                variables = {"symbol": (symbol, symbol), "interval": ("1m", "60")}
+                variables = {"symbol": (symbol, symbol), "interval": ("1m", "1m")}
                 sql = expand_variables(panel["targets"][0]["rawSql"], variables)
                 queries[f"{panel['id']}:{symbol}"] = expand_macros(sql, FROM, TO)
     results = run_chdb(tmp_path / "store", setup, queries)
@@ -66,4 +66,4 @@ def test_the_forming_arm_reads_only_minutes(panel_id: int) -> None:
     (panel,) = [p for p in dashboard["panels"] if p["id"] == panel_id]
     sql = panel["targets"][0]["rawSql"]
     arm = sql[sql.index("FROM binance.ohlcv_forming FINAL") :]
-    assert "${interval} = 60" in arm.split("UNION ALL")[0]
+    assert "${interval:sqlstring} = '1m'" in arm.split("UNION ALL")[0]
