@@ -27,6 +27,7 @@ from binance_metrics.dataflow import FlowStats
 from binance_metrics.fragments import FoldedTrade, Fragment, StaleFragment
 from binance_metrics.ledger.accounted import AccountedTrades
 from binance_metrics.seen_trades import SeenTrades
+from binance_metrics.store.clickhouse import bars_table
 from binance_metrics.store.sink import ClickHouseBarSink, SinkItem, StoreHealth
 from binance_metrics.trades import TradeMessage, parse_scaled
 
@@ -54,6 +55,7 @@ class HistoryBars:
         sink = ClickHouseBarSink(
             self.dsn, self.stats.add, health=self.health,
             give_up_after_s=self.give_up_after_s, abort=self.abort,
+            table=bars_table(self.window_ms // 1000),  # 1-second bars: binance.ohlcv_1s
         )  # fmt: skip
         self._sink = sink.build_part("history_bars", "bars", None)
         # The seen-trades step must remember what the book holds, and a window more: no window
