@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from binance_metrics.errors import ConfigError
 from binance_metrics.ingest.tuning import IngestTuning
+from binance_metrics.markets import Market
 from binance_metrics.redact import redact
 
 _SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
@@ -46,7 +47,8 @@ class Settings(BaseSettings):
     KAFKA_SASL_PASSWORD: SecretStr | None = None
     KAFKA_SSL_CA_LOCATION: Path | None = None
 
-    # Binance.
+    # Binance. MARKET: spot, um (USDⓈ-M futures) or cm (COIN-M futures).
+    MARKET: Market = "spot"
     SYMBOLS: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
     BINANCE_WS_URL: str = "wss://data-stream.binance.vision/stream"
     BINANCE_REST_URL: str = "https://data-api.binance.vision"

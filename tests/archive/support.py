@@ -14,7 +14,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from binance_metrics.archive.layout import DataKind, Market, plan
+from binance_metrics.archive.layout import DataKind, plan
+from binance_metrics.markets import Market
 from binance_metrics.testing.archive import LocalArchive
 from tests.support.data import XRPETH_AGG_TRADES
 

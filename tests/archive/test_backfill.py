@@ -16,9 +16,10 @@ import pytest
 from binance_metrics.archive.backfill import BackfillError, BackfillSummary, Request, backfill
 from binance_metrics.archive.checksum import ChecksumError
 from binance_metrics.archive.download import Retry
-from binance_metrics.archive.layout import DataKind, Market
+from binance_metrics.archive.layout import DataKind
 from binance_metrics.archive.progress import BackfillProgress
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.markets import Market
 from binance_metrics.recordings import RecordingError, read_recording
 from binance_metrics.replay import replay
 from binance_metrics.settings import Settings

@@ -21,10 +21,11 @@ import httpx
 
 from binance_metrics.archive.download import ArchiveCache, Downloader, Fetched, Retry
 from binance_metrics.archive.estimate import estimated_trades
-from binance_metrics.archive.layout import ArchiveFile, DataKind, Market, daily_files, plan
+from binance_metrics.archive.layout import ArchiveFile, DataKind, daily_files, plan
 from binance_metrics.archive.progress import BackfillProgress
 from binance_metrics.dataflow import FlowStats
 from binance_metrics.errors import BinanceMetricsError
+from binance_metrics.markets import Market
 from binance_metrics.recordings import (
     AGG_TRADES_CSV,
     TRADES_CSV,

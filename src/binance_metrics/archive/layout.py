@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Final, Literal
 
-Market = Literal["spot", "um", "cm"]
+from binance_metrics.markets import Market
+
 DataKind = Literal["trades", "aggTrades"]
-MARKETS: Final = ("spot", "um", "cm")
 DATA_KINDS: Final = ("aggTrades", "trades")
 
 
