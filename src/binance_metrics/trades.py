@@ -68,6 +68,9 @@ class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     #: The last raw trade id of an aggregate; None for a raw trade.
     aggregate_last_id: int | None = msgspec.field(default=None, name="l")
     backfilled: bool = False  # fetched over REST after a gap, not seen live
+    #: COIN-M only: the symbol's ``contractSize`` (exchangeInfo), added by the ingestor, so the
+    #: dataflow can compute the base-asset volume of a trade of ``quantity`` contracts.
+    contract_size: int | None = msgspec.field(default=None, name="cs")
 
     @property
     def last_trade_id(self) -> int:
