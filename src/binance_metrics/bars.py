@@ -6,7 +6,9 @@ order, so the result is the same whatever the order, batching or partitioning of
 which is what lets the dataflow pre-aggregate each input batch and merge late fragments exactly.
 
 All amounts are integers: prices, quantities and volumes scaled by 10**8, quote volumes
-(price x quantity) by 10**16. Python integers do not overflow.
+(price x quantity) by 10**16. Python integers do not overflow. A COIN-M trade also brings its
+base-asset quantity (:mod:`binance_metrics.contracts`), summed in ``base_volume`` and
+``taker_buy_base_volume``; elsewhere those stay 0 (the quantity is in the base asset already).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Final, NamedTuple
 
+from binance_metrics.contracts import base_quantity
 from binance_metrics.trade_ids import IdRuns
 from binance_metrics.trades import SCALE_DIGITS, TradeMessage, parse_scaled
 
@@ -38,6 +41,9 @@ class Bar:
     taker_buy_quote_volume: int = 0
     first_trade_id: int = _NO_ID
     last_trade_id: int = _NO_ID
+    #: COIN-M only: the sum of the trades' base-asset quantities (0 in spot and USDⓈ-M).
+    base_volume: int = 0
+    taker_buy_base_volume: int = 0
     #: Exactly which trade ids the bar counts, once the dataflow has checked them (None: not
     #: known, e.g. a bar folded straight from trades). Stored, so that a trade arriving after
     #: the dataflow forgot the minute is merged exactly. Not part of the bar's value.
@@ -58,8 +64,10 @@ class Bar:
         first_id: int,
         last_id: int,
         buyer_is_maker: bool,
+        base_qty: int = 0,
     ) -> Bar:
-        """Fold in one trade (or an aggregate of ``last_id - first_id + 1`` trades), in place."""
+        """Fold in one trade (or an aggregate of ``last_id - first_id + 1`` trades), in place;
+        ``base_qty``: its base-asset quantity (COIN-M), else 0."""
         quote = price * qty
         if self.trade_count == 0:
             self.open = self.high = self.low = self.close = price
@@ -76,19 +84,23 @@ class Bar:
         self.volume += qty
         self.quote_volume += quote
         self.trade_count += last_id - first_id + 1
+        self.base_volume += base_qty
         if not buyer_is_maker:
             self.taker_buy_volume += qty
             self.taker_buy_quote_volume += quote
+            self.taker_buy_base_volume += base_qty
         return self
 
     def add_trade(self, trade: TradeMessage) -> Bar:
         """Fold in one decoded trade message, in place."""
+        price, qty = parse_scaled(trade.price), parse_scaled(trade.quantity)
         return self.add(
-            parse_scaled(trade.price),
-            parse_scaled(trade.quantity),
+            price,
+            qty,
             trade.trade_id,
             trade.last_trade_id,
             trade.buyer_is_maker,
+            trade_base_quantity(trade, price, qty),
         )
 
     @property
@@ -118,6 +130,8 @@ class Bar:
             "taker_buy_quote_volume": _dec(self.taker_buy_quote_volume, QUOTE_SCALE_DIGITS),
             "first_trade_id": self.first_trade_id,
             "last_trade_id": self.last_trade_id,
+            "base_volume": _dec(self.base_volume),
+            "taker_buy_base_volume": _dec(self.taker_buy_base_volume),
         }
 
 
@@ -143,7 +157,16 @@ def from_decimals(values: Mapping[str, Decimal | int]) -> Bar:
         taker_buy_quote_volume=_scaled(values["taker_buy_quote_volume"], QUOTE_SCALE_DIGITS),
         first_trade_id=int(values["first_trade_id"]),
         last_trade_id=int(values["last_trade_id"]),
+        base_volume=_scaled(values.get("base_volume", 0)),
+        taker_buy_base_volume=_scaled(values.get("taker_buy_base_volume", 0)),
     )
+
+
+def trade_base_quantity(trade: TradeMessage, price: int, qty: int) -> int:
+    """The base-asset quantity of a COIN-M ``trade`` (it carries its contract size), else 0."""
+    if trade.contract_size is None:
+        return 0
+    return base_quantity(price, qty, trade.contract_size)
 
 
 def _scaled(value: Decimal | int, digits: int = SCALE_DIGITS) -> int:
@@ -187,5 +210,7 @@ def merge(a: Bar, b: Bar) -> Bar:
         taker_buy_quote_volume=a.taker_buy_quote_volume + b.taker_buy_quote_volume,
         first_trade_id=first.first_trade_id,
         last_trade_id=last.last_trade_id,
+        base_volume=a.base_volume + b.base_volume,
+        taker_buy_base_volume=a.taker_buy_base_volume + b.taker_buy_base_volume,
         ids=None if a.ids is None or b.ids is None else a.ids.union(b.ids),
     )

@@ -55,6 +55,8 @@ class TradeColumns:
     quantity: Int64s
     time_ms: Int64s
     buyer_is_maker: Bools
+    #: COIN-M: each trade's base-asset quantity (binance_metrics.contracts); None elsewhere.
+    base_quantity: Int64s | None = None
 
     def __len__(self) -> int:
         return len(self.first_id)
@@ -69,6 +71,7 @@ class TradeColumns:
             self.quantity[rows],
             self.time_ms[rows],
             self.buyer_is_maker[rows],
+            None if self.base_quantity is None else self.base_quantity[rows],
         )
 
 
@@ -123,6 +126,11 @@ def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
     volume = _sums(qty, starts)
     taker_volume = _sums(np.where(taker, qty, 0), starts)
     quote, taker_quote = _product_sums(price, qty, taker, starts)
+    no_base = [0] * len(starts)
+    base, taker_base = no_base, no_base
+    if columns.base_quantity is not None:
+        base = _sums(columns.base_quantity, starts)
+        taker_base = _sums(np.where(taker, columns.base_quantity, 0), starts)
 
     fragments = []
     names = columns.symbols
@@ -134,7 +142,7 @@ def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
             bar = Bar()
             for trade in trades:
                 bar.add(trade.price, trade.quantity, trade.first_id, trade.last_id,
-                        trade.buyer_is_maker)  # fmt: skip
+                        trade.buyer_is_maker, trade.base_quantity)  # fmt: skip
             fragments.append(Fragment(name, window, bar, int(latest[i]), trades, False))
             continue
         bar = Bar(
@@ -149,6 +157,8 @@ def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
             taker_buy_quote_volume=taker_quote[i],
             first_trade_id=int(first[lo]),
             last_trade_id=int(last[hi - 1]),
+            base_volume=base[i],
+            taker_buy_base_volume=taker_base[i],
         )
         fragments.append(Fragment(name, window, bar, int(latest[i])))
     folded = FoldedChunk(fragments, columns, starts, ends, int(counts.sum()))
@@ -198,14 +208,16 @@ def _product_sums(
 
 
 def _trades(columns: TradeColumns, lo: int, hi: int) -> list[FoldedTrade]:
+    bases = [0] * (hi - lo) if columns.base_quantity is None else columns.base_quantity[lo:hi]
     return [
-        FoldedTrade(first_id, last_id, price, qty, maker)
-        for first_id, last_id, price, qty, maker in zip(
+        FoldedTrade(first_id, last_id, price, qty, maker, base)
+        for first_id, last_id, price, qty, maker, base in zip(
             columns.first_id[lo:hi].tolist(),
             columns.last_id[lo:hi].tolist(),
             columns.price[lo:hi].tolist(),
             columns.quantity[lo:hi].tolist(),
             columns.buyer_is_maker[lo:hi].tolist(),
+            bases if isinstance(bases, list) else bases.tolist(),
             strict=True,
         )
     ]
@@ -215,5 +227,5 @@ def trade_fragment(symbol: str, window: int, trade: FoldedTrade, time_ms: int) -
     """A fragment of one trade, for a trade the columns cannot hold (an amount of 2**63 or
     more); it merges with the window's other fragments like any other."""
     bar = Bar().add(trade.price, trade.quantity, trade.first_id, trade.last_id,
-                    trade.buyer_is_maker)  # fmt: skip
+                    trade.buyer_is_maker, trade.base_quantity)  # fmt: skip
     return Fragment(symbol, window, bar, time_ms, [trade])

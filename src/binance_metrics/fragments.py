@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from binance_metrics.bars import Bar
+from binance_metrics.bars import Bar, trade_base_quantity
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.heartbeats import Heartbeat, decode_heartbeat
 from binance_metrics.trade_ids import IdRuns
@@ -32,6 +32,7 @@ class FoldedTrade(NamedTuple):
     price: int  # scaled by 10**8
     quantity: int  # scaled by 10**8
     buyer_is_maker: bool
+    base_quantity: int = 0  # COIN-M: in the base asset, scaled by 10**8 (binance_metrics.contracts)
 
 
 @dataclass(slots=True)
@@ -81,8 +82,8 @@ class Fragment:
         if not kept:
             return None, duplicates, conflicts
         bar = Bar()
-        for first_id, last_id, price, quantity, buyer_is_maker in kept:
-            bar.add(price, quantity, first_id, last_id, buyer_is_maker)
+        for first_id, last_id, price, quantity, buyer_is_maker, base in kept:
+            bar.add(price, quantity, first_id, last_id, buyer_is_maker, base)
         # ``kept`` is sorted and free of overlaps, but may have holes: not ``consecutive``.
         fragment = Fragment(
             self.symbol, self.window, bar, self.max_trade_time_ms, kept, False, self.backfilled
@@ -158,8 +159,9 @@ def preaggregate(
             trade.last_trade_id,
             trade.buyer_is_maker,
         )
-        fragment.bar.add(price, qty, first_id, last_id, buyer_is_maker)
-        fragment.trades.append(FoldedTrade(first_id, last_id, price, qty, buyer_is_maker))
+        base = 0 if trade.contract_size is None else trade_base_quantity(trade, price, qty)
+        fragment.bar.add(price, qty, first_id, last_id, buyer_is_maker, base)
+        fragment.trades.append(FoldedTrade(first_id, last_id, price, qty, buyer_is_maker, base))
         trades += last_id - first_id + 1
     count(trades, len(out))
     out.extend(groups.values())

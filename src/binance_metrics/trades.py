@@ -40,6 +40,8 @@ MAX_PRICE: Final = 10**15 * SCALE
 MAX_QUANTITY: Final = 10**15 * SCALE
 #: price x quantity of one trade, scaled by 10**16; a minute's sum must fit Decimal(38, 16) (1e22).
 MAX_QUOTE: Final = 10**16 * SCALE * SCALE
+#: Far above any COIN-M contract size (10 or 100 USD), so a base quantity fits its column.
+MAX_CONTRACT_SIZE: Final = 10**6
 
 
 class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -177,6 +179,9 @@ def price_and_quantity(trade: TradeMessage, latest_ms: int | None = None) -> tup
             f"price {trade.price} x quantity {trade.quantity} is beyond any real trade "
             "(and beyond what the bar columns hold)"
         )
+    size = trade.contract_size
+    if size is not None and not 0 < size <= MAX_CONTRACT_SIZE:
+        raise InvalidTradeError(f"contract size must be 1..{MAX_CONTRACT_SIZE}, got {size}")
     time_ms = trade.trade_time_ms
     if time_ms < EARLIEST_TRADE_TIME_MS:
         raise InvalidTradeError(f"trade time {time_ms} ms is before Binance existed (2017-07)")
