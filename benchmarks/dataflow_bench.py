@@ -98,7 +98,7 @@ def naive_flow(bootstrap: str, topic: str, dsn: str, wait: timedelta) -> Dataflo
     windows = fold_window("w", keyed, clock, TumblingWindower(timedelta(minutes=1), EPOCH),
                           Bar.empty, folder, merge)  # fmt: skip
     rows = op.map("row", windows.down, lambda kv: BarUpdate(kv[0], kv[1][0] * 60_000, kv[1][1]))
-    output_bars("out", rows, ClickHouseBarSink(dsn))
+    output_bars("out", rows, ClickHouseBarSink(dsn, market="spot"))
     return flow
 
 
@@ -111,7 +111,7 @@ def main() -> None:
     trades = synthetic_trades(args.trades, args.symbols)
     store_dir = tempfile.mkdtemp(prefix="bench-chdb-")
     dsn = f"chdb://{store_dir}"
-    store = open_store(dsn)
+    store = open_store(dsn, "spot")
     with EmbeddedBroker() as broker:
         settings = load_settings(
             KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, CLICKHOUSE_URL=dsn, STOP_AT_END=True

@@ -127,7 +127,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="live-bench-"))
     dsn = f"chdb://{work / 'store'}"
-    store = open_store(dsn)
+    store = open_store(dsn, "spot")
     with EmbeddedBroker() as broker:
         for symbols in counts:
             topic = f"live-{symbols}"

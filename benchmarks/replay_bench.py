@@ -154,7 +154,7 @@ def digest(data_dir: Path) -> str:
     chDB opens one directory per process)."""
     code = (
         "import sys; from binance_metrics.store.clickhouse import open_store; "
-        "print(open_store(sys.argv[1]).query('SELECT count(), sum(cityHash64(symbol, "
+        "print(open_store(sys.argv[1], 'spot').query('SELECT count(), sum(cityHash64(symbol, "
         "window_start, open, high, low, close, volume, quote_volume, trade_count, "
         "taker_buy_volume, taker_buy_quote_volume)) FROM binance.ohlcv FINAL "
         "WHERE trade_count > 0')[0])"
@@ -182,7 +182,7 @@ def run_naive(paths: list[Path], data_dir: Path) -> None:
     from binance_metrics.store.clickhouse import open_store
 
     dsn = f"chdb://{data_dir}/clickhouse"
-    open_store(dsn)
+    open_store(dsn, "spot")
     with EmbeddedBroker() as broker:
         ensure_topics(broker.connection, ["trades"], 3)
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20,

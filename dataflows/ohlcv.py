@@ -95,7 +95,7 @@ def _build() -> Dataflow:
         # A server that cannot be reached is an error now, not when the first bar is written
         # (the one bar-writing worker opens the store lazily). An embedded store is left to
         # that worker: chDB serves its directory to one process of the cluster.
-        open_store(settings.clickhouse_dsn)
+        open_store(settings.clickhouse_dsn, settings.MARKET)
     source = RawKafkaSource(
         kafka,
         settings.KAFKA_TOPIC,

@@ -34,7 +34,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     chDB serves one data directory per process, so every test shares this one; use
     ``empty_store`` for a test that needs the tables empty.
     """
-    return open_store(f"chdb://{tmp_path_factory.mktemp('chdb')}")
+    return open_store(f"chdb://{tmp_path_factory.mktemp('chdb')}", "spot")
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def run_into_store(case: dict[str, Any], store: Store) -> FlowStats:
         stats=stats,
         now_getter=lambda: FROZEN_NOW,
     )
-    output_bars("store", bars, ClickHouseBarSink(store.dsn, stats.add))
+    output_bars("store", bars, ClickHouseBarSink(store.dsn, stats.add, market="spot"))
     run_main(flow)
     return stats
 

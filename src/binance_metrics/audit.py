@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 from binance_metrics.ledger.holes import Hole, find_holes
+from binance_metrics.markets import Market
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
 
@@ -42,9 +43,11 @@ def audit(
     start: datetime | None = None,
     end: datetime | None = None,
     fmt: str = "table",
+    market: Market | None = None,
 ) -> int:
-    """Print the holes of the store of ``settings`` to ``out``; 0 if there is none, else 1."""
-    store = open_store(settings.clickhouse_dsn)
+    """Print the holes of ``market``'s bars (default: ``settings.MARKET``) in the store of
+    ``settings`` to ``out``; 0 if there is none, else 1."""
+    store = open_store(settings.clickhouse_dsn, market or settings.MARKET)
     holes = find_holes(
         store,
         symbol=symbol,

@@ -32,6 +32,7 @@ from binance_metrics.arguments import (
 from binance_metrics.errors import ConfigError, deliberate_cause
 from binance_metrics.export import COLUMNS, FORMATS
 from binance_metrics.intervals import INTERVALS
+from binance_metrics.markets import MARKETS
 from binance_metrics.settings import Settings, load_settings
 
 log = logging.getLogger("binance_metrics")
@@ -138,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         "times (UTC unless they say otherwise) or epoch milliseconds, as open_time is printed.",
     )
     bars.add_argument("--symbol", required=True, help="the symbol, e.g. BTCUSDT (any case)")
+    _add_market(bars, "whose bars")
     bars.add_argument(
         "--start",
         type=time_value,
@@ -192,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         "Exit status 0 when complete, 1 when not. See docs/ledger.md.",
     )
     audit.add_argument("--symbol", help="only this symbol, any case (default: all)")
+    _add_market(audit, "whose bars")
     audit.add_argument(
         "--start", type=time_value, help="first open time: ISO or epoch ms (default: the first bar)"
     )
@@ -203,6 +206,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_reconcile(commands)
     return parser
+
+
+def _add_market(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument(
+        "--market",
+        choices=MARKETS,
+        help=f"the market {what} (default: the MARKET setting, spot unless set)",
+    )
 
 
 def _add_reconcile(commands: Any) -> None:
@@ -229,11 +240,10 @@ def _add_reconcile(commands: Any) -> None:
         help="'rest' (Binance's REST klines; needs --start and --end) or data.binance.vision "
         "kline files (.csv or .zip)",
     )
-    reconcile.add_argument(
-        "--market",
-        choices=["spot", "um", "cm"],
-        default="spot",
-        help="with rest: spot (/api/v3/klines), USD-M (/fapi/v1) or COIN-M (/dapi/v1) futures",
+    _add_market(
+        reconcile,
+        "whose bars, and with rest whose klines: spot (/api/v3/klines), USD-M (/fapi/v1) or "
+        "COIN-M (/dapi/v1) futures",
     )
     reconcile.add_argument(
         "--rest-url",
@@ -345,7 +355,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 def _bars(args: argparse.Namespace, settings: Settings) -> int:
     from binance_metrics.export import klines, write_parquet, write_text
     from binance_metrics.store.clickhouse import open_store
-    from binance_metrics.store.queries import fetch_bars, intervals_for, list_symbols
+    from binance_metrics.store.queries import as_binance, fetch_bars, intervals_for, list_symbols
 
     _check_range(args.start, args.end)
     bar_seconds = settings.WINDOW_SECONDS
@@ -356,7 +366,8 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.format == "parquet" and args.output is None:
         raise ConfigError("--format parquet writes a file: give it with --output FILE")
-    store = open_store(settings.clickhouse_dsn)
+    market = args.market or settings.MARKET
+    store = open_store(settings.clickhouse_dsn, market)
     symbol = args.symbol.upper()
     bars = fetch_bars(
         store, symbol, interval=args.interval, start=args.start, end=args.end,
@@ -368,9 +379,9 @@ def _bars(args: argparse.Namespace, settings: Settings) -> int:
         if symbol not in stored:
             some = ", ".join(stored[:10]) + (", ..." if len(stored) > 10 else "")
             raise ConfigError(
-                f"--symbol {symbol}: no bars stored for it (stored: {some or 'none'})"
+                f"--symbol {symbol}: no {market} bars stored for it (stored: {some or 'none'})"
             )
-    rows = klines(symbol, bars, args.interval, args.timezone)
+    rows = klines(symbol, as_binance(bars, market), args.interval, args.timezone)
     closed = args.include_open
     if args.format == "parquet":
         write_parquet(rows, args.output, closed)
@@ -396,8 +407,9 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
     _check_range(args.start, args.end)
     return audit(
-        settings, sys.stdout, symbol=args.symbol, start=args.start, end=args.end, fmt=args.format
-    )
+        settings, sys.stdout, symbol=args.symbol, start=args.start, end=args.end,
+        fmt=args.format, market=args.market or settings.MARKET,
+    )  # fmt: skip
 
 
 def _check_range(start: datetime | None, end: datetime | None) -> None:
@@ -429,7 +441,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
         # The checkpoint of the resume and the ledger the heal loop repairs (a server: the
         # embedded store belongs to the process that runs the dataflow).
-        store = open_store(settings.clickhouse_dsn)
+        store = open_store(settings.clickhouse_dsn, settings.MARKET)
     with kafka_for(settings) as kafka:
         serve(settings, kafka, store)
     return 0

@@ -389,6 +389,7 @@ def build_flow(
     bars_sink = ClickHouseBarSink(
         settings.clickhouse_dsn,
         stats.add,
+        market=settings.MARKET,
         health=store_health,
         stop=stop,
         give_up_after_s=give_up_after_s,
@@ -401,5 +402,6 @@ def build_flow(
     output_bars("bars", op.merge("to_store", bars, accounted), bars_sink)
     if forming is not None:
         every_s = settings.FORMING_EVERY_MS / 1000
-        op.output("forming_bars", forming, ClickHouseFormingSink(settings.clickhouse_dsn, every_s))
+        forming_sink = ClickHouseFormingSink(settings.clickhouse_dsn, settings.MARKET, every_s)
+        op.output("forming_bars", forming, forming_sink)
     return flow

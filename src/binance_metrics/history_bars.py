@@ -26,6 +26,7 @@ from binance_metrics.columnar import FoldedChunk, TradeColumns, fold_columns, tr
 from binance_metrics.dataflow import FlowStats
 from binance_metrics.fragments import FoldedTrade, Fragment, StaleFragment
 from binance_metrics.ledger.accounted import AccountedTrades
+from binance_metrics.markets import Market
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.store.clickhouse import bars_table
 from binance_metrics.store.sink import ClickHouseBarSink, SinkItem, StoreHealth
@@ -40,6 +41,7 @@ class HistoryBars:
     """Folds chunks of trades into the store. Call :meth:`add` per chunk, then :meth:`finish`."""
 
     dsn: str
+    market: Market
     window_ms: int = 60_000
     history_windows: int = 1440
     stats: FlowStats = field(default_factory=FlowStats)
@@ -53,7 +55,7 @@ class HistoryBars:
 
     def __post_init__(self) -> None:
         sink = ClickHouseBarSink(
-            self.dsn, self.stats.add, health=self.health,
+            self.dsn, self.stats.add, market=self.market, health=self.health,
             give_up_after_s=self.give_up_after_s, abort=self.abort,
             table=bars_table(self.window_ms // 1000),  # 1-second bars: binance.ohlcv_1s
         )  # fmt: skip

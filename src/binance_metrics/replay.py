@@ -192,7 +192,7 @@ def replay(
         check_recording(path, symbol)
     # The dataflow's sink opens the store inside Bytewax, where a failure is a panic and a
     # cascade of tracebacks: open it here first (the sink then shares this client).
-    open_store(settings.clickhouse_dsn)
+    open_store(settings.clickhouse_dsn, settings.MARKET)
     stats = FlowStats() if stats is None else stats
     if through_kafka:
         return _replay_through_kafka(paths, settings, symbol, started, stats)
@@ -209,6 +209,7 @@ def _replay_history(
     abort = threading.Event()
     bars = HistoryBars(
         settings.clickhouse_dsn,
+        settings.MARKET,
         window_ms=settings.WINDOW_SECONDS * 1000,
         history_windows=max(1, settings.BAR_HISTORY_MINUTES * 60 // settings.WINDOW_SECONDS),
         stats=stats,

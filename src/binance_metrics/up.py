@@ -98,7 +98,7 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
         # After a restart of the embedded broker (empty topics), the producer starts afresh.
         broker_restarted: list[Callable[[], None]] = []
         kafka = stack.enter_context(kafka_for(settings, broker_restarted))
-        store = open_store(settings.clickhouse_dsn)
+        store = open_store(settings.clickhouse_dsn, settings.MARKET)
 
         stats = FlowStats()
         store_health = StoreHealth()

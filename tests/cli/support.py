@@ -42,7 +42,7 @@ def error_line(result: subprocess.CompletedProcess[str], code: int, *, alone: bo
 ON_THE_STORE = (
     "import sys; from binance_metrics.settings import load_settings; from "
     "binance_metrics.store.clickhouse import open_store; "
-    "open_store(load_settings().clickhouse_dsn).command(sys.argv[1])"
+    "s = load_settings(); open_store(s.clickhouse_dsn, s.MARKET).command(sys.argv[1])"
 )
 
 

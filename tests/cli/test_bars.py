@@ -81,7 +81,7 @@ def test_a_store_open_in_another_process_gives_a_clear_error(tmp_path: Path) -> 
     env.pop("CLICKHOUSE_URL", None)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from binance_metrics.store.clickhouse import "
-         f"open_store; open_store('chdb://{tmp_path / 'clickhouse'}'); print('open', flush=True);"
+         f"open_store; open_store('chdb://{tmp_path / 'clickhouse'}', 'spot'); print('open', flush=True);"
          " time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -160,7 +160,7 @@ MANY_BARS = """
 import sys
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import open_store
-store = open_store(sys.argv[1])
+store = open_store(sys.argv[1], 'spot')
 store.insert_bars([BarUpdate("BTCUSDT", {t0} + i * 60_000, Bar.filler(6_183_763_000_000))
                    for i in range(20_000)])
 """

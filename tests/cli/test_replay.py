@@ -182,7 +182,7 @@ def test_a_store_held_by_another_process_stops_the_replay_before_it_starts(
 ) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import time; from binance_metrics.store.clickhouse import "
-         f"open_store; open_store('chdb://{tmp_path / 'data' / 'clickhouse'}'); "
+         f"open_store; open_store('chdb://{tmp_path / 'data' / 'clickhouse'}', 'spot'); "
          "print('open', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, env=cli_env(tmp_path / "data"),
     )  # fmt: skip

@@ -38,7 +38,7 @@ def control():
     # The store up --exchange replay: writes: the demo's own.
     dsn = load_settings(DATA_DIR=demo_data_dir(load_settings().DATA_DIR)).clickhouse_dsn
     for line in sys.stdin:
-        open_store(dsn).command(line)
+        open_store(dsn, "spot").command(line)
         print("done", flush=True)
 
 threading.Thread(target=control, daemon=True).start()

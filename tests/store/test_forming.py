@@ -148,7 +148,7 @@ import sys
 from binance_metrics.bars import Bar, BarUpdate
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.queries import fetch_bars
-store = open_store(sys.argv[1])
+store = open_store(sys.argv[1], 'spot')
 store.command("DROP TABLE binance.ohlcv_forming")
 store.insert_bars([BarUpdate("BTCUSDT", 1723161600000, Bar().add(1, 1, 1, 1, True))])
 bars = fetch_bars(store, "BTCUSDT", include_open=True)

@@ -148,7 +148,7 @@ client.command("INSERT INTO binance.ohlcv (symbol, window_start, open, high, low
                "first_trade_id, last_trade_id, trade_ids) VALUES ('OLDUSDT', "
                "'2024-01-03 10:00:00', 1, 2, 1, 2, 5, 10, 3, 1, 2, 1, 3, [(1, 3)])")
 client.close()
-store = open_store(dsn)
+store = open_store(dsn, 'spot')
 (week,) = fetch_bars(store, "OLDUSDT", interval="1w")
 print(week.open_time.isoformat(), week.trade_count, week.high)
 """

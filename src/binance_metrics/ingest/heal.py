@@ -287,8 +287,9 @@ def _ids_around(store: Store, symbol: str, open_time_ms: int) -> tuple[int | Non
         "  minIf(first_trade_id, window_start > fromUnixTimestamp64Milli({start:Int64})), "
         "  countIf(window_start > fromUnixTimestamp64Milli({start:Int64})), "
         "  minIf(first_trade_id, window_start = fromUnixTimestamp64Milli({start:Int64})) "
-        f"FROM {BARS_TABLE} FINAL WHERE symbol = {{symbol:String}} AND trade_count > 0",
-        {"symbol": symbol, "start": open_time_ms},
+        f"FROM {BARS_TABLE} FINAL "
+        "WHERE market = {market:String} AND symbol = {symbol:String} AND trade_count > 0",
+        {"market": store.market, "symbol": symbol, "start": open_time_ms},
     )
     before_last, before_n, after_first, after_n, own_first = rows[0]
     first = int(before_last) + 1 if before_n else (int(own_first) if own_first else None)

@@ -16,7 +16,7 @@ from binance_metrics.ledger.holes import ACCOUNTED_TABLE
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.trades import Rejected, decode_trade
 
-_COLUMNS: Final = ("symbol", "first_trade_id", "last_trade_id", "trade_time", "reason")
+_COLUMNS: Final = ("market", "symbol", "first_trade_id", "last_trade_id", "trade_time", "reason")
 
 
 class AccountedTrades(NamedTuple):
@@ -31,12 +31,13 @@ class AccountedTrades(NamedTuple):
 
 
 def record_accounted(store: Store, entries: Sequence[AccountedTrades]) -> None:
-    """Write ``entries`` (idempotent: the table keeps one row per symbol and id range)."""
+    """Write ``entries`` of ``store.market`` (idempotent: the table keeps one row per market,
+    symbol and id range)."""
     if not entries:
         return
     rows = [
-        [e.symbol, e.first_id, e.last_id, datetime.fromtimestamp(e.trade_time_ms / 1000, UTC),
-         e.reason]
+        [store.market, e.symbol, e.first_id, e.last_id,
+         datetime.fromtimestamp(e.trade_time_ms / 1000, UTC), e.reason]
         for e in entries
     ]  # fmt: skip
     store.insert(ACCOUNTED_TABLE, rows, _COLUMNS)

@@ -142,14 +142,14 @@ def find_holes(
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> list[Hole]:
-    """Every hole of the stored bars (of ``symbol``, with open times in ``[start_ms, end_ms)``),
-    ordered by symbol and minute. An empty list: the bars are complete.
+    """Every hole of the stored bars of ``store.market`` (of ``symbol``, with open times in
+    ``[start_ms, end_ms)``), ordered by symbol and minute. An empty list: the bars are complete.
 
     Within a time range, the ids before its first bar and after its last are not looked at.
     """
-    parameters: dict[str, Any] = {}
-    bars_filter = ["1"]
-    accounted_filter = ["1"]
+    parameters: dict[str, Any] = {"market": store.market}
+    bars_filter = ["market = {market:String}"]
+    accounted_filter = ["market = {market:String}"]
     if symbol is not None:
         parameters["symbol"] = symbol.upper()
         bars_filter.append("symbol = {symbol:String}")

@@ -38,10 +38,11 @@ def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     if args.rest_url and not args.rest_url.startswith(("http://", "https://")):
         raise ConfigError(f"--rest-url must start with http:// or https://, not {args.rest_url!r}")
     paths = [] if rest else _kline_files(args.against, symbol, args.interval)
-    store = open_store(settings.clickhouse_dsn)  # before asking Binance: it may be in use
+    market = args.market or settings.MARKET
+    store = open_store(settings.clickhouse_dsn, market)  # before asking Binance: it may be in use
     if rest:
         assert start_ms is not None and end_ms is not None
-        client = RestKlines.from_settings(settings, args.market, base_url=args.rest_url)
+        client = RestKlines.from_settings(settings, market, base_url=args.rest_url)
         against = f"{client.base_url}{client.market.path}"
         fields = client.market.fields
         klines = asyncio.run(_fetch(client, symbol, args.interval, start_ms, end_ms))

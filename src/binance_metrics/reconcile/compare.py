@@ -2,7 +2,8 @@
 
 Both sides are :class:`Kline`: an open time and the fields a source has. A kline file of
 data.binance.vision has all nine of ours; an OHLCV export may have only five; COIN-M's
-"quote" volumes are base-asset volumes, which we do not store, so they are left out. A field is
+"quote" volumes are base-asset volumes, and so are ours of COIN-M bars
+(:func:`~binance_metrics.store.queries.as_binance`). A field is
 compared where both sides have it; values are ``Decimal`` (or ``int`` for the trade count) and
 compare by value, so Binance's ``"0.02722000"`` equals a stored ``0.02722``.
 """

@@ -51,12 +51,8 @@ class Market:
 MARKETS: Final = {
     "spot": Market("/api/v3/klines", 2, FIELDS, None),
     "um": Market("/fapi/v1/klines", 5, FIELDS, "https://fapi.binance.com"),
-    "cm": Market(
-        "/dapi/v1/klines",
-        5,
-        tuple(name for name in FIELDS if "quote" not in name),
-        "https://dapi.binance.com",
-    ),
+    # COIN-M's "quote" columns are base-asset volumes: compared with ours (reconcile.stored).
+    "cm": Market("/dapi/v1/klines", 5, FIELDS, "https://dapi.binance.com"),
 }
 #: The row's columns, by position, that are fields of ours.
 _COLUMNS: Final = ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume"),

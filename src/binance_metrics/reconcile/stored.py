@@ -1,5 +1,6 @@
 """Stored bars as :class:`~binance_metrics.reconcile.compare.Kline`, read as ``bars`` reads them
-(:func:`~binance_metrics.store.queries.fetch_bars`), so every interval ``bars`` has reconciles."""
+(:func:`~binance_metrics.store.queries.fetch_bars`), so every interval ``bars`` has reconciles;
+in the columns of the store's market's klines (COIN-M: base-asset volumes for quote volumes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Final
 from binance_metrics.arguments import EPOCH
 from binance_metrics.reconcile.compare import FIELDS, Kline
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.store.queries import fetch_bars
+from binance_metrics.store.queries import as_binance, fetch_bars
 
 #: fetch_bars returns at most this many bars a call; longer ranges are read in pieces.
 _PIECE: Final = 100_000
@@ -25,7 +26,8 @@ def stored_klines(
         bars = fetch_bars(store, symbol, interval=interval, start=utc(start_ms), end=end,
                           limit=_PIECE)  # fmt: skip
         found[:0] = [
-            Kline(bar.open_time_ms, {name: getattr(bar, name) for name in FIELDS}) for bar in bars
+            Kline(bar.open_time_ms, {name: getattr(bar, name) for name in FIELDS})
+            for bar in as_binance(bars, store.market)
         ]
         if len(bars) < _PIECE:
             return found

@@ -45,8 +45,9 @@ def stored_tails(store: Store, symbols: Sequence[str]) -> dict[str, StoredTail]:
         "SELECT symbol, toUnixTimestamp64Milli(max(window_start)), "
         "argMax(first_trade_id, window_start), max(last_trade_id) "
         f"FROM {BARS_TABLE} FINAL "
-        "WHERE symbol IN {symbols:Array(String)} AND trade_count > 0 GROUP BY symbol",
-        {"symbols": list(symbols)},
+        "WHERE market = {market:String} AND symbol IN {symbols:Array(String)} "
+        "AND trade_count > 0 GROUP BY symbol",
+        {"market": store.market, "symbols": list(symbols)},
     )
     return {
         str(symbol): StoredTail(int(start), int(first), int(last))
@@ -57,9 +58,9 @@ def stored_tails(store: Store, symbols: Sequence[str]) -> dict[str, StoredTail]:
 def record_start(store: Store, symbol: str, first_trade_id: int) -> None:
     """The ingestor started ``symbol`` at ``first_trade_id`` with nothing to resume from."""
     store.command(
-        f"INSERT INTO {STARTS_TABLE} (symbol, first_trade_id) VALUES ({{symbol:String}}, "
-        "{first:Int64})",
-        {"symbol": symbol, "first": first_trade_id},
+        f"INSERT INTO {STARTS_TABLE} (market, symbol, first_trade_id) "
+        "VALUES ({market:String}, {symbol:String}, {first:Int64})",
+        {"market": store.market, "symbol": symbol, "first": first_trade_id},
     )
 
 
@@ -67,7 +68,7 @@ def start_points(store: Store, symbols: Sequence[str]) -> dict[str, int]:
     """symbol -> the first trade id the ingestor ever started it at (``record_start``)."""
     rows = store.query(
         f"SELECT symbol, min(first_trade_id) FROM {STARTS_TABLE} "
-        "WHERE symbol IN {symbols:Array(String)} GROUP BY symbol",
-        {"symbols": list(symbols)},
+        "WHERE market = {market:String} AND symbol IN {symbols:Array(String)} GROUP BY symbol",
+        {"market": store.market, "symbols": list(symbols)},
     )
     return {str(symbol): int(first) for symbol, first in rows}

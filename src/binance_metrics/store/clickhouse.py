@@ -2,11 +2,14 @@
 
 chDB opens a data directory from one process at a time, so every user of the embedded store in a
 process shares one client (and one lock): the dataflow's sink workers, the web page and the CLI.
+A :class:`Store` reads and writes one market's bars (``store.market``); :meth:`Store.in_market`
+gives another market's view on the same client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -25,6 +28,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from binance_metrics.bars import QUOTE_SCALE_DIGITS, Bar, BarUpdate
 from binance_metrics.errors import StoreError
+from binance_metrics.markets import Market
 from binance_metrics.redact import redact
 from binance_metrics.trades import SCALE_DIGITS
 
@@ -37,9 +41,8 @@ BARS_TABLE: Final = "binance.ohlcv"
 #: The 1-second bars, written instead of the 1-minute ones when WINDOW_SECONDS=1.
 BARS_1S_TABLE: Final = "binance.ohlcv_1s"
 _CREATE: Final = re.compile(r"CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS ([\w.]+)")
-BAR_COLUMNS: Final = (
-    "symbol",
-    "window_start",
+#: A bar's values, as columns of the bars tables (after its market, symbol and window_start).
+BAR_FIELDS: Final = (
     "open",
     "high",
     "low",
@@ -49,20 +52,34 @@ BAR_COLUMNS: Final = (
     "trade_count",
     "taker_buy_volume",
     "taker_buy_quote_volume",
+    "base_volume",
+    "taker_buy_base_volume",
     "first_trade_id",
     "last_trade_id",
     "trade_ids",
 )
+BAR_COLUMNS: Final = ("market", "symbol", "window_start", *BAR_FIELDS)
+#: What a store made before markets holds: spot bars.
+_LEGACY_MARKET: Final = "spot"
 
 
 class Store:
-    """A thread-safe handle on the bars store."""
+    """A thread-safe handle on the bars store, for the bars of ``market``."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, market: Market = "spot") -> None:
         self.dsn = dsn
+        self.market: Market = market
         self.embedded = dsn.startswith("chdb://")
         self._client: Client = _open_embedded(dsn) if self.embedded else _connect(dsn)
         self._lock = threading.Lock()
+
+    def in_market(self, market: Market) -> Store:
+        """This store for the bars of ``market``: the same client and lock."""
+        if market == self.market:
+            return self
+        view = copy.copy(self)
+        view.market = market
+        return view
 
     def apply_schema(self) -> None:
         """Create what is missing of ``init.sql`` (its statements are ``CREATE ... IF NOT EXISTS``).
@@ -94,44 +111,81 @@ class Store:
                 log.warning("could not create %s (%s); an administrator can run %s", name,
                             exc, SCHEMA_PATH)  # fmt: skip
 
-    def upgrade_bars_table(self, path: Traversable = SCHEMA_PATH) -> None:
-        """Bring a bars table made by an older release to the current layout, keeping its bars.
+    def migrate(self, path: Traversable = SCHEMA_PATH) -> None:
+        """Bring tables and views made by an older release to the layout of ``init.sql``.
 
-        Before the ``version`` column the table kept the bar with the most trades, so a trade
-        counted twice could never be repaired by a correct rerun; before ``trade_ids`` a late
-        trade could not be checked against a stored bar. The embedded store is rebuilt
-        in place (copy, swap, drop); a server's table is left to its administrator, who gets the
-        statements (docs/operations.md, "Upgrading the bars table").
+        A table lacking a column (``market``, the base volumes, ``trade_ids``), ordered by
+        another key or with another engine (before ``version``) is rebuilt: a new table is made
+        and filled from the old one (its rows are spot's: stores before markets were spot only),
+        then the two are swapped (``EXCHANGE TABLES``, atomic) and the old one dropped. A crash
+        at any point loses nothing: before the swap the old table is untouched (the next start
+        begins again), after it the new one is whole (the next start drops the leftover). A view
+        without ``market`` is made again (it holds no data). A server is left to its
+        administrator (docs/markets.md, Migrating a server); a warning says so.
         """
-        engine = self.query(
-            "SELECT engine_full FROM system.tables WHERE database = 'binance' AND name = 'ohlcv'"
-        )
-        if not engine:
-            return
-        old = {row[0] for row in self.query("DESCRIBE TABLE " + BARS_TABLE)}
-        if "ReplacingMergeTree(version)" in engine[0][0] and old.issuperset(BAR_COLUMNS):
-            return
-        if not self.embedded:
-            log.warning(
-                "%s predates the version column: doubled bars are not repaired by a rerun until "
-                "an administrator upgrades it (docs/operations.md, Upgrading the bars table)",
-                BARS_TABLE,
+        for statement in split_sql(path.read_text("utf-8")):
+            match = _CREATE.match(statement)
+            if match is None or match.group(1) == "DATABASE":
+                continue
+            kind, name = match.groups()
+            database, table = name.split(".")
+            rows = self.query(
+                "SELECT engine_full, sorting_key, create_table_query FROM system.tables "
+                "WHERE database = {database:String} AND name = {table:String}",
+                {"database": database, "table": table},
             )
-            return
-        (create,) = [
-            s
-            for s in split_sql(path.read_text("utf-8"))
-            if f"TABLE IF NOT EXISTS {BARS_TABLE}\n" in s
+            if not rows:
+                continue  # this user could not create it: apply_schema said so
+            engine, sorting_key, created = rows[0]
+            staging = f"{name}_migrating"
+            if kind == "VIEW":
+                current = "market" in created
+            else:
+                columns, key, wanted_engine = _layout(statement)
+                have = self._columns(name)
+                current = (
+                    set(columns) <= set(have)
+                    and sorting_key.replace(" ", "") == key
+                    and engine.startswith(wanted_engine)
+                )
+            if current:
+                if self.embedded and kind == "TABLE":
+                    self.command(f"DROP TABLE IF EXISTS {staging}")  # a swap's leftover
+                continue
+            if not self.embedded:
+                log.warning(
+                    "%s predates markets (or the base volumes): an administrator migrates it "
+                    "(docs/markets.md, Migrating a server)",
+                    name,
+                )
+                continue
+            if kind == "VIEW":
+                log.info("making %s again, keyed by market", name)
+                self.command(f"DROP VIEW IF EXISTS {name}")
+                self.command(statement)
+                continue
+            log.info("migrating %s to the current layout (its rows are kept, as spot's)", name)
+            copied = [c for c in columns if c in have]
+            values = list(copied)
+            if "market" not in have:
+                copied.append("market")
+                values.append(f"'{_LEGACY_MARKET}'")
+            self.command(f"DROP TABLE IF EXISTS {staging}")
+            self.command(statement.replace(name, staging, 1))
+            self.command(
+                f"INSERT INTO {staging} ({', '.join(copied)}) "
+                f"SELECT {', '.join(values)} FROM {name} FINAL"
+            )
+            self.command(f"EXCHANGE TABLES {name} AND {staging}")
+            self.command(f"DROP TABLE {staging}")
+
+    def _columns(self, table: str) -> list[str]:
+        """The stored columns of ``table`` (not the computed ones)."""
+        return [
+            row[0]
+            for row in self.query("DESCRIBE TABLE " + table)
+            if row[2] not in ("MATERIALIZED", "ALIAS")
         ]
-        staging = f"{BARS_TABLE}_upgrading"
-        # The columns both tables have: an older table may lack some (they get their defaults).
-        columns = ", ".join(c for c in (*BAR_COLUMNS, "written_at") if c in old)
-        log.info("upgrading %s to the versioned engine (bars are kept)", BARS_TABLE)
-        self.command(f"DROP TABLE IF EXISTS {staging}")
-        self.command(create.replace(BARS_TABLE, staging, 1))
-        self.command(f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {BARS_TABLE} FINAL")
-        self.command(f"EXCHANGE TABLES {BARS_TABLE} AND {staging}")
-        self.command(f"DROP TABLE {staging}")
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Run one statement; a failure is a :class:`StoreError` with ClickHouse's reason."""
@@ -165,6 +219,7 @@ class Store:
         left out and logged (it must not block every other symbol's bars). One insert touches
         at most ``MAX_MONTHS_PER_INSERT`` monthly partitions (ClickHouse refuses more than 100).
         """
+        market = self.market
         best: dict[tuple[str, int], Bar] = {}
         for symbol, start_ms, bar in rows:
             held = best.get((symbol, start_ms))
@@ -176,7 +231,7 @@ class Store:
             if problem is not None:
                 log.error("%s %d: bar not stored, %s: %s", symbol, start_ms, problem, bar)
                 continue
-            data.setdefault(_month(start_ms), []).append(_row(symbol, start_ms, bar))
+            data.setdefault(_month(start_ms), []).append(_row(market, symbol, start_ms, bar))
         months = sorted(data)
         for i in range(0, len(months), MAX_MONTHS_PER_INSERT):
             chunk = [row for month in months[i : i + MAX_MONTHS_PER_INSERT] for row in data[month]]
@@ -197,7 +252,7 @@ _MAX_SCALED: Final = 10**38 - 1
 MAX_MONTHS_PER_INSERT: Final = 90
 _AMOUNTS: Final = (
     "open", "high", "low", "close", "volume", "quote_volume",
-    "taker_buy_volume", "taker_buy_quote_volume",
+    "taker_buy_volume", "taker_buy_quote_volume", "base_volume", "taker_buy_base_volume",
 )  # fmt: skip
 
 
@@ -214,17 +269,18 @@ def _month(start_ms: int) -> int:
     return moment.year * 12 + moment.month
 
 
-def _row(symbol: str, start_ms: int, bar: Bar) -> str:
+def _row(market: str, symbol: str, start_ms: int, bar: Bar) -> str:
     """One TabSeparated line of ``BAR_COLUMNS``: amounts as exact decimal text, written by
     ClickHouse's own parser (clickhouse-connect's Decimal encoding costs ~100 us a bar)."""
     quote = QUOTE_SCALE_DIGITS
     ids = ",".join(f"({first},{last})" for first, last in stored_ids(bar))
     return (
-        f"{_tsv(symbol)}\t{start_ms // 1000}.{start_ms % 1000:03d}\t{_text(bar.open)}\t"
-        f"{_text(bar.high)}\t{_text(bar.low)}\t{_text(bar.close)}\t{_text(bar.volume)}\t"
-        f"{_text(bar.quote_volume, quote)}\t{bar.trade_count}\t{_text(bar.taker_buy_volume)}\t"
-        f"{_text(bar.taker_buy_quote_volume, quote)}\t{bar.first_trade_id}\t"
-        f"{bar.last_trade_id}\t[{ids}]\n"
+        f"{market}\t{_tsv(symbol)}\t{start_ms // 1000}.{start_ms % 1000:03d}\t"
+        f"{_text(bar.open)}\t{_text(bar.high)}\t{_text(bar.low)}\t{_text(bar.close)}\t"
+        f"{_text(bar.volume)}\t{_text(bar.quote_volume, quote)}\t{bar.trade_count}\t"
+        f"{_text(bar.taker_buy_volume)}\t{_text(bar.taker_buy_quote_volume, quote)}\t"
+        f"{_text(bar.base_volume)}\t{_text(bar.taker_buy_base_volume)}\t"
+        f"{bar.first_trade_id}\t{bar.last_trade_id}\t[{ids}]\n"
     )
 
 
@@ -248,6 +304,25 @@ def stored_ids(bar: Bar) -> list[tuple[int, int]]:
     return []
 
 
+_COLUMN: Final = re.compile(r"^    (\w+)\s+\S", re.MULTILINE)
+_ORDER_BY: Final = re.compile(r"^ORDER BY \(?([^)\n]*)\)?$", re.MULTILINE)
+_ENGINE: Final = re.compile(r"^ENGINE = (\S+)", re.MULTILINE)
+
+
+def _layout(create: str) -> tuple[list[str], str, str]:
+    """Of a ``CREATE TABLE`` of ``init.sql``: its stored columns, its sorting key (no spaces),
+    its engine."""
+    columns = [
+        match.group(1)
+        for match in _COLUMN.finditer(create)
+        if "MATERIALIZED" not in create[match.start() : create.index("\n", match.start())]
+    ]
+    order = _ORDER_BY.search(create)
+    engine = _ENGINE.search(create)
+    assert order is not None and engine is not None, create
+    return columns, order.group(1).replace(" ", ""), engine.group(1)
+
+
 def split_sql(script: str) -> list[str]:
     """Split ``init.sql`` on its separator lines (a line holding only ``;``)."""
     statements = []
@@ -263,17 +338,18 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(dsn: str) -> Store:
-    """The process-wide store for ``dsn`` (created, and its schema applied, on first use)."""
+def open_store(dsn: str, market: Market) -> Store:
+    """The process-wide store for ``dsn`` (created, its schema applied and an older layout
+    migrated, on first use), for the bars of ``market``."""
     with _stores_lock:
         store = _stores.get(dsn)
         if store is None:
             log.debug("opening ClickHouse store %s", redact(dsn))
             store = Store(dsn)
             store.apply_schema()
-            store.upgrade_bars_table()
+            store.migrate()
             _stores[dsn] = store
-        return store
+        return store.in_market(market)
 
 
 def _open_embedded(dsn: str) -> Client:

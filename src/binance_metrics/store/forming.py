@@ -1,4 +1,5 @@
-"""Forming bars in ClickHouse: ``binance.ohlcv_forming``, one row per symbol, and its sink.
+"""Forming bars in ClickHouse: ``binance.ohlcv_forming``, one row per market and symbol, and
+its sink.
 
 A forming bar is a preview that the next snapshot replaces, so the sink never holds the dataflow
 up: a write that fails is logged (at most once a minute) and dropped, and the next snapshot
@@ -19,6 +20,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
 from binance_metrics.forming import FormingUpdate
+from binance_metrics.markets import Market
 from binance_metrics.redact import redact
 from binance_metrics.store.clickhouse import BAR_COLUMNS, Store, open_store, out_of_range
 
@@ -31,7 +33,8 @@ _REPORT_EVERY_S: Final = 60.0
 
 
 def insert_forming(store: Store, updates: Sequence[FormingUpdate]) -> int:
-    """Write the newest snapshot of each symbol in ``updates``; return how many rows."""
+    """Write the newest snapshot of each symbol in ``updates`` (of ``store.market``); return how
+    many rows."""
     newest: dict[str, FormingUpdate] = {}
     for update in updates:
         held = newest.get(update.symbol)
@@ -45,15 +48,15 @@ def insert_forming(store: Store, updates: Sequence[FormingUpdate]) -> int:
         if out_of_range(bar) is None:
             values = bar.decimals()
             moment = datetime.fromtimestamp(start_ms / 1000, tz=UTC)
-            rows.append([symbol, moment, *(values[c] for c in FORMING_COLUMNS[2:])])
+            rows.append([store.market, symbol, moment, *(values[c] for c in FORMING_COLUMNS[3:])])
     if rows:
         store.insert(FORMING_TABLE, rows, FORMING_COLUMNS)
     return len(rows)
 
 
 class _FormingPartition(StatelessSinkPartition[FormingUpdate]):
-    def __init__(self, dsn: str, every_s: float) -> None:
-        self._store = open_store(dsn)
+    def __init__(self, dsn: str, market: Market, every_s: float) -> None:
+        self._store = open_store(dsn, market)
         self._every_s = every_s
         self._pending: list[FormingUpdate] = []
         self._written_at = float("-inf")
@@ -78,13 +81,14 @@ class _FormingPartition(StatelessSinkPartition[FormingUpdate]):
 
 
 class ClickHouseFormingSink(DynamicSink[FormingUpdate]):
-    """Write forming-bar snapshots into ``binance.ohlcv_forming``, at most once per
-    ``every_s`` per worker."""
+    """Write forming-bar snapshots of ``market`` into ``binance.ohlcv_forming``, at most once
+    per ``every_s`` per worker."""
 
-    def __init__(self, dsn: str, every_s: float = 0.25) -> None:
+    def __init__(self, dsn: str, market: Market, every_s: float = 0.25) -> None:
         self.dsn = dsn
+        self.market: Market = market
         self.every_s = every_s
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _FormingPartition:
-        return _FormingPartition(self.dsn, self.every_s)
+        return _FormingPartition(self.dsn, self.market, self.every_s)

@@ -5,6 +5,7 @@ The stored bars (1 minute, or 1 second with ``WINDOW_SECONDS=1``) are read from 
 other interval from the parameterized view over it (``binance.ohlcv_klines`` or
 ``binance.ohlcv_1s_klines``), anchored as Binance anchors it (:mod:`binance_metrics.intervals`).
 Every value that comes from a caller is bound as a query parameter, never formatted into SQL.
+Every read is of one market's bars: the store's (``store.market``, :meth:`Store.in_market`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Final
 
 from binance_metrics.errors import StoreError
 from binance_metrics.intervals import INTERVALS as INTERVALS
+from binance_metrics.markets import Market
 from binance_metrics.store.clickhouse import BARS_1S_TABLE, BARS_TABLE, Store
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ _SOURCES: Final = {
 
 _COLUMNS: Final = (
     "window_start, open, high, low, close, volume, quote_volume, trade_count, "
-    "taker_buy_volume, taker_buy_quote_volume"
+    "taker_buy_volume, taker_buy_quote_volume, base_volume, taker_buy_base_volume"
 )
 _MAX_LIMIT: Final = 100_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -37,10 +39,11 @@ _LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
 #: Of the stored bars, also which trades they hold (the klines views do not carry them).
 _MINUTE_COLUMNS: Final = _COLUMNS + ", first_trade_id, last_trade_id"
 #: The forming bar of a symbol, when its window is newer than the symbol's newest closed bar.
-_NEWEST_SQL: Final = "SELECT max(window_start) FROM binance.ohlcv WHERE symbol = {symbol:String}"
+_MARKET_SYMBOL: Final = "market = {market:String} AND symbol = {symbol:String}"
+_NEWEST_SQL: Final = f"SELECT max(window_start) FROM binance.ohlcv WHERE {_MARKET_SYMBOL}"
 _FORMING_SQL: Final = (
     f"SELECT {_MINUTE_COLUMNS} FROM binance.ohlcv_forming FINAL "
-    "WHERE symbol = {symbol:String} "
+    f"WHERE {_MARKET_SYMBOL} "
     "AND window_start >= {start:DateTime64(3, 'UTC')} "
     "AND window_start < {end:DateTime64(3, 'UTC')} "
     f"AND window_start > ({_NEWEST_SQL})"
@@ -59,6 +62,9 @@ class StoredBar:
     trade_count: int
     taker_buy_volume: Decimal
     taker_buy_quote_volume: Decimal
+    #: COIN-M: the base-asset volumes (0 in spot and USDⓈ-M, docs/markets.md).
+    base_volume: Decimal
+    taker_buy_base_volume: Decimal
     #: The lowest and highest trade id of a stored bar (-1 without trades; None for rollups).
     first_trade_id: int | None = None
     last_trade_id: int | None = None
@@ -90,7 +96,7 @@ def _source(interval: str, bar_seconds: int) -> str:
         # 1s or 1m bar.
         return f"{table} FINAL"
     return (
-        f"{view}(symbol={{symbol:String}}, interval={{interval:String}}, "
+        f"{view}(market={{market:String}}, symbol={{symbol:String}}, interval={{interval:String}}, "
         "tz_offset_ms={tz_offset_ms:Int64}, from_ms={from_ms:Int64}, to_ms={to_ms:Int64})"
     )
 
@@ -123,6 +129,7 @@ def fetch_bars(
     include_open = include_open and bar_seconds == 60
     upper = end or _LATEST
     parameters: dict[str, Any] = {
+        "market": store.market,
         "symbol": symbol.upper(),
         "start": start or _EPOCH,
         "end": upper,
@@ -182,7 +189,7 @@ def _recent_bound(store: Store, parameters: dict[str, Any], bar_seconds: int) ->
     table = _SOURCES[bar_seconds][0]
     rows = store.query(
         f"SELECT min(window_start), max(window_start) FROM {table} "
-        "WHERE symbol = {symbol:String} AND window_start < {end:DateTime64(3, 'UTC')} "
+        f"WHERE {_MARKET_SYMBOL} AND window_start < {{end:DateTime64(3, 'UTC')}} "
         "HAVING count() > 0",
         parameters,
     )
@@ -197,7 +204,7 @@ def _recent_bound(store: Store, parameters: dict[str, Any], bar_seconds: int) ->
 def _query(store: Store, source: str, base: bool, parameters: dict[str, Any]) -> list[StoredBar]:
     sql = (
         f"SELECT {_MINUTE_COLUMNS if base else _COLUMNS} FROM {source} "
-        "WHERE symbol = {symbol:String} "
+        f"WHERE {_MARKET_SYMBOL} "
         "AND window_start >= {start:DateTime64(3, 'UTC')} "
         "AND window_start < {end:DateTime64(3, 'UTC')} "
         "ORDER BY window_start DESC LIMIT {limit:UInt32}"
@@ -260,13 +267,28 @@ def _folded(last: StoredBar, minute: StoredBar, traded: list[StoredBar]) -> Stor
         trade_count=last.trade_count + minute.trade_count,
         taker_buy_volume=last.taker_buy_volume + minute.taker_buy_volume,
         taker_buy_quote_volume=last.taker_buy_quote_volume + minute.taker_buy_quote_volume,
+        base_volume=last.base_volume + minute.base_volume,
+        taker_buy_base_volume=last.taker_buy_base_volume + minute.taker_buy_base_volume,
         closed=False,
     )
 
 
+def as_binance(bars: list[StoredBar], market: Market) -> list[StoredBar]:
+    """``bars`` in the columns of ``market``'s klines: COIN-M's have the base-asset volumes
+    where the others have the quote volumes (docs/markets.md, COIN-M volumes)."""
+    if market != "cm":
+        return bars
+    return [
+        replace(bar, quote_volume=bar.base_volume, taker_buy_quote_volume=bar.taker_buy_base_volume)
+        for bar in bars
+    ]
+
+
 def list_symbols(store: Store, bar_seconds: int = 60) -> list[str]:
+    """The symbols with bars in ``store.market``."""
     table = _SOURCES[bar_seconds][0]
-    return [row[0] for row in store.query(f"SELECT DISTINCT symbol FROM {table} ORDER BY 1")]
+    sql = f"SELECT DISTINCT symbol FROM {table} WHERE market = {{market:String}} ORDER BY 1"
+    return [row[0] for row in store.query(sql, {"market": store.market})]
 
 
 def _utc(value: datetime) -> datetime:

@@ -41,6 +41,7 @@ from binance_metrics.errors import StoreError
 from binance_metrics.fragments import StaleFragment
 from binance_metrics.ledger.accounted import AccountedTrades, record_accounted
 from binance_metrics.ledger.holes import ACCOUNTED_TABLE
+from binance_metrics.markets import Market
 from binance_metrics.redact import redact
 from binance_metrics.store.clickhouse import BARS_TABLE, open_store
 from binance_metrics.store.failures import PERMANENT, error_code, is_detached, is_permanent
@@ -115,7 +116,7 @@ def _one_line(exc: BaseException) -> str:
 
 class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
     def __init__(self, sink: ClickHouseBarSink) -> None:
-        self._store = open_store(sink.dsn)
+        self._store = open_store(sink.dsn, sink.market)
         self._sink = sink
         self._table = BARS_TABLE  # the table written (or read) last: named when it fails
 
@@ -208,9 +209,9 @@ class _BarsPartition(StatefulSinkPartition[SinkItem, None]):
 
 
 class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
-    """Write bar updates (and merge stale fragments) into ``table`` (``binance.ohlcv``, or the
-    1-second bars' ``binance.ohlcv_1s``), and the ids of trades klines exclude into
-    ``binance.accounted_trades``.
+    """Write bar updates of ``market`` (and merge stale fragments) into ``table``
+    (``binance.ohlcv``, or the 1-second bars' ``binance.ohlcv_1s``), and the ids of trades
+    klines exclude into ``binance.accounted_trades``.
 
     One partition: a single worker of the whole cluster writes every bar (there is about one
     per symbol and minute), so with the embedded store the one process that opens it gets all
@@ -223,6 +224,7 @@ class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
         dsn: str,
         count: Counter = lambda **counts: None,
         *,
+        market: Market,
         health: StoreHealth | None = None,
         stop: threading.Event | None = None,
         give_up_after_s: float | None = None,
@@ -231,6 +233,7 @@ class ClickHouseBarSink(FixedPartitionedSink[SinkItem, None]):
         table: str = BARS_TABLE,
     ) -> None:
         self.dsn = dsn
+        self.market: Market = market
         self.table = table
         self.count = count
         self.health = health or StoreHealth()

@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 
 from binance_metrics.bars import Bar, BarUpdate, from_decimals, merge
 from binance_metrics.fragments import FoldedTrade, Fragment, StaleFragment
-from binance_metrics.store.clickhouse import BAR_COLUMNS, BARS_TABLE, Store
+from binance_metrics.store.clickhouse import BAR_FIELDS, BARS_TABLE, Store
 from binance_metrics.trade_ids import IdRuns
 
 log = logging.getLogger(__name__)
-
-_BAR_FIELDS = BAR_COLUMNS[2:]
 
 
 @dataclass
@@ -125,13 +123,14 @@ def _without_unknown(stored: Bar, fragment: Fragment) -> tuple[Fragment | None, 
 
 def _stored_bar(store: Store, symbol: str, start_ms: int, table: str) -> Bar | None:
     rows = store.query(
-        f"SELECT {', '.join(_BAR_FIELDS)} FROM {table} FINAL "
-        "WHERE symbol = {symbol:String} AND window_start = fromUnixTimestamp64Milli({start:Int64})",
-        {"symbol": symbol, "start": start_ms},
+        f"SELECT {', '.join(BAR_FIELDS)} FROM {table} FINAL "
+        "WHERE market = {market:String} AND symbol = {symbol:String} "
+        "AND window_start = fromUnixTimestamp64Milli({start:Int64})",
+        {"market": store.market, "symbol": symbol, "start": start_ms},
     )
     if not rows:
         return None
-    values = dict(zip(_BAR_FIELDS, rows[0], strict=True))
+    values = dict(zip(BAR_FIELDS, rows[0], strict=True))
     bar = from_decimals(values)
     runs = [(int(first), int(last)) for first, last in values["trade_ids"]]
     bar.ids = IdRuns(runs) if runs else None
@@ -142,14 +141,14 @@ def _fillers_after(store: Store, symbol: str, start_ms: int, table: str) -> list
     """Open times of the zero-trade bars after ``start_ms``, up to the next bar with trades."""
     rows = store.query(
         f"SELECT toUnixTimestamp64Milli(window_start) FROM {table} FINAL "
-        "WHERE symbol = {symbol:String} AND trade_count = 0 "
+        "WHERE market = {market:String} AND symbol = {symbol:String} AND trade_count = 0 "
         "AND window_start > fromUnixTimestamp64Milli({start:Int64}) "
         "AND window_start < ifNull(("
         f"  SELECT minOrNull(window_start) FROM {table} FINAL "
-        "   WHERE symbol = {symbol:String} AND trade_count > 0"
+        "   WHERE market = {market:String} AND symbol = {symbol:String} AND trade_count > 0"
         "   AND window_start > fromUnixTimestamp64Milli({start:Int64})"
         "), toDateTime64('2200-01-01 00:00:00', 3, 'UTC')) "
         "ORDER BY window_start",
-        {"symbol": symbol, "start": start_ms},
+        {"market": store.market, "symbol": symbol, "start": start_ms},
     )
     return [int(row[0]) for row in rows]

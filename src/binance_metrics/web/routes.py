@@ -124,6 +124,8 @@ def bar_json(bar: StoredBar) -> dict[str, Any]:
         "trade_count": bar.trade_count,
         "taker_buy_volume": _decimal(bar.taker_buy_volume),
         "taker_buy_quote_volume": _decimal(bar.taker_buy_quote_volume),
+        "base_volume": _decimal(bar.base_volume),
+        "taker_buy_base_volume": _decimal(bar.taker_buy_base_volume),
         "first_trade_id": bar.first_trade_id,
         "last_trade_id": bar.last_trade_id,
         "closed": bar.closed,
@@ -195,6 +197,7 @@ def create_router(
         listed = configured + sorted(set(stored) - set(configured))
         return JSONResponse(
             {
+                "market": store_call(lambda store: store.market),
                 "symbols": listed,
                 "with_bars": stored,
                 "default": choose_default(stored, configured),
@@ -222,6 +225,7 @@ def create_router(
             raise HTTPException(422, str(exc)) from None
         if since is not None and until is not None and since >= until:
             raise HTTPException(422, "start must be before end")
+        market = store_call(lambda store: store.market)
         found = store_call(
             lambda store: fetch_bars(
                 store,
@@ -236,7 +240,12 @@ def create_router(
             )
         )
         return JSONResponse(
-            {"symbol": name, "interval": step, "bars": [bar_json(bar) for bar in found]}
+            {
+                "market": market,
+                "symbol": name,
+                "interval": step,
+                "bars": [bar_json(bar) for bar in found],
+            }
         )
 
     return router

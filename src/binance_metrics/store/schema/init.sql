@@ -14,6 +14,9 @@ CREATE DATABASE IF NOT EXISTS binance
 -- Read it with FINAL (or through the views below).
 CREATE TABLE IF NOT EXISTS binance.ohlcv
 (
+    -- spot, um (USDⓈ-M futures) or cm (COIN-M futures): the same symbol in two markets are
+    -- two series (docs/markets.md).
+    market                 LowCardinality(String),
     symbol                 LowCardinality(String),
     window_start           DateTime64(3, 'UTC'),
     open                   Decimal(38, 8),
@@ -25,6 +28,9 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv
     trade_count            UInt64,
     taker_buy_volume       Decimal(38, 8),
     taker_buy_quote_volume Decimal(38, 16),
+    -- COIN-M: the trades' base-asset quantities, summed (0 in spot and USD-M), docs/markets.md.
+    base_volume            Decimal(38, 8) DEFAULT 0,
+    taker_buy_base_volume  Decimal(38, 8) DEFAULT 0,
     first_trade_id         Int64,
     last_trade_id          Int64,
     -- Exactly which trade ids the bar counts, as runs of consecutive ids (usually one run):
@@ -36,7 +42,7 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (symbol, window_start)
+ORDER BY (market, symbol, window_start)
 ;
 
 -- Trade ids that no bar counts, on purpose, so that the completeness ledger (`binance-metrics
@@ -44,6 +50,7 @@ ORDER BY (symbol, window_start)
 -- INSURANCE_FUND, ADL, ...), which klines exclude. One row per id range (docs/ledger.md).
 CREATE TABLE IF NOT EXISTS binance.accounted_trades
 (
+    market         LowCardinality(String),
     symbol         LowCardinality(String),
     first_trade_id Int64,
     last_trade_id  Int64,
@@ -52,7 +59,7 @@ CREATE TABLE IF NOT EXISTS binance.accounted_trades
     written_at     DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (symbol, first_trade_id, last_trade_id)
+ORDER BY (market, symbol, first_trade_id, last_trade_id)
 ;
 
 -- Where the ingestor started each symbol when nothing told it where to resume (no trade in Kafka,
@@ -60,12 +67,13 @@ ORDER BY (symbol, first_trade_id, last_trade_id)
 -- very first run still backfills from its first trade (docs/healing.md).
 CREATE TABLE IF NOT EXISTS binance.ingest_starts
 (
+    market         LowCardinality(String),
     symbol         LowCardinality(String),
     first_trade_id Int64,
     written_at     DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (symbol, first_trade_id)
+ORDER BY (market, symbol, first_trade_id)
 ;
 
 -- Rollups: exact bars of 5m, 15m, 1h, 4h and 1d computed from the current 1-minute bars, so they
@@ -73,6 +81,7 @@ ORDER BY (symbol, first_trade_id)
 -- lend its price to the open, high or low of a longer bar that has trades.
 CREATE VIEW IF NOT EXISTS binance.ohlcv_rollup AS
 SELECT
+    market,
     symbol,
     toStartOfInterval(minute, toIntervalSecond({interval_seconds:UInt32})) AS window_start,
     if(countIf(n > 0) > 0, argMinIf(o, minute, n > 0), argMin(o, minute)) AS open,
@@ -83,21 +92,27 @@ SELECT
     sum(qv) AS quote_volume,
     sum(n) AS trade_count,
     sum(tbv) AS taker_buy_volume,
-    sum(tbqv) AS taker_buy_quote_volume
+    sum(tbqv) AS taker_buy_quote_volume,
+    sum(bv) AS base_volume,
+    sum(tbbv) AS taker_buy_base_volume
 FROM
 (
-    SELECT symbol, window_start AS minute, open AS o, high AS h, low AS l, close AS c,
+    SELECT market, symbol, window_start AS minute, open AS o, high AS h, low AS l, close AS c,
            volume AS v, quote_volume AS qv, trade_count AS n,
-           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv
+           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv,
+           base_volume AS bv, taker_buy_base_volume AS tbbv
     FROM binance.ohlcv FINAL
 )
-GROUP BY symbol, window_start
+GROUP BY market, symbol, window_start
 
 ;
 
 -- 1-second bars (written instead of binance.ohlcv when WINDOW_SECONDS=1), same layout and rules.
 CREATE TABLE IF NOT EXISTS binance.ohlcv_1s
 (
+    -- spot, um (USDⓈ-M futures) or cm (COIN-M futures): the same symbol in two markets are
+    -- two series (docs/markets.md).
+    market                 LowCardinality(String),
     symbol                 LowCardinality(String),
     window_start           DateTime64(3, 'UTC'),
     open                   Decimal(38, 8),
@@ -109,6 +124,9 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv_1s
     trade_count            UInt64,
     taker_buy_volume       Decimal(38, 8),
     taker_buy_quote_volume Decimal(38, 16),
+    -- COIN-M: the trades' base-asset quantities, summed (0 in spot and USD-M), docs/markets.md.
+    base_volume            Decimal(38, 8) DEFAULT 0,
+    taker_buy_base_volume  Decimal(38, 8) DEFAULT 0,
     first_trade_id         Int64,
     last_trade_id          Int64,
     -- Exactly which trade ids the bar counts, as runs of consecutive ids (usually one run):
@@ -120,20 +138,22 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv_1s
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (symbol, window_start)
+ORDER BY (market, symbol, window_start)
 ;
 
 -- Klines of every Binance interval, computed from the current bars at query time (so they follow
 -- every correction), anchored as Binance anchors them: up to 1d on multiples of the length since
 -- the epoch, 3d on every third day from 1970-01-02, 1w on Mondays, 1M on calendar months, all in
--- the local time of tz_offset_ms (Binance's timeZone, in ms). Returns the whole bars of symbol
--- that overlap [from_ms, to_ms) (UTC epoch ms): the one holding from_ms and those opening before
--- to_ms. A filler bar (no trades: O = H = L = C = previous close) must not lend its price to the
+-- the local time of tz_offset_ms (Binance's timeZone, in ms). Returns the whole bars of symbol in
+-- market that overlap [from_ms, to_ms) (UTC epoch ms): the one holding from_ms and those opening
+-- before to_ms. A filler bar (no trades: O = H = L = C = previous close) must not lend its price to the
 -- open, high or low of a longer bar that has trades. For example:
---   SELECT * FROM binance.ohlcv_klines(symbol = 'BTCUSDT', interval = '1w', tz_offset_ms = 0,
---                                      from_ms = 1704067200000, to_ms = 1706745600000)
+--   SELECT * FROM binance.ohlcv_klines(market = 'spot', symbol = 'BTCUSDT', interval = '1w',
+--                                      tz_offset_ms = 0, from_ms = 1704067200000,
+--                                      to_ms = 1706745600000)
 CREATE VIEW IF NOT EXISTS binance.ohlcv_klines AS
 SELECT
+    market,
     symbol,
     fromUnixTimestamp64Milli(open_ms, 'UTC') AS window_start,
     if(countIf(n > 0) > 0, argMinIf(o, minute, n > 0), argMin(o, minute)) AS open,
@@ -144,7 +164,9 @@ SELECT
     sum(qv) AS quote_volume,
     sum(n) AS trade_count,
     sum(tbv) AS taker_buy_volume,
-    sum(tbqv) AS taker_buy_quote_volume
+    sum(tbqv) AS taker_buy_quote_volume,
+    sum(bv) AS base_volume,
+    sum(tbbv) AS taker_buy_base_volume
 FROM
 (
     WITH
@@ -168,24 +190,26 @@ FROM
            from_local_ms - positiveModulo(from_local_ms - anchor_ms, greatest(length_ms, 1)))
             - {tz_offset_ms:Int64} AS first_open_ms
     -- Short names: an alias equal to a column name would be taken for the aggregate.
-    SELECT symbol, open_ms, window_start AS minute, open AS o, high AS h, low AS l, close AS c,
-           volume AS v, quote_volume AS qv, trade_count AS n,
-           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv
+    SELECT market, symbol, open_ms, window_start AS minute, open AS o, high AS h, low AS l,
+           close AS c, volume AS v, quote_volume AS qv, trade_count AS n,
+           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv,
+           base_volume AS bv, taker_buy_base_volume AS tbbv
     FROM binance.ohlcv FINAL
-    WHERE symbol = {symbol:String}
+    WHERE market = {market:String} AND symbol = {symbol:String}
       AND NOT throwIf({interval:String} NOT IN ('1s', '1m', '3m', '5m', '15m', '30m', '1h', '2h',
                       '4h', '6h', '8h', '12h', '1d', '3d', '1w', '1M'), 'unknown interval')
       AND window_start >= fromUnixTimestamp64Milli(first_open_ms, 'UTC')
       -- a bar that opens before to_ms may run on for up to a month
       AND window_start < fromUnixTimestamp64Milli({to_ms:Int64} + 2764800000, 'UTC')
 )
-GROUP BY symbol, open_ms
+GROUP BY market, symbol, open_ms
 HAVING open_ms < {to_ms:Int64}
 ;
 
 -- The same klines from the 1-second bars (1s itself, and every longer interval).
 CREATE VIEW IF NOT EXISTS binance.ohlcv_1s_klines AS
 SELECT
+    market,
     symbol,
     fromUnixTimestamp64Milli(open_ms, 'UTC') AS window_start,
     if(countIf(n > 0) > 0, argMinIf(o, minute, n > 0), argMin(o, minute)) AS open,
@@ -196,7 +220,9 @@ SELECT
     sum(qv) AS quote_volume,
     sum(n) AS trade_count,
     sum(tbv) AS taker_buy_volume,
-    sum(tbqv) AS taker_buy_quote_volume
+    sum(tbqv) AS taker_buy_quote_volume,
+    sum(bv) AS base_volume,
+    sum(tbbv) AS taker_buy_base_volume
 FROM
 (
     WITH
@@ -220,27 +246,31 @@ FROM
            from_local_ms - positiveModulo(from_local_ms - anchor_ms, greatest(length_ms, 1)))
             - {tz_offset_ms:Int64} AS first_open_ms
     -- Short names: an alias equal to a column name would be taken for the aggregate.
-    SELECT symbol, open_ms, window_start AS minute, open AS o, high AS h, low AS l, close AS c,
-           volume AS v, quote_volume AS qv, trade_count AS n,
-           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv
+    SELECT market, symbol, open_ms, window_start AS minute, open AS o, high AS h, low AS l,
+           close AS c, volume AS v, quote_volume AS qv, trade_count AS n,
+           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv,
+           base_volume AS bv, taker_buy_base_volume AS tbbv
     FROM binance.ohlcv_1s FINAL
-    WHERE symbol = {symbol:String}
+    WHERE market = {market:String} AND symbol = {symbol:String}
       AND NOT throwIf({interval:String} NOT IN ('1s', '1m', '3m', '5m', '15m', '30m', '1h', '2h',
                       '4h', '6h', '8h', '12h', '1d', '3d', '1w', '1M'), 'unknown interval')
       AND window_start >= fromUnixTimestamp64Milli(first_open_ms, 'UTC')
       -- a bar that opens before to_ms may run on for up to a month
       AND window_start < fromUnixTimestamp64Milli({to_ms:Int64} + 2764800000, 'UTC')
 )
-GROUP BY symbol, open_ms
+GROUP BY market, symbol, open_ms
 HAVING open_ms < {to_ms:Int64}
 ;
 
 -- The forming bar: each symbol's current window as the dataflow last saw it, at most a few
--- times a second, one row per symbol. It is never a closed bar: reads show it only while its
+-- times a second, one row per market and symbol. It is never a closed bar: reads show it only while its
 -- window is newer than the symbol's newest bar in binance.ohlcv (docs/live.md). The version
 -- orders by window first, then by trade count (a trade count of 2^32 or more would tie).
 CREATE TABLE IF NOT EXISTS binance.ohlcv_forming
 (
+    -- spot, um (USDⓈ-M futures) or cm (COIN-M futures): the same symbol in two markets are
+    -- two series (docs/markets.md).
+    market                 LowCardinality(String),
     symbol                 LowCardinality(String),
     window_start           DateTime64(3, 'UTC'),
     open                   Decimal(38, 8),
@@ -252,6 +282,9 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv_forming
     trade_count            UInt64,
     taker_buy_volume       Decimal(38, 8),
     taker_buy_quote_volume Decimal(38, 16),
+    -- COIN-M: the trades' base-asset quantities, summed (0 in spot and USD-M), docs/markets.md.
+    base_volume            Decimal(38, 8) DEFAULT 0,
+    taker_buy_base_volume  Decimal(38, 8) DEFAULT 0,
     first_trade_id         Int64,
     last_trade_id          Int64,
     written_at             DateTime64(3, 'UTC') DEFAULT now64(3),
@@ -259,5 +292,5 @@ CREATE TABLE IF NOT EXISTS binance.ohlcv_forming
         toUInt64(toUnixTimestamp(window_start)) * 4294967296 + least(trade_count, 4294967295)
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY symbol
+ORDER BY (market, symbol)
 ;
