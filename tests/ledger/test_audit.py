@@ -124,12 +124,13 @@ def test_a_trade_counted_by_two_bars_is_an_overlap(replayed: Path, tmp_path: Pat
     first = min(t.trade_id for t in trades if t.trade_time_ms >= BTCUSDT_MIDNIGHT)
     # The 00:00 bar, written again counting the last trade of 23:59 as well.
     columns = (
-        "symbol, window_start, open, high, low, close, volume, quote_volume, trade_count, "
-        "taker_buy_volume, taker_buy_quote_volume, first_trade_id, last_trade_id, trade_ids"
+        "market, symbol, window_start, open, high, low, close, volume, quote_volume, "
+        "trade_count, taker_buy_volume, taker_buy_quote_volume, first_trade_id, last_trade_id, "
+        "trade_ids"
     )
     on_the_store(
         cwd,
-        f"INSERT INTO binance.ohlcv ({columns}) SELECT symbol, window_start, open, high, low, "
+        f"INSERT INTO binance.ohlcv ({columns}) SELECT market, symbol, window_start, open, high, low, "
         "close, volume, quote_volume, trade_count + 1, taker_buy_volume, "
         "taker_buy_quote_volume, first_trade_id - 1, last_trade_id, "
         "[(first_trade_id - 1, last_trade_id)] FROM binance.ohlcv FINAL WHERE symbol = "

@@ -143,9 +143,9 @@ old = SCHEMA_PATH.read_text("utf-8").split("-- 1-second bars")[0]
 client = clickhouse_connect.get_client(dsn=dsn)
 for statement in split_sql(old):
     client.command(statement)
-client.command("INSERT INTO binance.ohlcv (symbol, window_start, open, high, low, close, volume, "
-               "quote_volume, trade_count, taker_buy_volume, taker_buy_quote_volume, "
-               "first_trade_id, last_trade_id, trade_ids) VALUES ('OLDUSDT', "
+client.command("INSERT INTO binance.ohlcv (market, symbol, window_start, open, high, low, close, "
+               "volume, quote_volume, trade_count, taker_buy_volume, taker_buy_quote_volume, "
+               "first_trade_id, last_trade_id, trade_ids) VALUES ('spot', 'OLDUSDT', "
                "'2024-01-03 10:00:00', 1, 2, 1, 2, 5, 10, 3, 1, 2, 1, 3, [(1, 3)])")
 client.close()
 store = open_store(dsn, 'spot')
