@@ -31,3 +31,7 @@ TRXUSDT_STREAM_CSV: Final = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-2
 BTCUSDT_KLINES: Final = DATA / "BTCUSDT-1m-2020-01-01.csv"
 #: The first 3,000 COIN-M futures aggTrades of BTCUSD_PERP on 2026-05-08, with the file's header.
 BTCUSD_PERP_CM_AGG_TRADES: Final = DATA / "BTCUSD_PERP-cm-aggTrades-2026-05-08-first3000.csv"
+#: 5,235 raw COIN-M futures ``btcusd_perp@trade`` frames (ids contiguous, all ``X=MARKET``).
+BTCUSD_PERP_CM_CAPTURE: Final = (
+    DATA / "BTCUSD_PERP-cm-trade-stream-20240808T235417Z-20240809T000504Z.jsonl"
+)
