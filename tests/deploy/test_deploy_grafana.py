@@ -193,6 +193,7 @@ def _insert(
     taker = (volume / 2).quantize(Decimal("0.00000001"))
     values = ", ".join(
         [
+            "'spot'",
             f"'{symbol}'",
             f"toDateTime64('{start:%Y-%m-%d %H:%M:%S}', 3, 'UTC')",
             *(f"toDecimal128('{v}', 8)" for v in (o, h, low, c, volume)),
@@ -200,6 +201,8 @@ def _insert(
             str(count),
             f"toDecimal128('{taker}', 8)",
             f"toDecimal128('{taker * c}', 16)",
+            "0",  # base volumes: COIN-M only
+            "0",
             "1",
             str(max(count, 1)),
             f"[(1, {count})]" if count else "[]",  # trade_ids
@@ -212,10 +215,14 @@ def _insert(
 @pytest.fixture(scope="module")
 def results(dashboard: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every panel query, for every interval, plus the symbol variable query: run once."""
-    queries = {"var:symbol": _variable(dashboard, "symbol")["query"]}
+    spot = {"market": ("spot", "spot")}
+    queries = {
+        "var:market": _variable(dashboard, "market")["query"],
+        "var:symbol": expand_variables(_variable(dashboard, "symbol")["query"], spot),
+    }
     for panel, target in _targets(dashboard):
         for text, value in _intervals(dashboard):
-            variables = {"symbol": ("BTCUSDT", "BTCUSDT"), "interval": (text, value)}
+            variables = {**spot, "symbol": ("BTCUSDT", "BTCUSDT"), "interval": (text, value)}
             sql = expand_macros(expand_variables(target["rawSql"], variables), FROM, TO)
             queries[f"{panel['id']}:{target['refId']}:{text}"] = sql
     data_dir: Path = tmp_path_factory.mktemp("grafana-chdb") / "store"
@@ -316,7 +323,8 @@ def test_bar_panels_read_every_interval_from_the_klines_view(dashboard: dict[str
         (panel,) = [p for p in dashboard["panels"] if p["id"] == panel_id]
         sql = " ".join(panel["targets"][0]["rawSql"].split())
         assert (
-            "FROM binance.ohlcv_klines(symbol = ${symbol:sqlstring}, interval = "
+            "FROM binance.ohlcv_klines(market = ${market:sqlstring}, symbol = ${symbol:sqlstring}, "
+            "interval = "
             "${interval:sqlstring}, tz_offset_ms = 0, from_ms = ${__from}, to_ms = ${__to})"
         ) in sql
 
@@ -333,6 +341,7 @@ def test_every_query_runs_for_every_interval(
 
 
 def test_symbol_variable_lists_the_symbols(results: dict[str, Any]) -> None:
+    assert results["var:market"]["rows"] == [["spot"]]
     assert results["var:symbol"]["rows"] == [["BTCUSDT"], ["ETHUSDT"]]
 
 
