@@ -81,8 +81,8 @@ def test_a_store_open_in_another_process_gives_a_clear_error(tmp_path: Path) -> 
     env.pop("CLICKHOUSE_URL", None)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from binance_metrics.store.clickhouse import "
-         f"open_store; open_store('chdb://{tmp_path / 'clickhouse'}', 'spot'); print('open', flush=True);"
-         " time.sleep(60)"],
+         f"open_store; open_store('chdb://{tmp_path / 'clickhouse'}', 'spot'); "
+         "print('open', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -193,7 +193,7 @@ def test_an_unknown_symbol_is_a_usage_error(
     out = capsys.readouterr()
     assert out.out == ""
     assert out.err == (
-        "binance-metrics: --symbol NOSUCHUSDT: no bars stored for it (stored: SHIBUSDT)\n"
+        "binance-metrics: --symbol NOSUCHUSDT: no spot bars stored for it (stored: SHIBUSDT)\n"
     )
 
 

@@ -24,7 +24,8 @@ def _forming(symbol: str, minute: int, close: str, volume: str) -> str:
     head = values.rsplit(", [", 1)[0]  # drop the trade-id runs and written_at
     return f"INSERT INTO binance.ohlcv_forming (market, symbol, window_start, open, high, low, " \
         f"close, volume, quote_volume, trade_count, taker_buy_volume, taker_buy_quote_volume, " \
-        f"base_volume, taker_buy_base_volume, first_trade_id, last_trade_id) VALUES ({head})"  # fmt: skip
+        f"base_volume, taker_buy_base_volume, first_trade_id, last_trade_id) " \
+        f"VALUES ({head})"  # fmt: skip
 
 
 def test_candles_and_volume_end_on_the_forming_bar_only_while_its_minute_is_open(
@@ -43,9 +44,8 @@ def test_candles_and_volume_end_on_the_forming_bar_only_while_its_minute_is_open
     for panel in dashboard["panels"]:
         if panel["id"] in (1, 2):
             for symbol in ("BTCUSDT", "ETHUSDT"):
-                variables = {
-                    "market": ("spot", "spot"), "symbol": (symbol, symbol), "interval": ("1m", "1m"),
-                }  # fmt: skip
+                variables = {"market": ("spot", "spot"), "symbol": (symbol, symbol),
+                             "interval": ("1m", "1m")}  # fmt: skip
                 sql = expand_variables(panel["targets"][0]["rawSql"], variables)
                 queries[f"{panel['id']}:{symbol}"] = expand_macros(sql, FROM, TO)
     results = run_chdb(tmp_path / "store", setup, queries)

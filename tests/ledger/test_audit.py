@@ -130,8 +130,8 @@ def test_a_trade_counted_by_two_bars_is_an_overlap(replayed: Path, tmp_path: Pat
     )
     on_the_store(
         cwd,
-        f"INSERT INTO binance.ohlcv ({columns}) SELECT market, symbol, window_start, open, high, low, "
-        "close, volume, quote_volume, trade_count + 1, taker_buy_volume, "
+        f"INSERT INTO binance.ohlcv ({columns}) SELECT market, symbol, window_start, open, high, "
+        "low, close, volume, quote_volume, trade_count + 1, taker_buy_volume, "
         "taker_buy_quote_volume, first_trade_id - 1, last_trade_id, "
         "[(first_trade_id - 1, last_trade_id)] FROM binance.ohlcv FINAL WHERE symbol = "
         f"'BTCUSDT' AND window_start = fromUnixTimestamp64Milli({BTCUSDT_MIDNIGHT})",

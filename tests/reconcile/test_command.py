@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from binance_metrics.cli import main
-from binance_metrics.reconcile.compare import FIELDS
+from binance_metrics.reconcile.compare import FIELDS, Kline
 from binance_metrics.reconcile.files import read_klines
 from binance_metrics.recordings import read_recording
 from binance_metrics.store.clickhouse import Store
@@ -53,9 +53,9 @@ def test_an_altered_bar_is_reported_with_its_minute_and_field(
 ) -> None:
     # A row of the same version written later wins (ReplacingMergeTree): one more unit of volume.
     xrpeth_store.command(
-        "INSERT INTO binance.ohlcv (symbol, window_start, open, high, low, close, volume, "
+        "INSERT INTO binance.ohlcv (market, symbol, window_start, open, high, low, close, volume, "
         "quote_volume, trade_count, taker_buy_volume, taker_buy_quote_volume, first_trade_id, "
-        "last_trade_id, trade_ids) SELECT symbol, window_start, open, high, low, close, "
+        "last_trade_id, trade_ids) SELECT market, symbol, window_start, open, high, low, close, "
         "volume + 1, quote_volume, trade_count, taker_buy_volume, taker_buy_quote_volume, "
         "first_trade_id, last_trade_id, trade_ids FROM binance.ohlcv FINAL "
         f"WHERE symbol = 'XRPETH' AND window_start = fromUnixTimestamp64Milli({MINUTE})"
@@ -117,8 +117,8 @@ def test_rest_klines_paged_over_2880_minutes_with_a_429_honoured(
     ("market", "path", "fields"),
     [
         ("um", "/fapi/v1/klines", FIELDS),
-        # COIN-M's "quote" columns are base-asset volumes, which bars do not hold.
-        ("cm", "/dapi/v1/klines", tuple(name for name in FIELDS if "quote" not in name)),
+        # COIN-M's "quote" columns are base-asset volumes: compared with the bars' own.
+        ("cm", "/dapi/v1/klines", FIELDS),
     ],
 )
 def test_futures_markets_ask_their_path_and_compare_their_fields(
@@ -126,7 +126,15 @@ def test_futures_markets_ask_their_path_and_compare_their_fields(
     market: str, path: str, fields: tuple[str, ...],
 ) -> None:  # fmt: skip
     monkeypatch.setenv("CLICKHOUSE_URL", empty_store.dsn)
-    store_klines(empty_store, "BTCUSDT", read_klines([BTCUSDT_KLINES]))
+    klines = read_klines([BTCUSDT_KLINES])
+    if market == "cm":  # the bars' base-asset volumes are what COIN-M's "quote" columns hold
+        klines = [
+            Kline(k.open_time_ms, {**k.values, "quote_volume": 0, "taker_buy_quote_volume": 0,
+                                   "base_volume": k.values["quote_volume"],
+                                   "taker_buy_base_volume": k.values["taker_buy_quote_volume"]})
+            for k in klines
+        ]  # fmt: skip
+    store_klines(empty_store.in_market(market), "BTCUSDT", klines)  # type: ignore[arg-type]
     with LocalExchange([], klines={"BTCUSDT": read_kline_rows(BTCUSDT_KLINES)}) as exchange:
         code = main(["reconcile", "--symbol", "BTCUSDT", "--market", market, "--rest-url",
                      exchange.rest_url, "--start", "2020-01-01", "--end", "2020-01-02",

@@ -43,7 +43,8 @@ for table in ("binance.ohlcv", "binance.ohlcv_1s"):
         "  toDateTime64('2024-08-09 00:00:00', 3, 'UTC') + toIntervalMinute(number), "
         "  100 + number, 110 + number, 90 + number, 105 + number, number / 7, "
         "  toDecimal128(number, 16) / 3, 10 + number, number / 9, toDecimal128(number, 16) / 11, "
-        "  1000 * number, 1000 * number + 9 + number, [(1000 * number, 1000 * number + 9 + number)] "
+        "  1000 * number, 1000 * number + 9 + number, "
+        "  [(1000 * number, 1000 * number + 9 + number)] "
         "FROM numbers(500)"
     )
 # A partial version of one bar, which FINAL must leave out.
@@ -180,8 +181,8 @@ def test_one_symbol_in_two_markets_never_collides(empty_store: Store) -> None:
 
     (spot_bar,) = fetch_bars(spot, "BTCUSDT")
     um_bars = fetch_bars(um, "BTCUSDT")
-    assert (spot_bar.open, spot_bar.trade_count, spot_bar.first_trade_id) == (60_000, 2, 100)
-    assert [(b.open, b.trade_count, b.first_trade_id) for b in um_bars] == [
+    assert (int(spot_bar.open), spot_bar.trade_count, spot_bar.first_trade_id) == (60_000, 2, 100)
+    assert [(int(b.open), b.trade_count, b.first_trade_id) for b in um_bars] == [
         (59_990, 3, 7_000),
         (59_995, 1, 7_003),
     ]

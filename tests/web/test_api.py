@@ -47,6 +47,7 @@ def test_symbols_lists_configured_then_stored_and_opens_on_one_with_bars(
 ) -> None:
     body = client.get("/api/symbols").json()
     assert body == {
+        "market": "spot",
         "symbols": ["SOLUSDT", "ETHUSDT", "BTCUSDT"],
         "with_bars": ["BTCUSDT", "ETHUSDT"],
         "default": "ETHUSDT",  # SOLUSDT comes first but has no bars
