@@ -337,7 +337,7 @@ def test_every_query_runs_for_every_interval(
 ) -> None:
     failures = {name: r["error"] for name, r in results.items() if "error" in r}
     assert not failures, json.dumps(failures, indent=2)[:4000]
-    assert len(results) == 1 + len(_targets(dashboard)) * len(_intervals(dashboard))
+    assert len(results) == 2 + len(_targets(dashboard)) * len(_intervals(dashboard))
 
 
 def test_symbol_variable_lists_the_symbols(results: dict[str, Any]) -> None:
