@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--symbol", help="symbol for files whose rows carry none (default: from the file name)"
     )
+    _add_contract_size(replay)
     replay.add_argument(
         "--through-kafka",
         action="store_true",
@@ -123,10 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--start", required=True, type=day_value, help="first day, YYYY-MM-DD")
     backfill.add_argument("--end", required=True, type=day_value, help="last day, YYYY-MM-DD")
-    backfill.add_argument(
-        "--market", choices=["spot", "um", "cm"], default="spot",
-        help="spot, USD-M futures (um) or COIN-M futures (cm)",
-    )  # fmt: skip
+    _add_market(backfill, "whose archives, and whose bars they become")
+    _add_contract_size(backfill)
     backfill.add_argument(
         "--data", choices=["aggTrades", "trades"], default="aggTrades",
         help="the archive: aggregate trades (smaller) or raw trades; both give the same bars",
@@ -206,6 +205,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_reconcile(commands)
     return parser
+
+
+def _add_contract_size(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--contract-size",
+        type=positive_int,
+        metavar="USD",
+        help="COIN-M (needed with MARKET=cm): the symbol's contractSize in exchangeInfo (100 for "
+        "BTCUSD_PERP, 10 for most others), for the base-asset volume of each trade",
+    )
 
 
 def _add_market(command: argparse.ArgumentParser, what: str) -> None:
@@ -331,7 +340,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(path) for path in args.paths if not path.is_file()]
     if missing:
         raise ConfigError(f"no such file: {', '.join(missing)}")
-    summary = replay(args.paths, settings, symbol=args.symbol, through_kafka=args.through_kafka)
+    summary = replay(
+        args.paths, settings, symbol=args.symbol, through_kafka=args.through_kafka,
+        contract_size=args.contract_size,
+    )  # fmt: skip
     print("\n".join(summary.lines()))
     return 0
 
@@ -345,9 +357,15 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     if patterns := [s for s in settings.SYMBOLS if is_pattern(s)]:
         raise ConfigError(f"SYMBOLS: backfill takes symbol names, not {', '.join(patterns)}")
-    request = Request(settings.SYMBOLS, args.start, args.end, args.market, args.data)
+    from binance_metrics.replay import check_contract_size
+
+    market = args.market or settings.MARKET
+    check_contract_size(market, args.contract_size)  # before any download
+    request = Request(settings.SYMBOLS, args.start, args.end, market, args.data, args.contract_size)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    # The archives of a market become that market's bars.
+    settings = settings.model_copy(update={"MARKET": market})
     print("\n".join(backfill(request, settings).lines()))
     return 0
 

@@ -23,13 +23,15 @@ folded by the monoid itself, and the seen-trades step takes its repeats out
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from binance_metrics.bars import Bar
+from binance_metrics.contracts import base_quantity
+from binance_metrics.errors import InvalidTradeError
 from binance_metrics.fragments import FoldedTrade, Fragment
 
 Int64s = npt.NDArray[np.int64]
@@ -73,6 +75,21 @@ class TradeColumns:
             self.buyer_is_maker[rows],
             None if self.base_quantity is None else self.base_quantity[rows],
         )
+
+
+def with_contract_size(columns: TradeColumns, contract_size: int) -> TradeColumns:
+    """``columns`` of COIN-M trades in contracts of ``contract_size``, with each trade's
+    base-asset quantity (:func:`~binance_metrics.contracts.base_quantity`); columns that have
+    theirs keep them."""
+    if columns.base_quantity is not None or len(columns) == 0:
+        return columns
+    bases = [
+        base_quantity(price, qty, contract_size)
+        for price, qty in zip(columns.price.tolist(), columns.quantity.tolist(), strict=True)
+    ]
+    if max(bases) >= 2**63:  # no real trade: a price of a fraction of a cent for millions
+        raise InvalidTradeError(f"a base quantity of {max(bases)} (10**-8) is beyond any trade")
+    return replace(columns, base_quantity=np.array(bases, np.int64))
 
 
 @dataclass

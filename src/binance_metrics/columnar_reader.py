@@ -37,6 +37,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from binance_metrics.bars import trade_base_quantity
 from binance_metrics.columnar import TradeColumns
 from binance_metrics.errors import InvalidTradeError
 from binance_metrics.fragments import NOT_MARKET
@@ -269,6 +270,9 @@ def _concat(a: TradeColumns, b: TradeColumns) -> TradeColumns:
         if name not in symbols:
             symbols.append(name)
     codes = [symbols.index(name) for name in b.symbols]
+    bases = None
+    if a.base_quantity is not None or b.base_quantity is not None:
+        bases = np.concatenate([_bases(a), _bases(b)])
     return TradeColumns(
         symbols,
         np.concatenate([a.symbol, np.asarray(codes, np.int32)[b.symbol]]).astype(np.int32),
@@ -278,7 +282,14 @@ def _concat(a: TradeColumns, b: TradeColumns) -> TradeColumns:
         np.concatenate([a.quantity, b.quantity]),
         np.concatenate([a.time_ms, b.time_ms]),
         np.concatenate([a.buyer_is_maker, b.buyer_is_maker]),
+        bases,
     )
+
+
+def _bases(columns: TradeColumns) -> npt.NDArray[np.int64]:
+    if columns.base_quantity is None:
+        return np.zeros(len(columns), np.int64)
+    return columns.base_quantity
 
 
 # Records read one by one ------------------------------------------------------------------
@@ -305,7 +316,8 @@ def _records_chunk(
 ) -> Chunk:
     """Records of the row reader as columns: the same checks as the dataflow's on each."""
     symbols: dict[str, int] = {}
-    rows: list[tuple[int, int, int, int, int, int, bool]] = []
+    rows: list[tuple[int, int, int, int, int, int, bool, int]] = []
+    coin_m = False
     chunk = Chunk(_empty_columns())
     for record in records:
         if isinstance(record, Rejected):
@@ -321,18 +333,21 @@ def _records_chunk(
             message = f"not a market trade (X={record.trade_type}); klines exclude it"
             chunk.rejected.append(Rejected(encode_trade(record), message, NOT_MARKET))
             continue
-        if price >= _INT63 or qty >= _INT63:
+        base = trade_base_quantity(record, price, qty)
+        if price >= _INT63 or qty >= _INT63 or base >= _INT63:
             chunk.odd.append(record)
             continue
+        coin_m = coin_m or record.contract_size is not None
         code = symbols.setdefault(record.symbol, len(symbols))
         rows.append((code, record.trade_id, record.last_trade_id, price, qty,
-                     record.trade_time_ms, record.buyer_is_maker))  # fmt: skip
+                     record.trade_time_ms, record.buyer_is_maker, base))  # fmt: skip
     if rows:
-        table = np.array(rows, dtype=object).reshape(-1, 7)  # amounts < 2**63: int64 below
+        table = np.array(rows, dtype=object).reshape(-1, 8)  # amounts < 2**63: int64 below
         ints = [table[:, k].astype(np.int64) for k in range(1, 6)]
         chunk.columns = TradeColumns(
             list(symbols), table[:, 0].astype(np.int32), ints[0], ints[1], ints[2], ints[3],
             ints[4], table[:, 6].astype(np.bool_),
+            table[:, 7].astype(np.int64) if coin_m else None,
         )  # fmt: skip
     return chunk
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from binance_metrics.bar_book import BarBook, BookUpdate
-from binance_metrics.bars import Bar, BarUpdate
+from binance_metrics.bars import Bar, BarUpdate, trade_base_quantity
 from binance_metrics.columnar import FoldedChunk, TradeColumns, fold_columns, trade_fragment
 from binance_metrics.dataflow import FlowStats
 from binance_metrics.fragments import FoldedTrade, Fragment, StaleFragment
@@ -73,9 +73,10 @@ class HistoryBars:
                 return
             self._admit(fragment, folded, index)
         for trade in odd or ():
+            price, qty = parse_scaled(trade.price), parse_scaled(trade.quantity)
             folded_trade = FoldedTrade(
-                trade.trade_id, trade.last_trade_id, parse_scaled(trade.price),
-                parse_scaled(trade.quantity), trade.buyer_is_maker,
+                trade.trade_id, trade.last_trade_id, price, qty, trade.buyer_is_maker,
+                trade_base_quantity(trade, price, qty),
             )  # fmt: skip
             window = trade.trade_time_ms // self.window_ms
             self._admit(trade_fragment(trade.symbol, window, folded_trade, trade.trade_time_ms))

@@ -31,17 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import msgspec
 from bytewax.testing import run_main
 from confluent_kafka import Producer
 
+from binance_metrics.columnar import with_contract_size
 from binance_metrics.columnar_reader import Chunk, read_ahead, read_chunks
 from binance_metrics.dataflow import FlowStats, build_flow
-from binance_metrics.errors import BinanceMetricsError, BrokerError
+from binance_metrics.errors import BinanceMetricsError, BrokerError, ConfigError
 from binance_metrics.history_bars import HistoryBars
 from binance_metrics.kafka.broker import kafka_for
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.producer import SAFE_CONFIG
 from binance_metrics.ledger.accounted import accounted_trades
+from binance_metrics.markets import Market
 from binance_metrics.recordings import check_recording, read_recording
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import open_store
@@ -108,8 +111,10 @@ def produce_recordings(
     settings: Settings,
     kafka: KafkaConnection,
     symbol: str | None = None,
+    contract_size: int | None = None,
 ) -> Produced:
-    """Produce every record of ``paths``: trades to the trades topic, bad rows to the DLQ."""
+    """Produce every record of ``paths``: trades to the trades topic, bad rows to the DLQ;
+    ``contract_size``: COIN-M's, for each trade that carries none."""
     producer = make_producer(kafka)
     failures: list[str] = []
 
@@ -132,6 +137,8 @@ def produce_recordings(
                 if len(reasons) < FIRST_REASONS:
                     reasons.append(record.error)
             else:
+                if contract_size is not None and record.contract_size is None:
+                    record = msgspec.structs.replace(record, contract_size=contract_size)
                 send(settings.KAFKA_TOPIC, record.symbol.encode(), encode_trade(record))
                 messages += 1
             if (messages + bad) % PROGRESS_EVERY == 0:
@@ -176,11 +183,14 @@ def replay(
     *,
     through_kafka: bool = False,
     stats: FlowStats | None = None,
+    contract_size: int | None = None,
 ) -> ReplaySummary:
-    """Replay the recordings into the store (the history path, or ``through_kafka``), and
-    summarise.
+    """Replay the recordings into the store (the history path, or ``through_kafka``), as bars
+    of ``settings.MARKET``, and summarise.
 
     ``stats``, if given, receives the counts as it runs (for a progress display).
+    ``contract_size``: COIN-M's (``MARKET=cm`` needs it), the base-asset volume of every trade
+    that does not carry its own (docs/markets.md).
 
     Raises :class:`~binance_metrics.recordings.RecordingError` for a file that is not trades
     and :class:`~binance_metrics.errors.StoreError` for a store that cannot be opened, both
@@ -188,6 +198,7 @@ def replay(
     :class:`~binance_metrics.errors.StoreError` once writes have failed for ``STORE_GIVE_UP_S``.
     """
     started = time.monotonic()
+    check_contract_size(settings.MARKET, contract_size)
     for path in paths:
         check_recording(path, symbol)
     # The dataflow's sink opens the store inside Bytewax, where a failure is a panic and a
@@ -195,13 +206,33 @@ def replay(
     open_store(settings.clickhouse_dsn, settings.MARKET)
     stats = FlowStats() if stats is None else stats
     if through_kafka:
-        return _replay_through_kafka(paths, settings, symbol, started, stats)
-    return _replay_history(paths, settings, symbol, started, stats)
+        return _replay_through_kafka(paths, settings, symbol, started, stats, contract_size)
+    return _replay_history(paths, settings, symbol, started, stats, contract_size)
+
+
+def check_contract_size(market: Market, contract_size: int | None) -> None:
+    """COIN-M needs a contract size (for the base-asset volumes), the others take none."""
+    if (market == "cm") != (contract_size is not None):
+        raise ConfigError(
+            "COIN-M trades (MARKET=cm) need the symbol's contract size, --contract-size (its "
+            "contractSize in exchangeInfo: 100 for BTCUSD_PERP, 10 for most others)"
+            if contract_size is None
+            else f"--contract-size is for COIN-M (MARKET=cm), not {market}"
+        )
+
+
+def _with_contract_size(chunk: Chunk, contract_size: int) -> None:
+    """The trades of ``chunk`` in contracts of ``contract_size`` where they carry none."""
+    chunk.columns = with_contract_size(chunk.columns, contract_size)
+    chunk.odd = [
+        t if t.contract_size else msgspec.structs.replace(t, contract_size=contract_size)
+        for t in chunk.odd
+    ]
 
 
 def _replay_history(
     paths: Sequence[Path], settings: Settings, symbol: str | None, started: float,
-    stats: FlowStats,
+    stats: FlowStats, contract_size: int | None,
 ) -> ReplaySummary:  # fmt: skip
     """The history path: files -> columns -> seen trades -> bar book -> store."""
     latest_ms = now_ms() + int(settings.MAX_TRADE_TIME_AHEAD_S * 1000)
@@ -243,6 +274,8 @@ def _replay_history(
                 bad += 1
             messages += len(chunk.columns) + len(chunk.odd)
             bars.account([a for r in chunk.rejected if (a := accounted_trades(r)) is not None])
+            if contract_size is not None:
+                _with_contract_size(chunk, contract_size)
             bars.add(chunk.columns, chunk.odd)
         if not abort.is_set():
             bars.finish()
@@ -329,7 +362,7 @@ def _summary(
 
 def _replay_through_kafka(
     paths: Sequence[Path], settings: Settings, symbol: str | None, started: float,
-    stats: FlowStats,
+    stats: FlowStats, contract_size: int | None,
 ) -> ReplaySummary:  # fmt: skip
     """Produce the recordings, run the dataflow to the end of the topic."""
     update: dict[str, object] = {"STOP_AT_END": True}
@@ -340,7 +373,7 @@ def _replay_through_kafka(
     settings = settings.model_copy(update=update)
     log.info("replaying into topic %s", settings.KAFKA_TOPIC)
     with kafka_for(settings) as kafka:
-        produced = produce_recordings(paths, settings, kafka, symbol)
+        produced = produce_recordings(paths, settings, kafka, symbol, contract_size)
         if produced.messages == 0:
             raise ReplayError(_nothing_to_replay(paths, produced, settings.KAFKA_DLQ_TOPIC))
         log.info("running the dataflow to the end of the topic")

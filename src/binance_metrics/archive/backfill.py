@@ -53,6 +53,7 @@ class Request:
     end: date  # included
     market: Market = "spot"
     kind: DataKind = "aggTrades"
+    contract_size: int | None = None  # COIN-M's (docs/markets.md)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def backfill(
         stats = FlowStats()
         expected = sum(estimated_trades(path, request.kind) for path in paths)
         with display.replaying(lambda: stats.summary()["trades"], len(paths), expected):
-            replayed = replay(paths, settings, stats=stats)
+            replayed = replay(paths, settings, stats=stats, contract_size=request.contract_size)
     return BackfillSummary(
         downloaded=sum(1 for item in fetched if not item.cached),
         cached=sum(1 for item in fetched if item.cached),
