@@ -87,23 +87,29 @@ def symbols_of(count: int) -> tuple[str, ...]:
 
 
 async def bare_client(url: str, streams: Sequence[str], total: int) -> None:
-    """Subscribe to every stream (1024 a connection) and read ``total`` trade frames."""
+    """Subscribe to every stream (1024 a connection), read ``total`` trade frames, and print the
+    CPU seconds used from the first to the last (start-up left out)."""
     seen = 0
+    first_cpu = 0.0
     done = asyncio.Event()
 
     async def read(part: Sequence[str]) -> None:
-        nonlocal seen
+        nonlocal seen, first_cpu
         async with connect(url, max_size=None) as ws:
             await ws.send(json.dumps({"method": "SUBSCRIBE", "params": list(part), "id": 1}))
             async for message in ws:
-                if b'"e":"trade"' in (message if isinstance(message, bytes) else message.encode()):
+                text = message if isinstance(message, str) else message.decode()
+                if '"e":"trade"' in text:
                     seen += 1
+                    if seen == 1:
+                        first_cpu = time.process_time()
                     if seen >= total:
                         done.set()
                         return
 
     tasks = [asyncio.create_task(read(streams[i : i + 1024])) for i in range(0, len(streams), 1024)]
     await done.wait()
+    print(json.dumps({"cpu_s": time.process_time() - first_cpu, "trades": seen}))
     for task in tasks:
         task.cancel()
 
@@ -120,16 +126,13 @@ def baseline(symbols: Sequence[str], rate: float, seconds: float) -> float:
             "from market_bench import bare_client; "
             "asyncio.run(bare_client(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])))"
         )
-        client = subprocess.Popen(
+        client = subprocess.run(
             [sys.executable, "-c", script, str(REPO / "benchmarks"), exchange.ws_url,
              json.dumps(streams), str(len(trades))],
+            capture_output=True, text=True, check=True, timeout=seconds + 120,
         )  # fmt: skip
-        used = 0.0
-        while client.poll() is None:
-            used = max(used, cpu_s(client.pid))
-            time.sleep(0.2)
-        exchange.wait_done(60)
-    return used / len(trades)
+    used = json.loads(client.stdout.strip().splitlines()[-1])
+    return float(used["cpu_s"]) / int(used["trades"])
 
 
 # -- the run ----------------------------------------------------------------------------------

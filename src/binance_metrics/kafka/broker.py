@@ -255,7 +255,7 @@ class EmbeddedBroker:
                 return
             log.info("starting the embedded Kafka broker afresh (%s); nothing it holds is "
                      "still needed", reason)  # fmt: skip
-            self._end_process()
+            self._end_process(kill=True)  # nothing to save: no need to wait for a clean exit
             self.start()
             on_restart()
             self.fresh_starts += 1
@@ -269,9 +269,11 @@ class EmbeddedBroker:
         self._stopping.set()
         self._end_process()
 
-    def _end_process(self) -> None:
+    def _end_process(self, kill: bool = False) -> None:
         if self._process is None:
             return
+        if kill:
+            self._process.kill()
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
