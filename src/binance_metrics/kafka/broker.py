@@ -272,9 +272,7 @@ class EmbeddedBroker:
     def _end_process(self, kill: bool = False) -> None:
         if self._process is None:
             return
-        if kill:
-            self._process.kill()
-        self._process.terminate()
+        (self._process.kill if kill else self._process.terminate)()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
