@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     KAFKA_TOPIC: str = Field(default="binance-trades", min_length=1)
     KAFKA_DLQ_TOPIC: str = Field(default="binance-trades-dlq", min_length=1)
     KAFKA_PARTITIONS: int = Field(default=3, ge=1, le=1000)
+    # How much of the trades topic is kept: by age and by size (docs/configuration.md).
+    KAFKA_RETENTION_MS: int = Field(default=86_400_000, ge=60_000)
+    KAFKA_RETENTION_BYTES: int = Field(default=1 << 30, ge=32 << 20)
     # How every Kafka client authenticates (a real Kafka only; the embedded broker has none).
     KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -44,7 +44,8 @@ from binance_metrics.ingest.discovery import is_pattern
 from binance_metrics.ingest.health import Check, feeds
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import kafka_for
-from binance_metrics.kafka.source import RawKafkaSource
+from binance_metrics.kafka.retention import DrainedPipeline, Gate
+from binance_metrics.kafka.source import Positions, RawKafkaSource
 from binance_metrics.reconcile.continuous import build_reconciler
 from binance_metrics.recordings import RecordingError, check_raw_trades
 from binance_metrics.settings import Settings
@@ -97,19 +98,23 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             )
         # After a restart of the embedded broker (empty topics), the producer starts afresh.
         broker_restarted: list[Callable[[], None]] = []
-        kafka = stack.enter_context(kafka_for(settings, broker_restarted))
+        # The embedded broker is started afresh for its retention only while these hold.
+        gates: list[Gate] = []
+        kafka = stack.enter_context(kafka_for(settings, broker_restarted, gates))
         store = open_store(settings.clickhouse_dsn, settings.MARKET)
 
         stats = FlowStats()
         store_health = StoreHealth()
         stop = threading.Event()  # read what was produced to its end, write it, return
         abort = threading.Event()  # set by the sink when it gives up: end at once
+        positions = Positions()
         source = RawKafkaSource(
             kafka,
             settings.KAFKA_TOPIC,
             batch_size=settings.KAFKA_BATCH_SIZE,
             stop=stop,
             abort=abort,
+            positions=positions,
         )
         flow = build_flow(
             settings, kafka, stats=stats, source=source, stop=stop, store_health=store_health,
@@ -130,6 +135,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             )
             ingestor = app.state.ingestor
             broker_restarted.append(ingestor.broker_restarted)
+            gates.append(
+                DrainedPipeline(lambda: ingestor.producer, positions, settings.KAFKA_TOPIC)
+            )
             # The names of SYMBOLS; ALL and patterns are not symbols to offer.
             names = tuple(s for s in settings.SYMBOLS if not is_pattern(s))
             app.include_router(create_router(lambda: store, names, settings.WINDOW_SECONDS))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,40 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def rss_bytes(pid: int) -> int:
+    """The resident memory of ``pid`` (Linux /proc), 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return state != "Z"
+
+
+#: ``python -c ALL_BARS SYMBOL...``: the 1m bars of each symbol as ``bars --format json`` prints
+#: them, as one JSON object by symbol: one process opens the store once for them all.
+ALL_BARS = """
+import io, json, sys
+from binance_metrics.export import klines, write_text
+from binance_metrics.settings import load_settings
+from binance_metrics.store.clickhouse import open_store
+from binance_metrics.store.queries import fetch_bars
+store, out = open_store(load_settings().clickhouse_dsn), {}
+for symbol in sys.argv[1:]:
+    text = io.StringIO()
+    write_text(klines(symbol, fetch_bars(store, symbol), "1m"), "json", text)
+    out[symbol] = json.loads(text.getvalue())
+print(json.dumps(out))
+"""
 
 
 class UpRuns:
@@ -117,6 +146,15 @@ class UpRuns:
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(120)
+
+    def stored_bars_of(self, symbols: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`stored_bars` of many symbols at once (``up`` stopped)."""
+        result = subprocess.run(
+            [sys.executable, "-c", ALL_BARS, *symbols],
+            env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True, timeout=300,
+        )  # fmt: skip
+        bars: dict[str, list[dict[str, Any]]] = json.loads(result.stdout)
+        return bars
 
     def stored_bars(self, symbol: str) -> list[dict[str, object]]:
         bars = subprocess.run(

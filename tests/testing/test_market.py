@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from binance_metrics.testing.exchange import RealTime
-from binance_metrics.testing.market import MINUTE_MS, shifted_to_now
+from binance_metrics.testing.market import MINUTE_MS, Burst, WholeMarket, shifted_to_now
 from binance_metrics.trades import TradeMessage
 
 RECORDED_AT = 1_572_000_000_000  # October 2019
@@ -55,3 +55,23 @@ def test_shifted_by_whole_minutes_sent_on_time_never_before_it_happened(
         assert now_ms - first < MINUTE_MS + max(0, 1 - 1 / speed) * (last - first)
     # Never sent before it happened (no trade from the future, no bar dated ahead of time).
     assert all(d >= s.trade_time for d, s in zip(due, shifted, strict=True))
+
+
+def test_a_whole_market_is_shaped_like_binances_volume_with_its_bursts() -> None:
+    symbols = tuple(f"S{n:03d}USDT" for n in range(100))
+    market = WholeMarket(symbols, rate=2000, seconds=20, bursts=(Burst(10, 5, 4),), seed=3)
+    trades = market.trades(start_ms=1_000_000)
+    per_symbol: dict[str, list[int]] = {}
+    for trade in trades:
+        per_symbol.setdefault(trade.symbol, []).append(trade.id)
+        assert trade.data["s"] == trade.symbol and trade.data["T"] == trade.trade_time
+    # Each symbol's ids run 1, 2, 3, ... in time order: a market with no gap.
+    assert all(ids == list(range(1, len(ids) + 1)) for ids in per_symbol.values())
+    assert [t.trade_time for t in trades] == sorted(t.trade_time for t in trades)
+    # Zipf: the busiest symbol about twice the second, the top ten most of the trades' third.
+    counts = [len(per_symbol.get(s, [])) for s in symbols]
+    assert counts[0] > 1.6 * counts[1] and sum(counts[:10]) > 0.5 * sum(counts)
+    # 2,000 a second, four times that for five seconds: 20 * 2,000 + 5 * 6,000 = 70,000.
+    assert 66_000 < len(trades) < 74_000
+    in_burst = sum(1 for t in trades if 1_010_000 <= t.trade_time < 1_015_000)
+    assert 36_000 < in_burst < 44_000

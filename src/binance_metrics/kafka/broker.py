@@ -8,7 +8,9 @@ EOF, never by its high watermark. It never outlives the process that started it,
 that process (``kill -9`` included): on Linux the kernel kills it when its parent dies. While the
 run lasts it is supervised: a broker that dies is started again on the same port with its topics
 created again (empty: the trades it held are gone, and the heal loop fetches them again from
-Binance, docs/healing.md).
+Binance, docs/healing.md). Tansu enforces no retention; the supervisor starts the broker afresh
+when it holds too much, once nothing it holds is still needed (:mod:`binance_metrics.kafka.
+retention`).
 
 A configured Kafka is checked by :func:`check_broker` before anything starts, so that a wrong
 address or a broker that is down is one clear error within seconds (docs/troubleshooting.md,
@@ -42,6 +44,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from binance_metrics.errors import BrokerError, ConfigError
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.log import LIBRDKAFKA_LOG
+from binance_metrics.kafka.retention import DRAIN_TIMEOUT_S, BrokerRetention, Gate
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,7 +139,9 @@ class EmbeddedBroker:
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        self._started_at = time.monotonic()
         self.restarts = 0
+        self.fresh_starts = 0  # started afresh for retention (KAFKA_RETENTION_*)
 
     @property
     def connection(self) -> KafkaConnection:
@@ -158,6 +163,7 @@ class EmbeddedBroker:
         ]
         log.info("starting embedded Kafka broker (Tansu) on %s", self.bootstrap_servers)
         self._process = _spawner.popen(command)
+        self._started_at = time.monotonic()
         try:
             self._wait_ready(timeout_s)
         except BaseException:  # Ctrl-C while it starts: __exit__ will not run
@@ -180,18 +186,48 @@ class EmbeddedBroker:
         self._end_process()
         raise BrokerError(f"Tansu did not answer on {self.bootstrap_servers} in {timeout_s} s")
 
-    def supervise(self, on_restart: Callable[[], None], every_s: float = 0.5) -> None:
+    def held_bytes(self) -> int:
+        """What the broker holds: its resident memory (Linux), 0 when unknown."""
+        process = self._process
+        try:
+            with open(f"/proc/{process.pid if process else 0}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def supervise(
+        self,
+        on_restart: Callable[[], None],
+        every_s: float = 0.5,
+        retention: BrokerRetention | None = None,
+        gates: Sequence[Gate] = (),
+    ) -> None:
         """Start the broker again whenever it dies before :meth:`stop`, then ``on_restart()``
-        (create the topics)."""
+        (create the topics). With ``retention``, start it afresh when it is due, once every
+        one of ``gates`` holds (read at that moment: a list may be added to later)."""
         thread = threading.Thread(
-            target=self._supervise, args=(on_restart, every_s), name="broker-supervisor",
-            daemon=True,
+            target=self._supervise, args=(on_restart, every_s, retention, gates),
+            name="broker-supervisor", daemon=True,
         )  # fmt: skip
         thread.start()
 
-    def _supervise(self, on_restart: Callable[[], None], every_s: float) -> None:
+    def _supervise(
+        self,
+        on_restart: Callable[[], None],
+        every_s: float,
+        retention: BrokerRetention | None,
+        gates: Sequence[Gate],
+    ) -> None:
         while not self._stopping.wait(every_s):
             process = self._process
+            if process is not None and process.poll() is None and retention is not None:
+                reason = retention.due(self.held_bytes(), time.monotonic() - self._started_at)
+                if reason is not None:
+                    self._start_afresh(reason, on_restart, list(gates))
+                continue
             if process is None or process.poll() is None:
                 continue
             log.error(
@@ -205,14 +241,38 @@ class EmbeddedBroker:
             except Exception as exc:  # noqa: BLE001 - tried again at the next round
                 log.error("could not start the embedded Kafka broker again: %s", exc)
 
+    def _start_afresh(
+        self, reason: str, on_restart: Callable[[], None], gates: Sequence[Gate]
+    ) -> None:
+        """Stop the broker and start it again empty, while every gate holds."""
+        held: list[Gate] = []
+        try:
+            for gate in gates:
+                if not gate.hold(DRAIN_TIMEOUT_S):
+                    return
+                held.append(gate)
+            if not held or self._stopping.is_set():
+                return
+            log.info("starting the embedded Kafka broker afresh (%s); nothing it holds is "
+                     "still needed", reason)  # fmt: skip
+            self._end_process(kill=True)  # nothing to save: no need to wait for a clean exit
+            self.start()
+            on_restart()
+            self.fresh_starts += 1
+        except Exception as exc:  # noqa: BLE001 - the supervisor starts it at the next round
+            log.error("could not start the embedded Kafka broker afresh: %s", exc)
+        finally:
+            for gate in held:
+                gate.release()
+
     def stop(self) -> None:
         self._stopping.set()
         self._end_process()
 
-    def _end_process(self) -> None:
+    def _end_process(self, kill: bool = False) -> None:
         if self._process is None:
             return
-        self._process.terminate()
+        (self._process.kill if kill else self._process.terminate)()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -304,8 +364,13 @@ def ensure_topics(
     topics: Iterable[str],
     partitions: int,
     timeout_s: float = 30.0,
+    *,
+    retention_ms: int = TRADES_RETENTION_MS,
+    retention_bytes: int | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are).
+    """Create the topics that do not exist yet (existing ones are left as they are), with
+    ``retention_ms`` and, given, ``retention_bytes`` for the whole topic (Kafka's
+    ``retention.bytes`` is per partition).
 
     Raises :class:`BrokerError` when the topics cannot be listed or created.
     """
@@ -317,12 +382,15 @@ def ensure_topics(
             f"could not list the topics of Kafka at {kafka.bootstrap_servers}: "
             f"{_reason(exc.args[0])}"
         ) from exc
+    retention = {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
+    if retention_bytes is not None:
+        retention["retention.bytes"] = str(max(1, retention_bytes // partitions))
     wanted = [
         NewTopic(
             name,
             num_partitions=partitions,
             replication_factor=1,
-            config={"retention.ms": str(TRADES_RETENTION_MS)},
+            config=retention,
         )
         for name in topics
         if name not in existing
@@ -340,22 +408,30 @@ def ensure_topics(
 
 @contextmanager
 def kafka_for(
-    settings: Settings, on_restart: Iterable[Callable[[], None]] = ()
+    settings: Settings,
+    on_restart: Iterable[Callable[[], None]] = (),
+    gates: Sequence[Gate] = (),
 ) -> Iterator[KafkaConnection]:
     """The configured Kafka (checked: :func:`check_broker`), or an embedded broker for the
-    duration; either way with the trades and dead-letter topics created. An embedded broker
-    that dies is started again, its topics created, then each of ``on_restart`` is called
-    (read at that moment: a list may be added to later)."""
+    duration; either way with the trades and dead-letter topics created, with the retention of
+    ``KAFKA_RETENTION_MS`` and ``KAFKA_RETENTION_BYTES``. An embedded broker that dies is
+    started again, its topics created, then each of ``on_restart`` is called (read at that
+    moment: a list may be added to later). It is started afresh for its retention while every
+    one of ``gates`` holds (none: never; read then too)."""
     topics = [settings.KAFKA_TOPIC, settings.KAFKA_DLQ_TOPIC]
+    retention = {
+        "retention_ms": settings.KAFKA_RETENTION_MS,
+        "retention_bytes": settings.KAFKA_RETENTION_BYTES,
+    }
     if not settings.embedded_kafka:
         kafka = KafkaConnection.from_settings(settings)
         check_broker(kafka)
-        ensure_topics(kafka, topics, settings.KAFKA_PARTITIONS)
+        ensure_topics(kafka, topics, settings.KAFKA_PARTITIONS, **retention)
         yield kafka
         return
     with EmbeddedBroker() as broker:
         create = functools.partial(
-            ensure_topics, broker.connection, topics, settings.KAFKA_PARTITIONS
+            ensure_topics, broker.connection, topics, settings.KAFKA_PARTITIONS, **retention
         )
         create()
 
@@ -364,5 +440,6 @@ def kafka_for(
             for hook in list(on_restart):
                 hook()
 
-        broker.supervise(restarted)
+        limits = BrokerRetention(settings.KAFKA_RETENTION_BYTES, settings.KAFKA_RETENTION_MS / 1000)
+        broker.supervise(restarted, retention=limits, gates=gates)
         yield broker.connection

@@ -20,6 +20,10 @@ idempotent producer fail for good ("unknown producer id", a fatal error): the pr
 replaced by a new one, and the messages the old one did not deliver are produced again through
 the new one (each counts as a redelivery).
 
+:meth:`KafkaProducer.hold` keeps new messages in the overflow, in order, until
+:meth:`KafkaProducer.release`: the embedded broker is started afresh in between, once every
+message before it was acknowledged (:mod:`binance_metrics.kafka.retention`).
+
 Delivery reports run on a background thread that calls ``poll``; ``on_ack`` / ``on_error`` are
 called from that thread.
 """
@@ -89,6 +93,9 @@ class KafkaProducer:
         )
         self._producer = Producer(self._config)
         self._fatal = threading.Event()  # the producer failed for good: replace it
+        self._held = threading.Event()  # hold(): new messages wait in the overflow
+        #: (topic, partition) -> the highest offset acknowledged there.
+        self.acked_offsets: dict[tuple[str, int], int] = {}
         self.replacements = 0
         self._overflow: deque[tuple[str, bytes, bytes | None, int]] = deque()
         # Serialises "overflow empty? then produce directly" against the drain, so order holds.
@@ -137,7 +144,7 @@ class KafkaProducer:
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Enqueue one message; never blocks, never raises ``BufferError``, keeps order."""
         with self._lock:
-            if not self._overflow and not self._fatal.is_set():
+            if not self._overflow and not self._fatal.is_set() and not self._held.is_set():
                 try:
                     self._producer.produce(topic, value, key)
                     return
@@ -153,13 +160,25 @@ class KafkaProducer:
         (heartbeats): never queued, never produced again after an error, not passed to
         ``on_ack``, and never ahead of a message produced before it."""
         with self._lock:
-            if self._overflow:
+            if self._overflow or self._held.is_set():
                 return False
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_offered)
             except BufferError:
                 return False
         return True
+
+    def hold(self) -> None:
+        """Keep every new message in the overflow (in order) until :meth:`release`."""
+        self._held.set()
+
+    def release(self) -> None:
+        self._held.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages handed to librdkafka and not acknowledged yet."""
+        return len(self._producer)
 
     @property
     def backpressure(self) -> bool:
@@ -208,6 +227,7 @@ class KafkaProducer:
     def replace(self) -> None:
         """Replace the producer soon (the broker lost its state: its idempotence bookkeeping
         no longer matches); what was not delivered is produced again."""
+        self.acked_offsets.clear()  # the new broker's offsets start again at 0
         self._fatal.set()
 
     def _replace_producer(self) -> None:
@@ -229,7 +249,7 @@ class KafkaProducer:
 
     def _drain_overflow(self) -> None:
         with self._lock:
-            while self._overflow and not self._fatal.is_set():
+            while self._overflow and not self._fatal.is_set() and not self._held.is_set():
                 topic, value, key, attempt = self._overflow[0]
                 try:
                     if attempt:
@@ -261,6 +281,10 @@ class KafkaProducer:
         topic = msg.topic() or ""
         if err is None:
             self.acked += 1
+            offset = msg.offset()
+            if offset is not None:
+                where = (topic, msg.partition() or 0)
+                self.acked_offsets[where] = max(offset, self.acked_offsets.get(where, -1))
             self._last_progress = time.monotonic()
             self._client_error = None
             if self._on_ack is not None:

@@ -7,6 +7,10 @@ offsets only in Bytewax's recovery state (never in a consumer group), so a resum
 continues exactly where its last snapshot was; ``tail=False`` ends each partition at partition
 EOF, which is exact on Tansu too (its high watermark is not, docs/architecture.md).
 
+Where each partition has read to is shared (:class:`Positions`): the embedded broker is started
+afresh (empty) only once every acknowledged record was read, and then each partition is told to
+read its new topic from the start (:mod:`binance_metrics.kafka.retention`).
+
 A stop request (``stop``) loses nothing: every partition is read on to its end as of the request
 (the next partition EOF), so that what was produced before it reaches the bars; then the
 partition ends, the windows close and are written, and the dataflow returns. The consumer always
@@ -47,6 +51,27 @@ _PERMANENT: Final = frozenset(
 )
 
 
+class Positions:
+    """Each partition's next offset to read, and rewinds to the start of a new (empty) topic."""
+
+    def __init__(self) -> None:
+        self.next: dict[int, int] = {}  # partition -> next offset (only once a record was read)
+        self.generation = 0  # raised by rewind()
+        self.seen: dict[int, int] = {}  # partition -> the generation it follows
+
+    def rewind(self) -> None:
+        """Every partition reads from the start again (at its next batch)."""
+        self.generation += 1
+
+    def rewound(self) -> bool:
+        """Whether every partition follows the last :meth:`rewind`."""
+        return all(seen == self.generation for seen in list(self.seen.values()))
+
+    def read_past(self, offsets: dict[int, int]) -> bool:
+        """Whether every partition has read past ``offsets`` (partition -> offset)."""
+        return all(self.next.get(partition, 0) > offset for partition, offset in offsets.items())
+
+
 class _RawPartition(StatefulSourcePartition[bytes, int]):
     def __init__(
         self,
@@ -59,6 +84,7 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
         tail: bool,
         stop: threading.Event | None,
         abort: threading.Event | None,
+        positions: Positions | None,
     ) -> None:
         self._consumer = Consumer(config)
         self._topic = topic
@@ -72,6 +98,9 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
         self._awake_at: datetime | None = None
         self._stop = stop
         self._abort = abort
+        self._positions = positions
+        if positions is not None:
+            positions.seen[partition] = positions.generation
 
     @override
     def next_batch(self) -> list[bytes]:
@@ -79,6 +108,9 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
             raise StopIteration
         if not self._ends_at_eof and self._stop is not None and self._stop.is_set():
             self._read_to_the_end()
+        positions = self._positions
+        if positions is not None and positions.seen[self._partition] != positions.generation:
+            self._from_the_start(positions)
         self._awake_at = None
         batch: list[bytes] = []
         last = None
@@ -99,9 +131,18 @@ class _RawPartition(StatefulSourcePartition[bytes, int]):
             last = record
         if last is not None and (offset := last.offset()) is not None:
             self._offset = offset + 1  # resume after the last record emitted
+            if positions is not None:
+                positions.next[self._partition] = self._offset
         if not batch and not self._eof:
             self._awake_at = datetime.now(UTC) + IDLE_BACKOFF
         return batch
+
+    def _from_the_start(self, positions: Positions) -> None:
+        """The broker was started afresh: its topic begins again at offset 0."""
+        self._offset = 0
+        self._consumer.assign([TopicPartition(self._topic, self._partition, OFFSET_BEGINNING)])
+        positions.next.pop(self._partition, None)
+        positions.seen[self._partition] = positions.generation
 
     def _read_to_the_end(self) -> None:
         """End at the next partition EOF. librdkafka reports EOF once per offset, so the one
@@ -135,15 +176,18 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
         batch_size: int = 5000,
         stop: threading.Event | None = None,
         abort: threading.Event | None = None,
+        positions: Positions | None = None,
     ) -> None:
         """``stop``, once set, ends every partition at its end as of then (see the module);
-        ``abort`` ends them at once (the run is failing: the bar sink gave up)."""
+        ``abort`` ends them at once (the run is failing: the bar sink gave up); ``positions``
+        shares where each partition has read to."""
         self.kafka = kafka
         self.topic = topic
         self.tail = tail
         self.batch_size = batch_size
         self.stop = stop
         self.abort = abort
+        self.positions = positions
 
     @override
     def list_parts(self) -> list[str]:
@@ -196,4 +240,5 @@ class RawKafkaSource(FixedPartitionedSource[bytes, int]):
             tail=self.tail,
             stop=self.stop,
             abort=self.abort,
+            positions=self.positions,
         )

@@ -14,11 +14,14 @@ Two sources:
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import json
+import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -175,3 +178,66 @@ def synthetic_market(
             raw = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
             trades.append(MarketTrade(symbol, stream, round_ + 1, at, at, raw, data))
     return trades
+
+
+@dataclass(frozen=True)
+class Burst:
+    """``factor`` times the market's rate from ``at_s`` for ``seconds`` (since the start)."""
+
+    at_s: float
+    seconds: float
+    factor: float
+
+
+@dataclass(frozen=True)
+class WholeMarket:
+    """A market shaped like Binance's: ``rate`` trades a second in all, spread over the symbols
+    like Binance's volume (Zipf: the symbol of rank r gets a share proportional to
+    ``1 / r**skew``, so a few carry most trades), with ``bursts``."""
+
+    symbols: Sequence[str]
+    rate: float
+    seconds: float
+    bursts: Sequence[Burst] = field(default_factory=tuple)
+    skew: float = 1.0
+    seed: int = 7
+
+    def rate_at(self, offset_s: float) -> float:
+        factor = 1.0
+        for burst in self.bursts:
+            if burst.at_s <= offset_s < burst.at_s + burst.seconds:
+                factor = max(factor, burst.factor)
+        return self.rate * factor
+
+    def shares(self) -> list[float]:
+        """Each symbol's share of the trades, in the order of ``symbols``."""
+        weights = [1 / (rank + 1) ** self.skew for rank in range(len(self.symbols))]
+        total = sum(weights)
+        return [weight / total for weight in weights]
+
+    def trades(self, start_ms: int) -> list[MarketTrade]:
+        """The trades from ``start_ms`` on: Poisson arrivals at :meth:`rate_at`, each symbol's
+        ids consecutive from 1, prices that walk a little."""
+        rng = random.Random(self.seed)
+        cumulative = list(itertools.accumulate(self.shares()))
+        ids = [0] * len(self.symbols)
+        ticks = [10_000 + 97 * n % 5_000 for n in range(len(self.symbols))]  # in cents
+        streams = [f"{symbol.lower()}@trade" for symbol in self.symbols]
+        trades: list[MarketTrade] = []
+        offset_s = 0.0
+        while True:
+            offset_s += rng.expovariate(self.rate_at(offset_s))
+            if offset_s >= self.seconds:
+                return trades
+            n = bisect.bisect_left(cumulative, rng.random() * cumulative[-1])
+            n = min(n, len(self.symbols) - 1)
+            ids[n] += 1
+            ticks[n] = max(1, ticks[n] + rng.randint(-3, 3))
+            at = start_ms + int(offset_s * 1000)
+            data: dict[str, Any] = {
+                "e": "trade", "E": at, "s": self.symbols[n], "t": ids[n],
+                "p": f"{ticks[n] / 100:.8f}", "q": f"{rng.randint(1, 10**6) / 10**5:.8f}",
+                "T": at, "m": rng.random() < 0.5, "M": True,
+            }  # fmt: skip
+            raw = json.dumps({"stream": streams[n], "data": data}, separators=(",", ":"))
+            trades.append(MarketTrade(self.symbols[n], streams[n], ids[n], at, at, raw, data))
