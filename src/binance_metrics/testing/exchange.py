@@ -628,10 +628,12 @@ class LocalExchange:
 
     def clock_ms(self, symbol: str) -> int:
         """The market's time for ``symbol`` (``closeTime``), so that every trade of it up to
-        this time has happened, as on Binance: the wall clock when the market plays on it,
-        else the newest trade time that has happened; never at or past its next trade."""
+        this time has happened, as on Binance: the wall clock while the market plays on it,
+        else the newest trade time that has happened; never at or past its next trade. Once
+        the market has ended, its clock stops at its last trade: the end of a recording is not
+        a quiet market (a demo's bars end with it)."""
         pace = self.pace
-        on_the_clock = isinstance(pace, RealTime) and pace.on_the_clock
+        on_the_clock = isinstance(pace, RealTime) and pace.on_the_clock and not self.done.is_set()
         clock = int(_now_ms()) if on_the_clock else self._latest_ms
         trades, happened = self._by_symbol.get(symbol, []), self._happened.get(symbol, 0)
         if happened < len(trades):
