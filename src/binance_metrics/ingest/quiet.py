@@ -88,8 +88,12 @@ class QuietWatch:
             boundary = max(-(-start // window) * window, checked + window)
             await asyncio.sleep(max(0, boundary + ASK_AFTER_MS - now) / 1000)
             checked = boundary
-            vouched = self._heartbeats.vouched
-            due = [s for s in self._symbols() if vouched.get(s, -1) < boundary - 1]
+            vouched, sequences = self._heartbeats.vouched, self._sequences
+            due = [
+                s
+                for s in self._symbols()
+                if vouched.get(s, -1) < boundary - 1 and sequences[s].next_id is not None
+            ]
             if not due:
                 continue
             self.checks += 1
