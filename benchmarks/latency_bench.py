@@ -16,7 +16,10 @@ every ``--poll-ms``; Chromium shows the page of the first symbol. Printed, p50 /
 * **closed**: a minute's closed bar first visible through ``/api/bars`` minus the minute's end,
   for every minute traded from its start to its end and for WATERMARK_WAIT_S + 5 s after;
 * **page**: the page drew the newest bar's version (open time, close, trade count) minus when
-  the poller first saw that version through ``/api/bars``.
+  the poller first saw that version through ``/api/bars``;
+* **quiet**: a quiet minute's zero-trade bar first visible through ``/api/bars`` minus the
+  minute's end, for LTCUSDT, alone on a connection of its own, which trades for the first
+  ``QUIET_AFTER_S`` only: no frame vouches for it, the ticker does (``ingest/quiet.py``).
 
 Visibility is sampled every ``--poll-ms``: forming and closed figures are late by up to that much,
 page figures early by up to that much. Targets: forming p99 <= 1 s, closed p99 <=
@@ -56,6 +59,8 @@ sys.path.insert(0, str(REPO))  # tests.web.cdp: the DevTools driver of the page 
 from tests.web.cdp import Browser  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "ADAUSDT", "DOGEUSDT")
+QUIET = "LTCUSDT"  # alone on its connection, quiet after QUIET_AFTER_S
+QUIET_AFTER_S = 10.0
 MINUTE_MS = 60_000
 #: ``up`` starts (broker check, store, dataflow, connections) before the market opens.
 LEAD_S = 30.0
@@ -206,6 +211,8 @@ def main() -> int:
     wait_s = Settings().WATERMARK_WAIT_S
     start_ms = now_ms() + int(LEAD_S * 1000)
     trades = market(symbols, start_ms, args.seconds, args.rate)
+    trades += market([QUIET], start_ms, QUIET_AFTER_S, args.rate)
+    trades.sort(key=lambda trade: trade.trade_time)
     gate = threading.Event()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -222,11 +229,13 @@ def main() -> int:
             "DATA_DIR": str(work / "data"), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "BINANCE_WS_URL": exchange.ws_url, "BINANCE_REST_URL": exchange.rest_url,
             "PYTHONUNBUFFERED": "1",
+            # The busy symbols share a connection; the quiet one has one of its own.
+            "INGEST__STREAMS_PER_CONNECTION": str(len(symbols)),
         })  # fmt: skip
         log = (work / "up.log").open("w")
         up = subprocess.Popen(
-            [sys.executable, "-m", "binance_metrics.cli", "up", "--symbols", ",".join(symbols),
-             "--port", str(port)],
+            [sys.executable, "-m", "binance_metrics.cli", "up", "--symbols",
+             ",".join((*symbols, QUIET)), "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         browser: Browser | None = None
@@ -250,7 +259,8 @@ def main() -> int:
                 browser = Browser(browser_binary, work / "profile").__enter__()
                 browser.navigate(f"{base}/?symbol={symbols[0]}&interval=1m")
             poller = threading.Thread(
-                target=poll, args=(base, symbols, symbols[0], args.poll_ms / 1000, stop, seen)
+                target=poll,
+                args=(base, (*symbols, QUIET), symbols[0], args.poll_ms / 1000, stop, seen),
             )
             poller.start()
             opener.join()
@@ -284,9 +294,21 @@ def main() -> int:
     closed = [
         at - (minute + MINUTE_MS)
         for (symbol, minute), at in seen.closed.items()
-        if minute >= first_full and minute + MINUTE_MS + (wait_s + 5) * 1000 <= end_ms
+        if symbol != QUIET
+        and minute >= first_full
+        and minute + MINUTE_MS + (wait_s + 5) * 1000 <= end_ms
     ]
     page = [d["at"] - seen.versions[d["key"]] for d in draws if d["key"] in seen.versions]
+    # The quiet symbol's minutes after its last trade, closed while the market still ran.
+    quiet_last = max(t.trade_time for t in trades if t.symbol == QUIET)
+    first_quiet = (quiet_last // MINUTE_MS + 1) * MINUTE_MS
+    quiet = [
+        at - (minute + MINUTE_MS)
+        for (symbol, minute), at in seen.closed.items()
+        if symbol == QUIET
+        and minute >= first_quiet
+        and minute + MINUTE_MS + (wait_s + 5) * 1000 <= end_ms
+    ]
     print(f"{len(produced)} of {len(trades)} trades produced; {len(symbols)} symbols; "
           f"poll every {args.poll_ms:g} ms; WATERMARK_WAIT_S={wait_s:g}")  # fmt: skip
     print(f"ingest   (ingestion - trade time)      {quantiles(ingest)}")
@@ -298,6 +320,7 @@ def main() -> int:
           f"{len(draws)} page draws")  # fmt: skip
     page_figure = quantiles(page) if browser_binary else "not measured (no chromium, --no-page)"
     print(f"page     (drawn - visible in API)      {page_figure}")
+    print(f"quiet    (zero-trade bar - minute end) {quantiles(quiet)}  ({QUIET}, alone, no trades)")
     for name, values, limit in (
         ("forming", forming, 1000.0),
         ("closed", closed, (wait_s + 1) * 1000),

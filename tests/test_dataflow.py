@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from binance_metrics.bars import BarUpdate
 from binance_metrics.dataflow import FlowStats, build_bars
+from binance_metrics.heartbeats import encode_heartbeat
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade
 from tests.support.oracle import as_fields, materialize, reference_klines
 from tests.support.sources import FROZEN_NOW, ListPartitionsSource
@@ -129,6 +130,30 @@ def test_zero_trade_minutes_carry_previous_close() -> None:
     assert stats.late_trades == 1
     assert table[("BTCUSDT", starts[1])].close == 20 * 10**8
     assert table[("BTCUSDT", starts[2])].open == 20 * 10**8
+
+
+def test_a_trade_after_a_heartbeat_that_vouched_for_its_minute_is_merged_not_lost() -> None:
+    """A heartbeat that vouched too far (the ticker trailed a trade) fills the minute; the trade
+    that comes after it replaces the zero-trade bar and re-prices the fillers after it."""
+    base = 1_723_161_600_000
+
+    def trade(trade_id: int, at_ms: int, price: str) -> TradeMessage:
+        return TradeMessage("trade", at_ms, "BTCUSDT", trade_id, price, "1", at_ms, False)
+
+    late = trade(2, base + 60_000 + 30_000, "20")
+    trades = [trade(1, base + 5, "10"), late, trade(3, base + 4 * 60_000 + 5, "12")]
+    # Minutes 1 and 2 vouched for, wrongly: trade 2 of minute 1 comes after.
+    wrong = [encode_heartbeat("BTCUSDT", base + m * 60_000 - 1, 0) for m in (2, 3)]
+    for wait in (timedelta(0), timedelta(seconds=2)):
+        updates, rejected, stats = run_bars(
+            [[encode_trade(trades[0]), *wrong, encode_trade(late), encode_trade(trades[2])]],
+            batch_size=1, wait=wait,
+        )  # fmt: skip
+        assert rejected == []
+        filled = [u for u in updates if u.window_start_ms == base + 60_000]
+        assert filled[0].bar.trade_count == 0, "the heartbeat filled minute 1 first"
+        assert stats.late_trades == 1
+        assert_bars_equal_reference(updates, trades)
 
 
 def test_undecodable_records_are_rejected_with_reason_not_dropped() -> None:

@@ -10,7 +10,8 @@ the demo
   banner on the candle page;
 * ends cleanly: when the recording is over the connection stays open and quiet (the silence
   watchdog, which is for a real exchange, is off), each feed's state is ``ended``, and the page
-  keeps its bars; no reconnects, no 503.
+  keeps its bars; no reconnects, no 503. It does not loop, and its bars end with the recording
+  (the local exchange's clock stops at its last trade).
 """
 
 from __future__ import annotations

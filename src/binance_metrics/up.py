@@ -140,7 +140,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
             )
             # The names of SYMBOLS; ALL and patterns are not symbols to offer.
             names = tuple(s for s in settings.SYMBOLS if not is_pattern(s))
-            app.include_router(create_router(lambda: store, names, settings.WINDOW_SECONDS))
+            app.include_router(
+                create_router(lambda: store, names, settings.WINDOW_SECONDS, settings.MARKET)
+            )
             live = LiveBars(lambda: store, bar_seconds=settings.WINDOW_SECONDS)
             app.include_router(
                 create_live_router(live, lambda: _page_status(ingestor, demo, source_of_bars))

@@ -345,6 +345,26 @@ def test_symbol_variable_lists_the_symbols(results: dict[str, Any]) -> None:
     assert results["var:symbol"]["rows"] == [["BTCUSDT"], ["ETHUSDT"]]
 
 
+def test_the_symbol_list_is_searchable(dashboard: dict[str, Any], results: dict[str, Any]) -> None:
+    """The Search symbols box narrows the Symbol list through the variable's regex, which
+    Grafana interpolates with the ``regex`` format (the text escaped) and applies to each
+    value (``/pattern/flags``, as in JavaScript)."""
+    search = _variable(dashboard, "search")
+    assert search["type"] == "textbox" and search["current"]["value"] == ""
+    regex = _variable(dashboard, "symbol")["regex"]
+    symbols = [row[0] for row in results["var:symbol"]["rows"]]
+
+    def listed(text: str) -> list[str]:
+        pattern, _, flags = regex.replace("${search}", re.escape(text))[1:].rpartition("/")
+        compiled = re.compile(pattern, re.IGNORECASE if "i" in flags else 0)
+        return [s for s in symbols if compiled.search(s)]
+
+    assert listed("") == ["BTCUSDT", "ETHUSDT"]
+    assert listed("eth") == ["ETHUSDT"]
+    assert listed("USDT") == ["BTCUSDT", "ETHUSDT"]
+    assert listed("b.c") == []  # the text is a text, not a pattern
+
+
 def test_candles_return_the_candlestick_fields(results: dict[str, Any]) -> None:
     # 12 minutes from 2024-08-09T00:00 (a Friday): one bar of each longer interval, the ones
     # opened before the dashboard's range included (3d opened on 08-07, 1w on Monday 08-05).

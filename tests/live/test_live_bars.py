@@ -100,7 +100,11 @@ def test_quiet_windows_close_on_time_never_in_an_outage_and_the_forming_bar_is_e
     app.include_router(create_router(lambda: empty_store, [BUSY, QUIET]))
     observations: list[Observation] = []
     with LocalExchange(trades, faults, pace=RealTime(1.0, on_the_clock=True)) as exchange:
-        ingest_settings = settings_for(exchange, topic_prefix, (BUSY, QUIET), silence_timeout_s=10)
+        # Heartbeats from frames only: the ticker's (tests/live/test_quiet_minutes.py) would
+        # vouch for the quiet symbol during the outage, rightly, as no trade happens then.
+        ingest_settings = settings_for(
+            exchange, topic_prefix, (BUSY, QUIET), silence_timeout_s=10, tail_check_s=0
+        )
         stop = threading.Event()
         with running_ingestor(ingest_settings, broker.bootstrap_servers) as running:
             source = RawKafkaSource(broker.connection, flow_settings.KAFKA_TOPIC, stop=stop)

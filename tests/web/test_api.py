@@ -47,7 +47,7 @@ def test_symbols_lists_configured_then_stored_and_opens_on_one_with_bars(
 ) -> None:
     body = client.get("/api/symbols").json()
     assert body == {
-        "market": "spot",
+        "market": "spot",  # MARKET's default
         "symbols": ["SOLUSDT", "ETHUSDT", "BTCUSDT"],
         "with_bars": ["BTCUSDT", "ETHUSDT"],
         "default": "ETHUSDT",  # SOLUSDT comes first but has no bars
@@ -273,6 +273,13 @@ def test_store_failure_is_503_without_details(filled: Store) -> None:
             response = test_client.get(url)
             assert response.status_code == 503
             assert "password" not in response.text
+
+
+def test_symbols_name_the_market_served(filled: Store) -> None:
+    app = FastAPI()
+    app.include_router(create_router(lambda: filled, ["BTCUSDT"], market="cm"))
+    with TestClient(app) as test_client:
+        assert test_client.get("/api/symbols").json()["market"] == "cm"
 
 
 def test_bad_configured_symbol_is_refused_at_start(filled: Store) -> None:

@@ -57,6 +57,26 @@ def pick(select: str, value: str) -> str:
     )
 
 
+MATCHES = "document.getElementById('matches').textContent"
+
+
+def type_in(browser: Browser, text: str) -> None:
+    """Focus the symbol box, clear it, and type ``text`` as a user does (input events)."""
+    browser.evaluate(
+        "(() => { const s = document.getElementById('symbol'); s.focus(); s.select(); })()"
+    )
+    browser.send("Input.insertText", {"text": text})
+
+
+def press(browser: Browser, key: str) -> None:
+    codes = {"Enter": 13, "Escape": 27}
+    for kind in ("keyDown", "keyUp"):
+        browser.send(
+            "Input.dispatchKeyEvent",
+            {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": codes[key]},
+        )
+
+
 def rendered(symbol: str, interval: str, count: int) -> str:
     prefix = f"{symbol}|{interval}|{count}|"
     marker = "(document.getElementById('chart')?.dataset.rendered || '')"
@@ -87,9 +107,14 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
         assert eth["volumeBars"] == len(ETH.bars), eth
         assert eth["status"].startswith(f"{len(ETH.bars)} bars · last close "), eth
         symbols = browser.evaluate(
-            "[...document.getElementById('symbol').options].map(o => o.text)"
+            "[...document.getElementById('symbols').options].map(o => [o.value, o.label])"
         )
-        assert symbols == ["SOLUSDT (no bars yet)", "ETHUSDT", "BTCUSDT"]
+        assert symbols == [
+            ["SOLUSDT", "no bars yet"],
+            ["ETHUSDT", ""],
+            ["BTCUSDT", ""],
+        ]
+        assert browser.evaluate("document.getElementById('market').textContent") == "Spot"
         # Hovering a candle shows its stored decimals, not plotly's rounding of the floats.
         box = browser.evaluate(
             "(() => { const r = document.querySelectorAll('#chart path.box')[5]"
@@ -109,8 +134,19 @@ def test_candles_are_drawn_follow_the_pickers_and_update_live(
         assert any(all(line in label for line in bar) for bar in lines), label
         keep(browser.screenshot(tmp_path / "candles-ethusdt-1m.png"))
 
-        assert browser.evaluate(pick("symbol", "BTCUSDT")) == "BTCUSDT"
+        # The symbol box, by keyboard: a text matching several symbols keeps the chart and
+        # says how many match; Escape restores the box; a text only BTCUSDT matches picks it.
+        type_in(browser, "usdt")
+        assert browser.evaluate(MATCHES) == '3 of 3 symbols match "usdt"'
+        press(browser, "Enter")
+        assert browser.evaluate(DRAWN)["rendered"].startswith("ETHUSDT|1m|")
+        press(browser, "Escape")
+        assert browser.evaluate("document.getElementById('symbol').value") == "ETHUSDT"
+        type_in(browser, "btc")
+        assert browser.evaluate(MATCHES) == '1 of 3 symbols match "btc"'
+        press(browser, "Enter")
         browser.wait_for(rendered("BTCUSDT", "1m", len(BTC.bars)), "BTCUSDT 1m candles")
+        assert browser.evaluate("document.getElementById('symbol').value") == "BTCUSDT"
         btc = browser.evaluate(DRAWN)
         assert (btc["points"], btc["first"]) == (len(BTC.bars), BTC.open_times[0])
         assert (btc["points"], btc["first"]) != (eth["points"], eth["first"])

@@ -14,9 +14,11 @@ straddle the gap edge, and an aggregate cannot be split (its quantity is a sum),
 would be doubled or lost. The price is weight (25 instead of 4 per call): gaps are rare.
 
 ``GET /api/v3/ticker/24hr?symbols=["BTCUSDT","ETHUSDT"]&type=MINI`` carries each symbol's
-``lastId``, the newest trade id: :meth:`RestBackfill.latest_trade_ids` asks it for up to 20
-symbols per call (weight 2), or for every symbol at once (weight 80) when that is cheaper, so
-that trades missed at the tail of a quiet market are found without waiting for the next trade.
+``lastId``, the newest trade id, and ``closeTime``, the moment (Binance's clock) its statistics
+are of: :meth:`RestBackfill.latest_trade_ids` asks it for up to 20 symbols per call (weight 2),
+or for every symbol at once (weight 80) when that is cheaper (:func:`ticker_weight`), so that
+trades missed at the tail of a quiet market are found without waiting for the next trade, and a
+quiet symbol whose trades are all in can be vouched for (:mod:`~binance_metrics.ingest.quiet`).
 
 On 429 (too many requests) and 418 (IP banned) Binance sends ``Retry-After`` (seconds); we sleep
 that long before the next call. Other failures retry with exponential backoff. To stay clear of
@@ -91,10 +93,17 @@ class TickerRow(msgspec.Struct, frozen=True):
 
     symbol: str
     lastId: int
+    #: When the row's 24-hour window ends (epoch ms, Binance's clock); -1: not given.
+    closeTime: int = -1
 
 
 _decoder: Final = msgspec.json.Decoder(list[HistoricalTrade])
 _ticker_decoder: Final = msgspec.json.Decoder(list[TickerRow])
+
+
+def ticker_weight(symbols: int) -> int:
+    """The weight of asking the ticker of ``symbols`` symbols: 2 per 20, or 80 for all."""
+    return min(-(-symbols // TICKER_SYMBOLS_PER_CALL) * TICKER_WEIGHT, TICKER_ALL_WEIGHT)
 
 
 class BackfillError(BinanceMetricsError):
@@ -152,11 +161,11 @@ class RestBackfill:
         now = now_ms()
         return [row.to_message(symbol, now) for row in rows]
 
-    async def latest_trade_ids(self, symbols: Sequence[str]) -> dict[str, int]:
-        """The newest trade id of each of ``symbols`` (those with a trade in the last 24 h)."""
+    async def latest_trade_ids(self, symbols: Sequence[str]) -> dict[str, TickerRow]:
+        """The ticker row (newest trade id, ``closeTime``) of each of ``symbols`` that had a
+        trade in the last 24 h."""
         wanted = set(symbols)
-        calls = -(-len(wanted) // TICKER_SYMBOLS_PER_CALL)
-        if calls * TICKER_WEIGHT > TICKER_ALL_WEIGHT:
+        if ticker_weight(len(wanted)) == TICKER_ALL_WEIGHT:
             batches: list[list[str]] = [[]]  # every symbol in one call is cheaper
         else:
             ordered = sorted(wanted)
@@ -164,7 +173,7 @@ class RestBackfill:
                 ordered[i : i + TICKER_SYMBOLS_PER_CALL]
                 for i in range(0, len(ordered), TICKER_SYMBOLS_PER_CALL)
             ]
-        latest: dict[str, int] = {}
+        latest: dict[str, TickerRow] = {}
         for batch in batches:
             params = {"type": "MINI"}
             if batch:
@@ -173,9 +182,7 @@ class RestBackfill:
             rows = await self.get(
                 TICKER_24HR, params, _ticker_decoder.decode, weight=weight, what="ticker"
             )
-            latest.update(
-                (r.symbol, r.lastId) for r in rows if r.symbol in wanted and r.lastId >= 0
-            )
+            latest.update((r.symbol, r) for r in rows if r.symbol in wanted and r.lastId >= 0)
         return latest
 
     async def get(

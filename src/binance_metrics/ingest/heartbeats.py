@@ -48,17 +48,20 @@ class Heartbeats:
         self,
         sequences: Mapping[str, SymbolSequence],
         awaiting: Mapping[str, int],
-        offer: Callable[[str, bytes], None],
+        offer: Callable[[str, bytes], bool],
         every_ms: int = HEARTBEAT_EVERY_MS,
     ) -> None:
         """``awaiting``: the symbols whose first trade after a restart is not judged yet;
-        ``offer(symbol, payload)`` produces a heartbeat if Kafka can take it at once."""
+        ``offer(symbol, payload)`` produces a heartbeat if Kafka can take it at once (and
+        says whether it did)."""
         self._sequences = sequences
         self._awaiting = awaiting
         self._offer = offer
         self.every_ms = every_ms
         #: symbol -> the session of the connection its last live trade came on
         self.sessions: dict[str, tuple[int, int]] = {}
+        #: symbol -> the newest ``T`` a heartbeat was offered for
+        self.vouched: dict[str, int] = {}
         self.sent = 0
 
     def beat(self, conn: _Conn, event_ms: int, now_ms: int) -> None:
@@ -72,5 +75,15 @@ class Heartbeats:
                 and not self._sequences[symbol].pending
                 and symbol not in self._awaiting
             ):
-                self._offer(symbol, encode_heartbeat(symbol, boundary - 1, now_ms))
-                self.sent += 1
+                self.vouch(symbol, boundary - 1, now_ms)
+
+    def vouch(self, symbol: str, through_ms: int, now_ms: int) -> bool:
+        """Offer a heartbeat: every trade of ``symbol`` up to ``through_ms`` is produced (the
+        caller knows it); nothing when an earlier one said as much. Whether it was produced."""
+        if through_ms <= self.vouched.get(symbol, -1) or not self._offer(
+            symbol, encode_heartbeat(symbol, through_ms, now_ms)
+        ):
+            return False
+        self.vouched[symbol] = through_ms
+        self.sent += 1
+        return True

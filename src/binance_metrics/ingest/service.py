@@ -34,6 +34,7 @@ from binance_metrics.ingest.gaps import GapFiller
 from binance_metrics.ingest.heal import Healer
 from binance_metrics.ingest.heartbeats import Heartbeats
 from binance_metrics.ingest.metrics import IngestMetrics
+from binance_metrics.ingest.quiet import QuietWatch
 from binance_metrics.ingest.resume import Resume
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.stream import Connection, Shard, place, shard_symbols
@@ -92,6 +93,7 @@ class Ingestor:
         self.producer: KafkaProducer | None = None
         self.gaps: GapFiller | None = None
         self.tail: TailWatch | None = None
+        self.quiet: QuietWatch | None = None
         self.healer: Healer | None = None
         self.shards: list[Shard] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -135,6 +137,12 @@ class Ingestor:
         )
         if self.tail.enabled:
             self._tasks.append(asyncio.create_task(self.tail.run(), name="tail-watch"))
+            self.quiet = QuietWatch(
+                self.tail, self.heartbeats, self.sequences, lambda: self.symbols,
+                self.resume.awaiting, window_ms=settings.WINDOW_SECONDS * 1000,
+                weight_budget=tuning.rest_weight_budget,
+            )  # fmt: skip
+            self._tasks.append(asyncio.create_task(self.quiet.run(), name="quiet-watch"))
         if self.store is not None and tuning.heal_every_s > 0:
             self.healer = Healer(self.store, rest, self._emit, self.sequences, tuning)
             self.metrics.add_state_collector(self.healer.collect)
@@ -325,9 +333,9 @@ class Ingestor:
         assert self.producer is not None
         self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
 
-    def _offer_heartbeat(self, symbol: str, payload: bytes) -> None:
+    def _offer_heartbeat(self, symbol: str, payload: bytes) -> bool:
         assert self.producer is not None
-        self.producer.offer(self.topic, payload, self._keys[symbol])
+        return self.producer.offer(self.topic, payload, self._keys[symbol])
 
     def _dead_letter(self, rejected: Rejected) -> None:
         assert self.producer is not None

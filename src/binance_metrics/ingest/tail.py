@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-from binance_metrics.ingest.backfill import BackfillError, RestBackfill
+from binance_metrics.ingest.backfill import BackfillError, RestBackfill, TickerRow
 from binance_metrics.ingest.gaps import GapFiller
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
@@ -83,19 +83,21 @@ class TailWatch:
             if due:
                 await self.check(due)
 
-    async def check(self, symbols: Iterable[str]) -> None:
-        """Ask the newest ids of ``symbols``; open (and fill) the gaps they reveal."""
+    async def check(self, symbols: Iterable[str]) -> dict[str, TickerRow]:
+        """Ask the newest ids of ``symbols``; open (and fill) the gaps they reveal. Returns
+        the ticker rows (none when REST failed: they are asked again later)."""
         wanted = sorted(s for s in symbols if self._sequences[s].next_id is not None)
         if not wanted:
-            return
+            return {}
         self.checks += 1
         try:
             latest = await self._rest.latest_trade_ids(wanted)
         except BackfillError as exc:
             log.warning("could not ask the latest trade ids (%s): asking again later", exc)
             self._due.update(wanted)
-            return
-        for symbol, last_id in latest.items():
+            return {}
+        for symbol, row in latest.items():
+            last_id = row.lastId
             sequence = self._sequences[symbol]
             first = sequence.next_id
             if first is None or not sequence.expect_through(last_id):
@@ -112,6 +114,7 @@ class TailWatch:
                     sequence, f"{missed} trades missed at the tail, more than max_resume_gap "
                     f"{self._cap}: not fetched over REST",
                 )  # fmt: skip
+        return latest
 
     def _quiet(self, now: float) -> set[str]:
         return {

@@ -108,7 +108,8 @@ class IngestTuning(BaseModel):
     tail_check_s: float = Field(default=10.0, ge=0)
     """How often symbols without a live trade for ``quiet_after_s`` (and, once, the symbols of a
     connection just (re)opened) have their latest trade id asked over REST (ticker), so that
-    trades missed at the tail are backfilled without waiting for the next trade; 0: never."""
+    trades missed at the tail are backfilled without waiting for the next trade; 0: never (nor
+    the quiet checks after each window boundary, :mod:`~binance_metrics.ingest.quiet`)."""
     quiet_after_s: float = Field(default=20.0, gt=0)
     """A symbol without a live trade for this long is checked every ``tail_check_s``."""
     heal_every_s: float = Field(default=60.0, ge=0)

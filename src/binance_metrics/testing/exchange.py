@@ -17,7 +17,9 @@ It serves what the ingestor uses of Binance:
   of them, ``rest_serves_all``), at most 1000, from ``fromId`` on, as Binance returns them;
 * ``GET /api/v3/ticker/24hr?symbols=["BTCUSDT",...]`` (or ``symbol=``, or neither: every
   symbol): each symbol's ``firstId``, ``lastId`` and ``count`` of the trades that have happened
-  (``-1`` and 0 before the first), the fields the ingestor reads (:func:`ticker_24hr`).
+  (``-1`` and 0 before the first), and ``openTime``/``closeTime``, the 24 hours up to the
+  market's clock (:meth:`LocalExchange.clock_ms`), the fields the ingestor reads
+  (:func:`ticker_24hr`).
 * ``GET /api/v3/klines`` (and the futures paths), when given ``klines``: kline rows of a file,
   paged as Binance pages them (:mod:`binance_metrics.testing.klines`).
 
@@ -225,6 +227,7 @@ class LocalExchange:
         for trade in trades:
             self._by_symbol.setdefault(trade.symbol, []).append(trade)
         self._happened: dict[str, int] = {}  # symbol -> how many of its trades have happened
+        self._latest_ms = -1  # the newest trade time that has happened
         self._sessions: set[Session] = set()
         self._refuse = 0
         self._weight = (0, 0)  # (minute, REST weight used in it)
@@ -376,7 +379,10 @@ class LocalExchange:
         with self.lock:
             self.log.ticker_calls.append((time.monotonic(), asked))
         happened = {s: self._by_symbol.get(s, [])[: self._happened.get(s, 0)] for s in asked}
-        rows = [ticker_24hr(symbol, trades) for symbol, trades in happened.items()]
+        rows = [
+            ticker_24hr(symbol, trades, self.clock_ms(symbol))
+            for symbol, trades in happened.items()
+        ]
         body = rows[0] if "symbol" in query else rows
         response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
         response.headers["Content-Type"] = "application/json"
@@ -547,6 +553,7 @@ class LocalExchange:
             ):
                 await self._wait_for_listeners([trade.stream])
             self._happened[trade.symbol] = self._happened.get(trade.symbol, 0) + 1
+            self._latest_ms = max(self._latest_ms, trade.trade_time)
             if drop:
                 drop -= 1
                 with self.lock:
@@ -619,6 +626,20 @@ class LocalExchange:
         self._closing.add(task)  # a reference, so the task is not collected mid-way
         task.add_done_callback(self._closing.discard)
 
+    def clock_ms(self, symbol: str) -> int:
+        """The market's time for ``symbol`` (``closeTime``), so that every trade of it up to
+        this time has happened, as on Binance: the wall clock while the market plays on it,
+        else the newest trade time that has happened; never at or past its next trade. Once
+        the market has ended, its clock stops at its last trade: the end of a recording is not
+        a quiet market (a demo's bars end with it)."""
+        pace = self.pace
+        on_the_clock = isinstance(pace, RealTime) and pace.on_the_clock and not self.done.is_set()
+        clock = int(_now_ms()) if on_the_clock else self._latest_ms
+        trades, happened = self._by_symbol.get(symbol, []), self._happened.get(symbol, 0)
+        if happened < len(trades):
+            clock = min(clock, trades[happened].trade_time - 1)
+        return clock
+
     # -- for the tests ---------------------------------------------------------------------
 
     def wait_done(self, timeout_s: float) -> None:
@@ -663,18 +684,23 @@ def ticker_symbols(query: dict[str, list[str]], every: Sequence[str]) -> tuple[s
     return tuple(every)
 
 
-def ticker_24hr(symbol: str, happened: Sequence[MarketTrade]) -> dict[str, object]:
-    """The part of a ``/api/v3/ticker/24hr`` row that tells which trades exist (Binance answers
-    ``firstId``/``lastId`` -1 for a symbol without trades in the window)."""
+def ticker_24hr(
+    symbol: str, happened: Sequence[MarketTrade], close_time_ms: int
+) -> dict[str, object]:
+    """The part of a ``/api/v3/ticker/24hr`` row that tells which trades exist up to
+    ``close_time_ms`` (Binance answers ``firstId``/``lastId`` -1 for a symbol without trades in
+    the window; ``openTime`` is 24 hours before ``closeTime``). The trades of the last 24 hours
+    are not counted apart: a replay's market is shorter."""
+    window = {"openTime": close_time_ms - 86_400_000, "closeTime": close_time_ms}
     if not happened:
-        return {"symbol": symbol, "firstId": -1, "lastId": -1, "count": 0}
+        return {"symbol": symbol, **window, "firstId": -1, "lastId": -1, "count": 0}
     return {
         "symbol": symbol,
         "lastPrice": str(happened[-1].data["p"]),
+        **window,
         "firstId": happened[0].id,
         "lastId": happened[-1].id,
         "count": len(happened),
-        "closeTime": happened[-1].trade_time,
     }
 
 

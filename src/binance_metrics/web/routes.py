@@ -21,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from binance_metrics.intervals import parse_offset
+from binance_metrics.markets import Market
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import StoredBar, fetch_bars, intervals_for, list_symbols
 
@@ -150,12 +151,15 @@ def choose_default(stored: Sequence[str], configured: Sequence[str]) -> str | No
 
 
 def create_router(
-    get_store: Callable[[], Store], default_symbols: Sequence[str], bar_seconds: int = 60
+    get_store: Callable[[], Store],
+    default_symbols: Sequence[str],
+    bar_seconds: int = 60,
+    market: Market = "spot",
 ) -> APIRouter:
     """The candle page and its API. ``get_store`` is called per request, so the app may start
     before the store is open; ``default_symbols`` (e.g. ``Settings.SYMBOLS``) are offered in
     the symbol picker even before they have bars; ``bar_seconds`` is the length of the stored
-    bars (``WINDOW_SECONDS``)."""
+    bars (``WINDOW_SECONDS``); ``market`` (``MARKET``) is shown beside the symbol."""
     configured = list(dict.fromkeys(parse_symbol(symbol) for symbol in default_symbols))
     assets: dict[str, tuple[Path, str, str]] = {
         "app.js": (_STATIC / "app.js", "text/javascript", "no-cache"),
@@ -197,7 +201,7 @@ def create_router(
         listed = configured + sorted(set(stored) - set(configured))
         return JSONResponse(
             {
-                "market": store_call(lambda store: store.market),
+                "market": market,
                 "symbols": listed,
                 "with_bars": stored,
                 "default": choose_default(stored, configured),

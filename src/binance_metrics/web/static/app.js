@@ -10,9 +10,13 @@
   const UP = "#26a69a";
   const DOWN = "#ef5350";
   const SYMBOL = /^[A-Z0-9_]{2,30}$/; // the API's rule; anything else in the URL is ignored
+  const MARKETS = { spot: "Spot", um: "USDⓈ-M futures", cm: "COIN-M futures" }; // MARKET
 
   const $ = (id) => document.getElementById(id);
-  const symbolSelect = $("symbol");
+  const symbolInput = $("symbol"); // a search box over the symbols (datalist "symbols")
+  const symbolList = $("symbols");
+  const matchesLine = $("matches");
+  const marketBadge = $("market");
   const intervalSelect = $("interval");
   const fromInput = $("from");
   const toInput = $("to");
@@ -28,6 +32,8 @@
   let source = null; // the EventSource
   let feedStatus = { feeds: {} };
   let symbolsTimer = null;
+  let known = []; // every symbol offered, in the API's order
+  let chosen = ""; // the symbol of the chart (the box may hold a search being typed)
   const draws = []; // {at, key}: when each newest bar was drawn (benchmarks read it)
   window.candleDraws = draws;
 
@@ -70,18 +76,37 @@
     select.value = selected;
   }
 
+  // The datalist the box offers (the browser filters it as the user types): each symbol, with
+  // "no bars yet" as its label when it has none.
+  function fillSymbols(symbols, withBars) {
+    const labels = symbols.map((s) => (withBars.has(s) ? "" : "no bars yet"));
+    const options = symbolList.options;
+    const same = options.length === symbols.length &&
+      symbols.every((s, i) => options[i].value === s && options[i].label === labels[i]);
+    if (same) return;
+    symbolList.replaceChildren(...symbols.map((s, i) => {
+      const option = document.createElement("option");
+      option.value = s;
+      if (labels[i]) option.label = labels[i];
+      return option;
+    }));
+  }
+
   async function loadSymbols() {
     const info = await getJSON("api/symbols");
     const params = new URLSearchParams(location.search);
     const asked = (params.get("symbol") ?? "").toUpperCase();
-    const current = symbolSelect.value || (SYMBOL.test(asked) ? asked : "");
+    const current = chosen || (SYMBOL.test(asked) ? asked : "");
     const symbols = [...info.symbols];
     const wanted = current || info.default;
     // A symbol asked for in the URL is kept even before it has bars (the API validates it).
     if (wanted && !symbols.includes(wanted)) symbols.push(wanted);
-    const withBars = new Set(info.with_bars);
-    const labels = symbols.map((s) => (withBars.has(s) ? s : `${s} (no bars yet)`));
-    fillSelect(symbolSelect, symbols, labels, wanted ?? "");
+    known = symbols;
+    fillSymbols(symbols, new Set(info.with_bars));
+    chosen = wanted ?? "";
+    if (document.activeElement !== symbolInput) symbolInput.value = chosen; // not while typing
+    marketBadge.textContent = MARKETS[info.market] ?? info.market ?? "";
+    marketBadge.dataset.market = info.market ?? "";
     if (intervalSelect.options.length === 0) {
       const interval = info.intervals.includes(params.get("interval"))
         ? params.get("interval") : info.intervals[0];
@@ -202,8 +227,9 @@
   function layout(empty, last) {
     const axis = { gridcolor: "#222a33", zerolinecolor: "#222a33", visible: !empty };
     const replay = feedStatus.exchange && feedStatus.exchange.replayed ? " · replayed (demo)" : "";
+    const market = marketBadge.textContent ? ` · ${marketBadge.textContent}` : "";
     return {
-      title: { text: `${view.symbol} · ${view.interval} · UTC${replay}`, x: 0.01, font: { size: 15 } },
+      title: { text: `${view.symbol}${market} · ${view.interval} · UTC${replay}`, x: 0.01, font: { size: 15 } },
       // Same uirevision while the choice stays: a user's zoom survives the updates.
       uirevision: view.key,
       paper_bgcolor: "#0f1419",
@@ -322,7 +348,7 @@
   function open() {
     source?.close();
     view?.abort.abort();
-    const symbol = symbolSelect.value;
+    const symbol = chosen;
     if (!symbol) {
       setStatus("no symbols yet: is the pipeline running?");
       return;
@@ -362,7 +388,7 @@
   }
 
   function choose() {
-    const query = new URLSearchParams({ symbol: symbolSelect.value, interval: intervalSelect.value });
+    const query = new URLSearchParams({ symbol: chosen, interval: intervalSelect.value });
     if (fromInput.value) query.set("from", fromInput.value);
     if (toInput.value) query.set("to", toInput.value);
     history.replaceState(null, "", `?${query}`);
@@ -382,7 +408,55 @@
     symbolsTimer = setInterval(() => loadSymbols().catch(() => {}), SYMBOLS_EVERY_MS);
   }
 
-  symbolSelect.addEventListener("change", choose);
+  // -- the symbol search box ----------------------------------------------------------------
+
+  // The symbols a typed text matches (case-insensitive, anywhere in the name).
+  function matching(text) {
+    const typed = text.trim().toUpperCase();
+    return typed ? known.filter((s) => s.includes(typed)) : known;
+  }
+
+  function showMatches(text, found, isError = false) {
+    matchesLine.textContent = text ? `${found} of ${known.length} symbols match "${text.trim()}"` : "";
+    matchesLine.classList.toggle("error", isError);
+  }
+
+  // Enter, a pick from the list, or leaving the box: the symbol typed, or the only one that
+  // matches, becomes the chart's; otherwise the chart stays and the line says why.
+  function commit() {
+    const typed = symbolInput.value.trim().toUpperCase();
+    const found = matching(typed);
+    const symbol = known.includes(typed) ? typed : found.length === 1 ? found[0] : null;
+    if (!symbol) {
+      if (typed) showMatches(typed, found.length, true);
+      return;
+    }
+    symbolInput.value = symbol;
+    showMatches("", 0);
+    if (symbol === chosen && view && view.symbol === symbol) return;
+    chosen = symbol;
+    choose();
+  }
+
+  symbolInput.addEventListener("input", (e) => {
+    // Picking from the list replaces the text with a whole symbol: take it at once.
+    if (e.inputType === "insertReplacementText" || (!e.inputType && known.includes(symbolInput.value))) {
+      commit();
+      return;
+    }
+    showMatches(symbolInput.value, matching(symbolInput.value).length);
+  });
+  symbolInput.addEventListener("change", commit);
+  symbolInput.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      commit();
+    } else if (e.key === "Escape") {
+      e.preventDefault(); // a search box would clear itself
+      symbolInput.value = chosen; // back to the chart's symbol
+      showMatches("", 0);
+    }
+  });
   intervalSelect.addEventListener("change", choose);
   fromInput.addEventListener("change", choose);
   toInput.addEventListener("change", choose);
