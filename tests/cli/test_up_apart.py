@@ -56,7 +56,7 @@ def stored(cwd: Path, data_dir: Path) -> list[dict[str, Any]]:
         [*CLI, "bars", "--symbol", "BTCUSDT", "--format", "json"],
         env=cli_env(data_dir), cwd=cwd, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    if result.returncode == 2 and "BTCUSDT: no bars stored for it" in result.stderr:
+    if result.returncode == 2 and "BTCUSDT: no spot bars stored for it" in result.stderr:
         return []  # bars refuses a symbol the store has no bar of (a usage error)
     assert result.returncode == 0, result.stderr[-3000:]
     bars: list[dict[str, Any]] = json.loads(result.stdout or "[]")
