@@ -66,7 +66,8 @@ from binance_metrics.export import klines, write_text
 from binance_metrics.settings import load_settings
 from binance_metrics.store.clickhouse import open_store
 from binance_metrics.store.queries import fetch_bars
-store, out = open_store(load_settings().clickhouse_dsn), {}
+settings = load_settings()
+store, out = open_store(settings.clickhouse_dsn, settings.MARKET), {}
 for symbol in sys.argv[1:]:
     text = io.StringIO()
     write_text(klines(symbol, fetch_bars(store, symbol), "1m"), "json", text)
