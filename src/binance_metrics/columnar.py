@@ -198,14 +198,27 @@ def _product_sums(
 
 
 def _trades(columns: TradeColumns, lo: int, hi: int) -> list[FoldedTrade]:
+    return rows_of(
+        columns.first_id[lo:hi],
+        columns.last_id[lo:hi],
+        columns.price[lo:hi],
+        columns.quantity[lo:hi],
+        columns.buyer_is_maker[lo:hi],
+    )
+
+
+def rows_of(
+    first_id: Int64s, last_id: Int64s, price: Int64s, quantity: Int64s, buyer_is_maker: Bools
+) -> list[FoldedTrade]:
+    """Rows of columns as the per-trade path keeps them."""
     return [
-        FoldedTrade(first_id, last_id, price, qty, maker)
-        for first_id, last_id, price, qty, maker in zip(
-            columns.first_id[lo:hi].tolist(),
-            columns.last_id[lo:hi].tolist(),
-            columns.price[lo:hi].tolist(),
-            columns.quantity[lo:hi].tolist(),
-            columns.buyer_is_maker[lo:hi].tolist(),
+        FoldedTrade(first, last, p, q, maker)
+        for first, last, p, q, maker in zip(
+            first_id.tolist(),
+            last_id.tolist(),
+            price.tolist(),
+            quantity.tolist(),
+            buyer_is_maker.tolist(),
             strict=True,
         )
     ]

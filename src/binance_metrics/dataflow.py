@@ -45,11 +45,12 @@ from binance_metrics.bar_book import BarBook, BookUpdate, WindowBar
 from binance_metrics.bars import Bar, BarUpdate, merge
 from binance_metrics.forming import FormingUpdate
 from binance_metrics.forming_step import forming_bars
-from binance_metrics.fragments import Fragment, StaleFragment, preaggregate
+from binance_metrics.fragments import Fragment, StaleFragment
 from binance_metrics.heartbeats import Heartbeat
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.ledger.accounted import accounted_trades
+from binance_metrics.message_columns import fold_messages
 from binance_metrics.seen_trades import SeenTrades
 from binance_metrics.settings import Settings
 from binance_metrics.store.clickhouse import bars_table
@@ -217,7 +218,7 @@ def build_bar_streams(
         # A trade from the future (beyond a clock skew) is corrupt: it would open a window that
         # fills every minute up to it with zero-trade bars.
         latest_ms = int((clock_now() - EPOCH).total_seconds() * 1000) + max_ahead_ms
-        return preaggregate(batch, window_ms, _count, latest_ms)
+        return fold_messages(batch, window_ms, _count, latest_ms)
 
     items = op.flat_map_batch("preaggregate", payloads, _preaggregate)
     fragments_or_rejected = op.branch("valid", items, _is_fragment)
