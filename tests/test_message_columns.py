@@ -61,7 +61,7 @@ def _odd(trade: TradeMessage, kind: int) -> bytes:
     ]
     values = {f: getattr(trade, f) for f in trade.__struct_fields__}
     values.update(changes[kind])
-    return encode_trade(TradeMessage(**values))  # type: ignore[arg-type]
+    return encode_trade(TradeMessage(**values))
 
 
 _GARBAGE = [b"not json", b"", b"[]", b"\xff", b'{"e":"trade"}', encode_trade(
@@ -99,10 +99,18 @@ def _summary(out: list[Fragment | Heartbeat | Rejected]) -> object:
             trades[key].update(item.trades)
             latest[key] = max(latest[key], item.max_trade_time_ms)
             backfilled[key].add(item.backfilled)
+    # Where a trade id repeats with other values (a corrupt record), open and close depend on
+    # which copy merges first; the seen-trades step keeps one copy before any bar is used, so
+    # there only the trades must be the same.
+    for key, held in trades.items():
+        ids = [i for t in held.elements() for i in range(t.first_id, t.last_id + 1)]
+        if len(ids) != len(set(ids)):
+            del bars[key]
     return (
         [(r.payload, r.error, r.kind) for r in out if isinstance(r, Rejected)],
         sorted(h for h in out if isinstance(h, Heartbeat)),
-        dict(bars), dict(trades), dict(latest), dict(backfilled),
+        # Backfilled trades may come as a fragment of their own, as after a batch boundary.
+        dict(bars), dict(trades), dict(latest), {k: all(v) for k, v in backfilled.items()},
     )  # fmt: skip
 
 

@@ -42,7 +42,7 @@ MAX_QUANTITY: Final = 10**15 * SCALE
 MAX_QUOTE: Final = 10**16 * SCALE * SCALE
 
 
-class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One trade (or one aggregate trade) as produced to the trades topic.
 
     Attributes have readable names; on the wire they keep Binance's one-letter keys (shown on
