@@ -126,8 +126,10 @@ class BarBook(PickleCopied):
                 or (isinstance(item, Fragment) and item.backfilled and window < self.windows[0])
             )
         ):
-            fragment = item if isinstance(item, Fragment) else _bar_only(window, item)
-            return BookUpdate(forward=fragment)
+            if isinstance(item, Fragment):
+                item.load_trades()  # the sink merges by trade (binance_metrics.store.stale)
+                return BookUpdate(forward=item)
+            return BookUpdate(forward=_bar_only(window, item))
         result = BookUpdate()
         if checked:
             fragment_bar = item.bar if isinstance(item, Fragment) else item

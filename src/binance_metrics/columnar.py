@@ -136,10 +136,12 @@ def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
     broken[np.searchsorted(starts, inside, side="right") - 1] = True
 
     taker = ~columns.buyer_is_maker
-    counts = np.add.reduceat(last - first + 1, starts)
-    high = np.maximum.reduceat(price, starts)
-    low = np.minimum.reduceat(price, starts)
-    latest = np.maximum.reduceat(columns.time_ms, starts)
+    count_column = np.add.reduceat(last - first + 1, starts)
+    counts = count_column.tolist()
+    high = np.maximum.reduceat(price, starts).tolist()
+    low = np.minimum.reduceat(price, starts).tolist()
+    latest = np.maximum.reduceat(columns.time_ms, starts).tolist()
+    broken_list = broken.tolist()
     volume = _sums(qty, starts)
     taker_volume = _sums(np.where(taker, qty, 0), starts)
     quote, taker_quote = _product_sums(price, qty, taker, starts)
@@ -149,36 +151,40 @@ def fold_columns(columns: TradeColumns, window_ms: int) -> FoldedChunk:
         base = _sums(columns.base_quantity, starts)
         taker_base = _sums(np.where(taker, columns.base_quantity, 0), starts)
 
-    fragments = []
+    # Per window in Python, from lists: indexing numpy scalars costs more than the fold.
     names = columns.symbols
-    for i in range(len(starts)):
-        lo, hi = int(starts[i]), int(ends[i])
-        name, window = names[symbol[lo]], int(windows[lo])
-        if broken[i]:
+    fragments = []
+    groups = zip(
+        starts.tolist(), ends.tolist(), symbol[starts].tolist(), windows[starts].tolist(),
+        price[starts].tolist(), price[ends - 1].tolist(), first[starts].tolist(),
+        last[ends - 1].tolist(), strict=True,
+    )  # fmt: skip
+    for i, (lo, hi, name, window, opened, closed, first_id, last_id) in enumerate(groups):
+        if broken_list[i]:
             trades = _trades(columns, lo, hi)
             bar = Bar()
             for trade in trades:
                 bar.add(trade.price, trade.quantity, trade.first_id, trade.last_id,
                         trade.buyer_is_maker, trade.base_quantity)  # fmt: skip
-            fragments.append(Fragment(name, window, bar, int(latest[i]), trades, False))
+            fragments.append(Fragment(names[name], window, bar, latest[i], trades, False))
             continue
         bar = Bar(
-            open=int(price[lo]),
-            high=int(high[i]),
-            low=int(low[i]),
-            close=int(price[hi - 1]),
+            open=opened,
+            high=high[i],
+            low=low[i],
+            close=closed,
             volume=volume[i],
             quote_volume=quote[i],
-            trade_count=int(counts[i]),
+            trade_count=counts[i],
             taker_buy_volume=taker_volume[i],
             taker_buy_quote_volume=taker_quote[i],
-            first_trade_id=int(first[lo]),
-            last_trade_id=int(last[hi - 1]),
+            first_trade_id=first_id,
+            last_trade_id=last_id,
             base_volume=base[i],
             taker_buy_base_volume=taker_base[i],
         )
-        fragments.append(Fragment(name, window, bar, int(latest[i])))
-    folded = FoldedChunk(fragments, columns, starts, ends, int(counts.sum()))
+        fragments.append(Fragment(names[name], window, bar, latest[i]))
+    folded = FoldedChunk(fragments, columns, starts, ends, int(count_column.sum()))
     if order is not None:
         # In the order of the input (of each window's first row), as the per-trade path sees
         # them: a trade of a year ago at the end of a chunk comes last, as a late trade.
@@ -196,9 +202,9 @@ def _sorted(symbol: npt.NDArray[np.int32], windows: Int64s, first: Int64s) -> bo
 
 def _sums(values: Int64s, starts: Int64s) -> list[int]:
     """Exact sums of non-negative int64 values per group, in two 32-bit limbs."""
-    high = np.add.reduceat(values >> 32, starts)
-    low = np.add.reduceat(values & _LOW32, starts)
-    return [(int(h) << 32) + int(lo) for h, lo in zip(high, low, strict=True)]
+    high = np.add.reduceat(values >> 32, starts).tolist()
+    low = np.add.reduceat(values & _LOW32, starts).tolist()
+    return [(h << 32) + lo for h, lo in zip(high, low, strict=True)]
 
 
 def _product_sums(
@@ -216,25 +222,47 @@ def _product_sums(
         taker_diagonals.append(np.add.reduceat(np.where(taker, diagonal, 0), starts))
 
     def combine(diagonals: list[Int64s]) -> list[int]:
+        d0, d1, d2, d3, d4 = (d.tolist() for d in diagonals)
+        b = _LIMB_BITS
         return [
-            sum(int(d) << (_LIMB_BITS * k) for k, d in enumerate(group))
-            for group in zip(*diagonals, strict=True)
+            a0 + (a1 << b) + (a2 << 2 * b) + (a3 << 3 * b) + (a4 << 4 * b)
+            for a0, a1, a2, a3, a4 in zip(d0, d1, d2, d3, d4, strict=True)
         ]
 
     return combine(all_diagonals), combine(taker_diagonals)
 
 
 def _trades(columns: TradeColumns, lo: int, hi: int) -> list[FoldedTrade]:
-    bases = [0] * (hi - lo) if columns.base_quantity is None else columns.base_quantity[lo:hi]
+    base = columns.base_quantity
+    return rows_of(
+        columns.first_id[lo:hi],
+        columns.last_id[lo:hi],
+        columns.price[lo:hi],
+        columns.quantity[lo:hi],
+        columns.buyer_is_maker[lo:hi],
+        None if base is None else base[lo:hi],
+    )
+
+
+def rows_of(
+    first_id: Int64s,
+    last_id: Int64s,
+    price: Int64s,
+    quantity: Int64s,
+    buyer_is_maker: Bools,
+    base_quantity: Int64s | None = None,
+) -> list[FoldedTrade]:
+    """Rows of columns as the per-trade path keeps them."""
+    bases = [0] * len(first_id) if base_quantity is None else base_quantity.tolist()
     return [
-        FoldedTrade(first_id, last_id, price, qty, maker, base)
-        for first_id, last_id, price, qty, maker, base in zip(
-            columns.first_id[lo:hi].tolist(),
-            columns.last_id[lo:hi].tolist(),
-            columns.price[lo:hi].tolist(),
-            columns.quantity[lo:hi].tolist(),
-            columns.buyer_is_maker[lo:hi].tolist(),
-            bases if isinstance(bases, list) else bases.tolist(),
+        FoldedTrade(first, last, p, q, maker, base)
+        for first, last, p, q, maker, base in zip(
+            first_id.tolist(),
+            last_id.tolist(),
+            price.tolist(),
+            quantity.tolist(),
+            buyer_is_maker.tolist(),
+            bases,
             strict=True,
         )
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from binance_metrics.bars import Bar, trade_base_quantity
 from binance_metrics.errors import InvalidTradeError
@@ -35,6 +35,12 @@ class FoldedTrade(NamedTuple):
     base_quantity: int = 0  # COIN-M: in the base asset, scaled by 10**8 (binance_metrics.contracts)
 
 
+class PendingTrades(Protocol):
+    """Trades kept as columns by a vectorised fold, built only when needed."""
+
+    def folded_trades(self) -> list[FoldedTrade]: ...
+
+
 @dataclass(slots=True)
 class Fragment:
     """Trades of one symbol's window (index ``window``: it starts at ``window * length``)."""
@@ -49,6 +55,14 @@ class Fragment:
     consecutive: bool = True
     #: True when every trade was fetched over REST (a gap filled, a hole healed), none live.
     backfilled: bool = False
+    #: The trades, while ``trades`` is empty because a vectorised fold kept them as columns
+    #: (a consecutive fragment: its bar and ids say all unless its trades must be looked at).
+    pending: PendingTrades | None = field(default=None, compare=False, repr=False)
+
+    def load_trades(self) -> None:
+        """Fill ``trades`` from ``pending``."""
+        if self.pending is not None:
+            self.trades, self.pending = self.pending.folded_trades(), None
 
     def ids(self) -> IdRuns:
         """The trade ids of the fragment (every id of every aggregate)."""

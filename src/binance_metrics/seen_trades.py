@@ -61,6 +61,8 @@ class SeenTrades(PickleCopied):
         return seen is not None and seen.overlaps(bar.first_trade_id, bar.last_trade_id)
 
     def admit(self, fragment: Fragment) -> Admitted:
+        if fragment.pending is not None and self.needs_trades(fragment):
+            fragment.load_trades()
         window = fragment.window
         if self.windows and window < self.windows[-1] - self.history:
             return Admitted(stale=fragment)

@@ -44,7 +44,7 @@ MAX_QUOTE: Final = 10**16 * SCALE * SCALE
 MAX_CONTRACT_SIZE: Final = 10**6
 
 
-class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+class TradeMessage(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One trade (or one aggregate trade) as produced to the trades topic.
 
     Attributes have readable names; on the wire they keep Binance's one-letter keys (shown on
@@ -109,7 +109,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
     ingestion_time_ms: int = msgspec.field(name="ingestionTimeMs")
 
 
-_trade_decoder: Final = msgspec.json.Decoder(TradeMessage)
+#: Decodes a :class:`TradeMessage` (no checks: :func:`decode_priced_trade` checks too).
+trade_decoder: Final = msgspec.json.Decoder(TradeMessage)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -202,7 +203,7 @@ def decode_priced_trade(
 ) -> tuple[TradeMessage, int, int]:
     """Like :func:`decode_trade`, also returning the scaled price and quantity (parsed once)."""
     try:
-        trade = _trade_decoder.decode(payload)
+        trade = trade_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidTradeError(str(exc)) from None
     return (trade, *price_and_quantity(trade, latest_ms))
@@ -223,7 +224,7 @@ def decode_priced_trades(
         joined = b"\n".join(payloads)
         if joined.count(b"\n") == len(payloads) - 1:
             try:
-                decoded = _trade_decoder.decode_lines(joined)
+                decoded = trade_decoder.decode_lines(joined)
             except msgspec.DecodeError:
                 decoded = None
             if decoded is not None and len(decoded) != len(payloads):
