@@ -11,6 +11,11 @@ A gap is given up (:meth:`GapFiller.give_up`: counted as unfilled, logged as an 
 trades released in order) when REST keeps failing, when REST has no trade for the first missing
 id three times in a row, when the ingestor decides so (too many trades held, a resume gap above
 ``max_resume_gap``), and at shutdown: held trades were received, so they are produced.
+
+On the futures markets the missing ids come from ``aggTrades`` by time instead (their
+``historicalTrades`` needs an API key): from the time of the last trade produced (or, after a
+restart, an hour at a time back from the first held trade) until the aggregates pass the gap,
+each cut to the gap by :func:`~binance_metrics.ingest.aggregates.cut_to_gap`.
 """
 
 from __future__ import annotations
@@ -18,17 +23,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
 from binance_metrics.errors import InvalidTradeError
-from binance_metrics.ingest.backfill import BackfillError, RestBackfill
+from binance_metrics.ingest.aggregates import Edges, Pass, Run, cut_to_gap
+from binance_metrics.ingest.backfill import AggTrade, BackfillError, RestBackfill
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
-from binance_metrics.trades import Rejected, TradeMessage, encode_trade, validate_trade
+from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms, validate_trade
 
 log = logging.getLogger(__name__)
 
 #: Asks in a row for a range REST has no trade of (yet) before its gap is given up.
 STUCK_ASKS = 3
+#: Binance's longest aggTrades time range, and how far back a gap's start is looked for.
+HOUR_MS: Final = 3_600_000
+SEARCH_HOURS: Final = 24
 
 
 class GapFiller:
@@ -40,8 +50,14 @@ class GapFiller:
         rest: RestBackfill,
         tuning: IngestTuning,
         dead_letter: Callable[[Rejected], None],
+        edges: Edges | None = None,
+        contract_sizes: Mapping[str, int] | None = None,
     ) -> None:
+        """``edges`` (futures): each symbol's last run produced, to cut aggregates at a gap's
+        front; ``contract_sizes`` (COIN-M): put in every backfilled trade."""
         self._sequences = sequences
+        self._edges = edges
+        self._contract_sizes = contract_sizes
         self._rest = rest
         self._grace_s = tuning.backfill_grace_s
         self._retry_base_s = tuning.backfill_retry_base_s
@@ -81,11 +97,14 @@ class GapFiller:
         while (gap := sequence.missing) is not None:
             first, last = gap
             try:
-                fetched = await self._rest.trades(symbol, first, last - first + 1)
+                if self._edges is None:
+                    fetched = await self._rest.trades(symbol, first, last - first + 1)
+                    sequence.fill(self._valid(fetched))
+                else:
+                    await self._fill_from_aggregates(sequence, first, last)
             except BackfillError as exc:
                 self.give_up(sequence, str(exc))
                 continue
-            sequence.fill(self._valid(fetched))
             if sequence.missing == gap:
                 # REST did not have the next id (yet): ask again a few times, then give up.
                 stuck += 1
@@ -97,6 +116,65 @@ class GapFiller:
             else:
                 stuck = 0
         log.info("%s: gap filled (%d backfilled so far)", symbol, sequence.backfilled)
+
+    async def _fill_from_aggregates(self, sequence: SymbolSequence, first: int, last: int) -> None:
+        """Fill ``first..last`` from aggTrades cut to the gap (futures)."""
+        assert self._edges is not None
+        symbol = sequence.symbol
+        run = self._edges.runs.get(symbol)
+        # The last run produced is the front edge only if it ends right before the gap.
+        before = run if run is not None and run.pieces and run.pieces[-1][1] == first - 1 else None
+        aggregates = await self._aggregates_over(sequence, first, last, before)
+        steps = cut_to_gap(
+            aggregates, symbol, first, last,
+            before=before,
+            held=sequence.pending,
+            contract_size=(self._contract_sizes or {}).get(symbol),
+            now_ms=now_ms(),
+        )  # fmt: skip
+        for step in steps:
+            if isinstance(step, Pass):
+                passed = sequence.pass_over(step.through, lost=step.lost)
+                if passed and step.lost:
+                    log.error("%s: %d trades up to %d are missing: %s", symbol, passed,
+                              step.through, step.why)  # fmt: skip
+                elif passed:
+                    log.info("%s: %d ids up to %d passed over: %s", symbol, passed,
+                             step.through, step.why)  # fmt: skip
+            else:
+                sequence.fill(self._valid([step]))
+
+    async def _aggregates_over(
+        self, sequence: SymbolSequence, first: int, last: int, before: Run | None
+    ) -> list[AggTrade]:
+        """The aggregates from the one holding ``first`` on, until one reaches past ``last`` or
+        REST has no more; BackfillError when the start is not found."""
+        symbol = sequence.symbol
+        end_ms = min((t.trade_time_ms for t in sequence.pending.values()), default=now_ms())
+        if before is not None:
+            start_ms = before.time_ms
+            page = await self._rest.aggregates(
+                symbol, start_ms=start_ms, end_ms=min(end_ms, start_ms + HOUR_MS - 1)
+            )
+        else:  # no trade before it known (a restart): look back an hour at a time
+            page = []
+            for hours in range(1, SEARCH_HOURS + 1):
+                page = await self._rest.aggregates(
+                    symbol, start_ms=end_ms - hours * HOUR_MS + 1,
+                    end_ms=end_ms - (hours - 1) * HOUR_MS,
+                )  # fmt: skip
+                if page and page[0].f <= first:
+                    break
+            else:
+                if not page or page[0].f > first:
+                    raise BackfillError(
+                        f"{symbol}: aggTrades has no trade {first} in the last {SEARCH_HOURS} h"
+                    )
+        found = [agg for agg in page if agg.l >= first]
+        while page and page[-1].l <= last:
+            page = await self._rest.aggregates(symbol, from_id=page[-1].a + 1)
+            found.extend(page)
+        return found
 
     def _valid(self, trades: Iterable[TradeMessage]) -> list[TradeMessage]:
         valid = []

@@ -26,6 +26,7 @@ import msgspec
 from confluent_kafka import KafkaError
 
 from binance_metrics.ingest import health
+from binance_metrics.ingest.aggregates import Edges
 from binance_metrics.ingest.backfill import RestBackfill
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.discovery import SymbolSelection, SymbolWatch, initial_symbols
@@ -106,6 +107,11 @@ class Ingestor:
         self._max_pending = tuning.max_pending_per_symbol
         self._observe_latency = self.metrics.trade_latency.observe
         self.reconciler = reconciler
+        market = settings.market_defaults
+        #: COIN-M: symbol -> contractSize (exchangeInfo), put in every trade as ``cs``.
+        self.contract_sizes: dict[str, int] | None = {} if market.contracts else None
+        #: Futures: each symbol's last run produced, where a gap's aggregates are cut.
+        self._edges = Edges() if market.futures else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,7 +120,7 @@ class Ingestor:
         settings, tuning = self.settings, self.tuning
         rest = RestBackfill.from_settings(settings)
         try:
-            self.symbols = await initial_symbols(self.selection, rest)
+            self.symbols = await initial_symbols(self.selection, rest, self.contract_sizes)
             self._known(self.symbols)
         except BaseException:
             await rest.aclose()
@@ -129,7 +135,9 @@ class Ingestor:
             on_ack=self._on_ack,
             on_error=self._on_delivery_error,
         ).start()
-        self.gaps = GapFiller(self.sequences, rest, tuning, self._dead_letter)
+        self.gaps = GapFiller(
+            self.sequences, rest, tuning, self._dead_letter, self._edges, self.contract_sizes
+        )
         self.tail = TailWatch(
             self.sequences, rest, self.gaps, self.last_trade_at, tuning, self.resume.awaiting
         )
@@ -143,7 +151,12 @@ class Ingestor:
             self._open_shard(group)
         if self.selection.needs_discovery:
             self.watch = SymbolWatch(
-                self.selection, rest, self.symbols, tuning.symbols_refresh_s, self.change_symbols
+                self.selection,
+                rest,
+                self.symbols,
+                tuning.symbols_refresh_s,
+                self.change_symbols,
+                self.contract_sizes,
             )
             self._tasks.append(asyncio.create_task(self.watch.run(), name="symbol-watch"))
         if self.reconciler is not None:
@@ -241,7 +254,17 @@ class Ingestor:
         result = self._parser.parse(raw, now)
         if type(result) is TradeMessage:
             latency = now - result.event_time_ms
-            trade = msgspec.structs.replace(result, ingestion_time_ms=now, latency_ms=latency)
+            sizes = self.contract_sizes
+            if sizes is None:
+                trade = msgspec.structs.replace(result, ingestion_time_ms=now, latency_ms=latency)
+            elif (size := sizes.get(result.symbol)) is not None:
+                trade = msgspec.structs.replace(
+                    result, ingestion_time_ms=now, latency_ms=latency, contract_size=size
+                )
+            else:  # never a COIN-M bar without its base-asset volume
+                why = f"{result.symbol}: no contractSize known (exchangeInfo): volume unusable"
+                self._dead_letter(Rejected(raw, why, "no_contract_size"))
+                return
             self._observe_latency(latency / 1000)
             symbol = trade.symbol
             self.last_trade_at[symbol] = time.monotonic()
@@ -323,6 +346,8 @@ class Ingestor:
 
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None
+        if self._edges is not None:
+            self._edges.note(trade)
         self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
 
     def _offer_heartbeat(self, symbol: str, payload: bytes) -> None:

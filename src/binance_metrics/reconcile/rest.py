@@ -30,6 +30,7 @@ import msgspec
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backfill import USED_WEIGHT_HEADER, _retry_after, next_call_at
 from binance_metrics.ingest.backoff import Backoff
+from binance_metrics.markets import MARKET_DEFAULTS
 from binance_metrics.reconcile.compare import FIELDS, Kline, Value
 from binance_metrics.settings import Settings
 
@@ -48,15 +49,15 @@ class Market:
     default_url: str | None  # None: BINANCE_REST_URL
 
 
-MARKETS: Final = {
-    "spot": Market("/api/v3/klines", 2, FIELDS, None),
-    "um": Market("/fapi/v1/klines", 5, FIELDS, "https://fapi.binance.com"),
-    "cm": Market(
-        "/dapi/v1/klines",
-        5,
-        tuple(name for name in FIELDS if "quote" not in name),
-        "https://dapi.binance.com",
-    ),
+MARKETS: Final[dict[str, Market]] = {
+    name: Market(
+        market.path("klines"),
+        market.klines_weight,
+        # COIN-M volumes are in contracts: its quote columns are not ours to compare.
+        tuple(f for f in FIELDS if "quote" not in f) if market.contracts else FIELDS,
+        market.rest_url if market.futures else None,
+    )
+    for name, market in MARKET_DEFAULTS.items()
 }
 #: The row's columns, by position, that are fields of ours.
 _COLUMNS: Final = ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume"),

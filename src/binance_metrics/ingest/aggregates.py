@@ -1,0 +1,180 @@
+"""Futures gaps filled from the public ``aggTrades``: each aggregate cut to the gap, exactly.
+
+On the futures markets ``historicalTrades`` needs an API key, so a gap of raw trade ids
+``first..last`` is filled from ``GET /fapi/v1/aggTrades`` (``/dapi/v1``) by time. An aggregate
+is the fills of one taker order at one price and time, raw ids ``f..l`` with their summed
+quantity; one can straddle an edge of the gap, and is then cut, not dropped nor doubled:
+
+* at the front (``f < first``): ids ``f..first-1`` were produced already. They share the
+  aggregate's time, price and side, so they are the tail of the last *run* produced (:class:`Run`,
+  kept per symbol by :class:`Edges`); the missing part's quantity is the aggregate's minus theirs;
+* at the back (``l > last``): ids ``last+1..l`` are held behind the gap (live trades with their
+  quantities); the missing part's quantity is the aggregate's minus theirs.
+
+Quantities are exact decimals (scaled by 10**8), so the cut parts sum to what Binance counts. A
+cut part of several ids is produced as an aggregate (``e = "aggTrade"``, ``t``..``l``), so trade
+counts stay right. Ids inside the gap that no aggregate covers are not market trades: Binance
+aggregates market trades only (insurance-fund and ADL trades are left out, and klines exclude
+them too); they are passed over and counted, not fetched. When a straddling aggregate cannot be
+cut (its front is not the last run, e.g. after a restart), its part in the gap is given up:
+counted as unfilled and logged, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from binance_metrics.errors import InvalidTradeError
+from binance_metrics.ingest.backfill import AggTrade
+from binance_metrics.trades import TradeMessage, format_scaled, parse_scaled
+
+#: Pieces of one run kept; a longer run (thousands of fills of one order) is not cut at the front.
+MAX_RUN_PIECES: Final = 10_000
+
+
+@dataclass
+class Run:
+    """The trailing trades produced for a symbol that share one time, price and side."""
+
+    time_ms: int
+    price: int  # scaled
+    buyer_is_maker: bool
+    #: (first id, last id, scaled quantity) of each trade or aggregate part, in id order.
+    pieces: list[tuple[int, int, int]] = field(default_factory=list)
+    overflowed: bool = False
+
+    def quantity(self, first: int, last: int) -> int | None:
+        """The quantity of ids ``first..last`` (all in this run, whole pieces), else None."""
+        if self.overflowed:
+            return None
+        covered, total = [], 0
+        for lo, hi, qty in self.pieces:
+            if hi < first or lo > last:
+                continue
+            if lo < first or hi > last:
+                return None  # a piece across the boundary cannot be split
+            covered.append((lo, hi))
+            total += qty
+        ids = sum(hi - lo + 1 for lo, hi in covered)
+        return total if ids == last - first + 1 else None
+
+
+class Edges:
+    """Each symbol's last run, noted as trades are produced (futures only)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, Run] = {}
+
+    def note(self, trade: TradeMessage) -> None:
+        try:
+            price, qty = parse_scaled(trade.price), parse_scaled(trade.quantity)
+        except InvalidTradeError:
+            return
+        run = self.runs.get(trade.symbol)
+        key = (trade.trade_time_ms, price, trade.buyer_is_maker)
+        if run is None or (run.time_ms, run.price, run.buyer_is_maker) != key:
+            run = self.runs[trade.symbol] = Run(*key)
+        if len(run.pieces) >= MAX_RUN_PIECES:
+            run.overflowed = True
+            return
+        run.pieces.append((trade.trade_id, trade.last_trade_id, qty))
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Ids ``..through`` are skipped: not market trades (``lost`` False) or given up."""
+
+    through: int
+    lost: bool
+    why: str
+
+
+Step = TradeMessage | Pass
+
+
+def cut_to_gap(
+    aggregates: Sequence[AggTrade],
+    symbol: str,
+    first: int,
+    last: int,
+    *,
+    before: Run | None,
+    held: Mapping[int, TradeMessage],
+    contract_size: int | None,
+    now_ms: int,
+) -> list[Step]:
+    """What fills ids ``first..last``, in id order: trades (cut aggregates) and passes.
+
+    ``aggregates``: oldest first, as Binance returns them; those outside the gap are ignored.
+    ``before``: the last run produced (ends at ``first - 1``); ``held``: trades held after the
+    gap. Ids after the last aggregate that reaches into the gap are left missing (not on REST
+    yet), unless a later aggregate or a held trade shows they exist: then they are passed.
+    """
+    steps: list[Step] = []
+    expected = first
+    for agg in aggregates:
+        if agg.l < expected or agg.f > last:
+            continue
+        lo, hi = max(agg.f, expected), min(agg.l, last)
+        if agg.f > expected:
+            steps.append(Pass(agg.f - 1, False, "not in aggTrades: not a market trade"))
+        price, qty = parse_scaled(agg.p), parse_scaled(agg.q)
+        cut = _front(agg, lo, price, before) if agg.f < lo else 0
+        back = _back(agg, hi, price, held) if agg.l > hi else 0
+        if cut is None or back is None or qty - cut - back <= 0:
+            steps.append(Pass(hi, True, f"aggregate {agg.a} ({agg.f}..{agg.l}) cannot be cut"))
+        else:
+            steps.append(_piece(agg, symbol, lo, hi, qty - cut - back, contract_size, now_ms))
+        expected = hi + 1
+    # A held trade exists after the gap: ids no aggregate covers are not market trades, provided
+    # the aggregates reached past them (else REST may not have them yet).
+    if expected <= last and held and any(agg.f > last for agg in aggregates):
+        steps.append(Pass(last, False, "not in aggTrades: not a market trade"))
+    return steps
+
+
+def _front(agg: AggTrade, lo: int, price: int, before: Run | None) -> int | None:
+    """The quantity of ids ``agg.f..lo-1`` already produced, or None if not known."""
+    if before is None or (before.time_ms, before.price, before.buyer_is_maker) != (
+        agg.T,
+        price,
+        agg.m,
+    ):
+        return None
+    return before.quantity(agg.f, lo - 1)
+
+
+def _back(agg: AggTrade, hi: int, price: int, held: Mapping[int, TradeMessage]) -> int | None:
+    """The quantity of ids ``hi+1..agg.l`` held after the gap, or None if not all are held."""
+    total = 0
+    for trade_id in range(hi + 1, agg.l + 1):
+        trade = held.get(trade_id)
+        if trade is None or parse_scaled(trade.price) != price or trade.trade_time_ms != agg.T:
+            return None
+        total += parse_scaled(trade.quantity)
+    return total
+
+
+def _piece(
+    agg: AggTrade, symbol: str, lo: int, hi: int, qty: int, contract_size: int | None, now: int
+) -> TradeMessage:
+    # REST has no event time: the trade time stands in for E, so latencyMs shows the delay.
+    return TradeMessage(
+        event_type="trade" if lo == hi else "aggTrade",
+        event_time_ms=agg.T,
+        symbol=symbol,
+        trade_id=lo,
+        price=agg.p,
+        quantity=format_scaled(qty),
+        trade_time_ms=agg.T,
+        buyer_is_maker=agg.m,
+        ingestion_time_ms=now,
+        latency_ms=now - agg.T,
+        trade_type="MARKET",
+        aggregate_id=None if lo == hi else agg.a,
+        aggregate_last_id=None if lo == hi else hi,
+        backfilled=True,
+        contract_size=contract_size,
+    )
