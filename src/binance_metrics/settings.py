@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _market_defaults(cls, data: object) -> object:
-        """Every variable the user did not set takes the value of ``MARKET``'s defaults."""
+        """Every variable the user did not set (or left blank) takes ``MARKET``'s default."""
         if not isinstance(data, dict):
             return data
         market = data.get("MARKET", "spot")
@@ -108,7 +108,8 @@ class Settings(BaseSettings):
             ("KAFKA_TOPIC", defaults.topic),
             ("KAFKA_DLQ_TOPIC", defaults.dlq_topic),
         ):
-            data.setdefault(name, value)
+            if not str(data.get(name) or "").strip():  # unset or blank: the market's
+                data[name] = value
         tuning = data.get("INGEST", {})
         limits = {
             "streams_per_connection": defaults.max_streams_per_connection,

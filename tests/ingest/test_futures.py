@@ -9,6 +9,7 @@ aggTrades instead) -> real ingestor under uvicorn -> real Kafka (Tansu).
 from __future__ import annotations
 
 import asyncio
+import threading
 from decimal import Decimal
 
 import pytest
@@ -20,7 +21,7 @@ from binance_metrics.ingest.discovery import SymbolSelection, initial_symbols
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange, aggregates_of
-from binance_metrics.testing.faults import Drop, Fault
+from binance_metrics.testing.faults import Drop, Fault, Hold
 from binance_metrics.testing.market import MarketTrade, load_capture, synthetic_market
 from binance_metrics.trades import TradeMessage
 from tests.support.data import (
@@ -36,6 +37,7 @@ from .harness import (
     running_ingestor,
     settings_for,
     trades_of,
+    wait_until,
 )
 
 UM = load_capture(BTCUSDT_FUTURES_CAPTURE, 6000)  # the insurance-fund trade is the 5,049th
@@ -100,9 +102,7 @@ def test_usdm_trades_reach_kafka_once_in_order_with_their_type(
     assert exchange.log.sessions[0].ws.request.path == "/stream"
 
 
-def test_coinm_records_carry_the_contract_size(
-    broker: EmbeddedBroker, topic_prefix: str
-) -> None:
+def test_coinm_records_carry_the_contract_size(broker: EmbeddedBroker, topic_prefix: str) -> None:
     with LocalExchange(CM, market="cm", contract_sizes={"BTCUSD_PERP": 100}) as exchange:
         settings = settings_for(exchange, topic_prefix, ("BTCUSD_PERP",))
         with running_ingestor(settings, broker.bootstrap_servers):
@@ -160,10 +160,46 @@ def test_a_futures_gap_is_filled_from_agg_trades_cut_exactly(
     assert covered == sorted(set(covered))
     assert set(covered) == {t.id for t in UM} - {INSURANCE_FUND_TRADE_ID}
     # The bars of what reached Kafka equal the bars of the market trades, to the last digit.
-    captured = [TradeMessage(**_fields(t)) for t in UM]
+    captured = [_message(t) for t in UM]
     assert reference_klines(_market_only(trades)) == reference_klines(_market_only(captured))
     symbol = health["symbols"]["BTCUSDT"]
     assert symbol["unfilled"] == 0 and symbol["heldBehindGap"] == 0
+    assert symbol["notMarketPassed"] == 1, "the insurance-fund trade is in no aggregate"
+
+
+def test_after_a_restart_the_first_aggregate_is_cut_where_kafka_ends(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    trades = UM[:3000]
+    stop = _inside_run(trades, 1000)  # the first run ends inside an aggregate
+    tail_guard = 50
+    release = threading.Event()
+    hold = Hold(release)
+    bootstrap = broker.bootstrap_servers
+    with LocalExchange(
+        trades, [Fault(stop, hold)], market="um", advance_when_idle=True, tail_guard=tail_guard
+    ) as exchange:
+        settings = settings_for(exchange, topic_prefix, ("BTCUSDT",))
+        with running_ingestor(settings, bootstrap) as first:
+            assert hold.reached.wait(20), "the market never reached the stop point"
+            wait_until(lambda: first.health()[1]["produced"] == stop, 20, "not all acked")
+        release.set()  # nobody listens: the market trades on, unseen
+        wait_until(lambda: exchange.happened() == len(trades) - tail_guard, 20, "no trading")
+        with running_ingestor(settings_for(exchange, topic_prefix, ("BTCUSDT",)), bootstrap) as app:
+            exchange.wait_done(30)
+            records = read_topic(bootstrap, settings.KAFKA_TOPIC, len(trades) - 1000)
+            wait_until(
+                lambda: app.health()[1]["symbols"]["BTCUSDT"]["heldBehindGap"] == 0,
+                20,
+                "trades still held behind the gap",
+            )
+            _, health = app.health()
+    got = trades_of(records)
+    covered = [i for t in got for i in range(t.trade_id, t.last_trade_id + 1)]
+    assert covered == [t.id for t in trades], "each id once, in order"
+    assert got[stop].backfilled and got[stop].trade_id == trades[stop].id
+    assert reference_klines(got) == reference_klines([_message(t) for t in trades])
+    assert health["symbols"]["BTCUSDT"]["unfilled"] == 0
 
 
 def test_futures_connections_carry_200_streams_at_10_messages_a_second(
@@ -171,9 +207,7 @@ def test_futures_connections_carry_200_streams_at_10_messages_a_second(
 ) -> None:
     symbols = tuple(f"F{n:03d}USDT" for n in range(450))
     trades = synthetic_market(symbols, 2)
-    with LocalExchange(
-        trades, market="um", message_rate_limit=10, ping_interval_s=1.0
-    ) as exchange:
+    with LocalExchange(trades, market="um", message_rate_limit=10, ping_interval_s=1.0) as exchange:
         settings = settings_for(exchange, topic_prefix, ("ALL",), silence_timeout_s=30)
         with running_ingestor(settings, broker.bootstrap_servers) as app:
             exchange.wait_done(120)
@@ -258,16 +292,10 @@ def test_ids_no_aggregate_covers_are_passed_and_an_uncuttable_one_is_given_up() 
     assert isinstance(steps[2], TradeMessage) and steps[2].trade_count == 5
 
 
-def _fields(trade: MarketTrade) -> dict[str, object]:
+def _message(trade: MarketTrade) -> TradeMessage:
+    """A captured frame as the trade message it stands for."""
     data = trade.data
-    return {
-        "event_type": "trade",
-        "event_time_ms": data["E"],
-        "symbol": data["s"],
-        "trade_id": data["t"],
-        "price": data["p"],
-        "quantity": data["q"],
-        "trade_time_ms": data["T"],
-        "buyer_is_maker": data["m"],
-        "trade_type": data.get("X"),
-    }
+    return TradeMessage(
+        "trade", data["E"], data["s"], data["t"], data["p"], data["q"], data["T"], data["m"],
+        trade_type=data.get("X"),
+    )  # fmt: skip

@@ -126,6 +126,10 @@ class Ingestor:
             await rest.aclose()
             raise
         await self.resume.seed(self._kafka, self.sequences, self.store)
+        if self._edges is not None:  # a gap after the restart cuts its first aggregate there
+            for run in self.resume.last_runs.values():
+                for trade in run:
+                    self._edges.note(trade)
         self.producer = KafkaProducer(
             self._kafka,
             max_buffered_messages=tuning.max_buffered_messages,

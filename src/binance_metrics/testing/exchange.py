@@ -255,7 +255,9 @@ class LocalExchange:
         self._thread = threading.Thread(target=self._run, name="local-exchange", daemon=True)
 
     @classmethod
-    def replaying(cls, trades: Sequence[TradeMessage], speed: float = 1.0) -> LocalExchange:
+    def replaying(
+        cls, trades: Sequence[TradeMessage], speed: float = 1.0, market: Market = "spot"
+    ) -> LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
@@ -266,7 +268,7 @@ class LocalExchange:
         (the trades of the first minute that are already due go at once). At another speed the
         recording's time runs faster or slower than the clock, so it is paced from the moment
         the market opens instead: a burst of the already-due part would be up to ``60 * speed``
-        seconds of it."""
+        seconds of it. ``market``: the paths, limits and exchangeInfo of that market."""
         shifted = shifted_to_now(trades, speed)
         return cls(
             shifted,
@@ -276,8 +278,9 @@ class LocalExchange:
             open_on_first_listener=True,
             ping_interval_s=20.0,
             ping_timeout_s=20.0,
-            message_rate_limit=5,
+            message_rate_limit=MARKET_DEFAULTS[market].messages_per_second,
             klines=kline_rows_of(shifted),
+            market=market,
         )
 
     # -- addresses ------------------------------------------------------------------------
