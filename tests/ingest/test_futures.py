@@ -167,6 +167,28 @@ def test_a_futures_gap_is_filled_from_agg_trades_cut_exactly(
     assert symbol["notMarketPassed"] == 1, "the insurance-fund trade is in no aggregate"
 
 
+def test_trades_missed_at_the_tail_are_found_by_the_futures_ticker(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    trades = UM[:2000]
+    start = _inside_run(trades, 1985)  # the last frames are dropped, from inside an aggregate
+    faults = [Fault(start, Drop(len(trades) - start))]
+    with LocalExchange(trades, faults, market="um", tail_guard=0) as exchange:
+        settings = settings_for(
+            exchange, topic_prefix, ("BTCUSDT",), quiet_after_s=0.3, tail_check_s=0.2
+        )
+        with running_ingestor(settings, broker.bootstrap_servers):
+            exchange.wait_done(60)
+            records = read_topic(broker.bootstrap_servers, settings.KAFKA_TOPIC, start + 1)
+    got = trades_of(records)
+    covered = [i for t in got for i in range(t.trade_id, t.last_trade_id + 1)]
+    assert covered == [t.id for t in trades], "no later trade: the ticker shows the gap"
+    assert exchange.log.ticker_calls and all(
+        len(symbols) == 1 for _, symbols in exchange.log.ticker_calls
+    ), "one symbol per futures ticker call"
+    assert reference_klines(got) == reference_klines([_message(t) for t in trades])
+
+
 def test_after_a_restart_the_first_aggregate_is_cut_where_kafka_ends(
     broker: EmbeddedBroker, topic_prefix: str
 ) -> None:

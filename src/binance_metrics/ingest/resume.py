@@ -31,6 +31,10 @@ the first trade of its last stored minute, which is rebuilt whole from backfille
 
 A symbol whose last trade lies further back than ``tail_records`` of its partition (a very quiet
 symbol sharing a partition with busy ones) is not found and starts at its first live trade.
+
+The read also keeps each symbol's last *run* in Kafka (its trailing trades of one time, price and
+side, :attr:`Resume.last_runs`): on the futures markets the first aggregate after the restart is
+cut there (:mod:`binance_metrics.ingest.aggregates`).
 """
 
 from __future__ import annotations
