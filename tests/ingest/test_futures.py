@@ -18,8 +18,11 @@ from binance_metrics.errors import ConfigError
 from binance_metrics.ingest.aggregates import Edges, Pass, cut_to_gap
 from binance_metrics.ingest.backfill import AggTrade, BackfillError, RestBackfill
 from binance_metrics.ingest.discovery import SymbolSelection, initial_symbols
+from binance_metrics.ingest.heal import Healer
+from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.settings import Settings
+from binance_metrics.store.clickhouse import Store
 from binance_metrics.testing.exchange import LocalExchange, aggregates_of
 from binance_metrics.testing.faults import Drop, Fault, Hold
 from binance_metrics.testing.market import MarketTrade, load_capture, synthetic_market
@@ -273,6 +276,29 @@ def test_historical_trades_is_not_asked_on_futures() -> None:
 
     with pytest.raises(BackfillError, match="historicalTrades needs an API key on MARKET=cm"):
         asyncio.run(ask())
+
+
+def test_healing_on_futures_produces_the_aggregates_inside_a_hole(empty_store: Store) -> None:
+    trades = UM[:3000]
+    aggregates = aggregates_of(trades)
+    first = aggregates[100]["f"]  # the hole starts where an aggregate starts ...
+    across = next(a for a in aggregates[110:] if a["l"] > a["f"])  # ... and ends inside one
+    last = across["f"]
+    produced: list[TradeMessage] = []
+    with LocalExchange(trades, market="um", rest_serves_all=True) as exchange:
+        settings = Settings(MARKET="um", BINANCE_REST_URL=exchange.rest_url)
+        rest = RestBackfill.from_settings(settings)
+        sequences = {"BTCUSDT": SymbolSequence("BTCUSDT", lambda _trade: None)}
+        heal = Healer(empty_store, rest, produced.append, sequences, settings.INGEST)
+        end_ms = across["T"] + 60_000
+        result = asyncio.run(heal.fetch_range("BTCUSDT", first, last, end_ms=end_ms))
+        asyncio.run(rest.aclose())
+    covered = [i for t in produced for i in range(t.trade_id, t.last_trade_id + 1)]
+    assert covered == list(range(first, across["f"])), "whole aggregates inside the hole"
+    inside = [t for t in trades if first <= t.id < across["f"]]
+    assert reference_klines(produced) == reference_klines([_message(t) for t in inside])
+    assert result.unfilled is not None and "cannot be cut" in result.unfilled
+    assert not exchange.log.rest_calls, "no historicalTrades on futures"
 
 
 # -- cutting aggregates to a gap (plain values) ------------------------------------------------

@@ -27,11 +27,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from binance_metrics.errors import InvalidTradeError
-from binance_metrics.ingest.backfill import AggTrade
+from binance_metrics.ingest.backfill import AggTrade, BackfillError, RestBackfill
 from binance_metrics.trades import TradeMessage, format_scaled, parse_scaled
 
 #: Pieces of one run kept; a longer run (thousands of fills of one order) is not cut at the front.
 MAX_RUN_PIECES: Final = 10_000
+#: Binance's longest aggTrades time range, and how far back a range's start is looked for.
+HOUR_MS: Final = 3_600_000
+SEARCH_HOURS: Final = 24
 
 
 @dataclass
@@ -80,6 +83,40 @@ class Edges:
             run.overflowed = True
             return
         run.pieces.append((trade.trade_id, trade.last_trade_id, qty))
+
+
+async def fetch_aggregates(
+    rest: RestBackfill, symbol: str, first: int, last: int, *, start_ms: int | None, end_ms: int
+) -> list[AggTrade]:
+    """The aggregates from the one holding trade ``first`` on, until one reaches past ``last``
+    or REST has no more, oldest first.
+
+    ``start_ms``: no later than trade ``first`` (the time of the trade before it); None: looked
+    for an hour at a time back from ``end_ms`` (a time after ``first``), up to a day.
+    BackfillError when REST keeps failing or the start is not found.
+    """
+    if start_ms is not None:
+        page = await rest.aggregates(
+            symbol, start_ms=start_ms, end_ms=max(start_ms, min(end_ms, start_ms + HOUR_MS - 1))
+        )
+    else:
+        page = []
+        for hours in range(1, SEARCH_HOURS + 1):
+            page = await rest.aggregates(
+                symbol, start_ms=end_ms - hours * HOUR_MS + 1,
+                end_ms=end_ms - (hours - 1) * HOUR_MS,
+            )  # fmt: skip
+            if page and page[0].f <= first:
+                break
+        else:
+            raise BackfillError(
+                f"{symbol}: aggTrades has no trade {first} in the {SEARCH_HOURS} h before {end_ms}"
+            )
+    found = [agg for agg in page if agg.l >= first]
+    while page and page[-1].l <= last:
+        page = await rest.aggregates(symbol, from_id=page[-1].a + 1)
+        found.extend(page)
+    return found
 
 
 @dataclass(frozen=True)

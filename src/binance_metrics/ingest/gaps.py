@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
 
 from binance_metrics.errors import InvalidTradeError
-from binance_metrics.ingest.aggregates import Edges, Pass, Run, cut_to_gap
-from binance_metrics.ingest.backfill import AggTrade, BackfillError, RestBackfill
+from binance_metrics.ingest.aggregates import Edges, Pass, cut_to_gap, fetch_aggregates
+from binance_metrics.ingest.backfill import BackfillError, RestBackfill
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms, validate_trade
@@ -36,9 +35,6 @@ log = logging.getLogger(__name__)
 
 #: Asks in a row for a range REST has no trade of (yet) before its gap is given up.
 STUCK_ASKS = 3
-#: Binance's longest aggTrades time range, and how far back a gap's start is looked for.
-HOUR_MS: Final = 3_600_000
-SEARCH_HOURS: Final = 24
 
 
 class GapFiller:
@@ -124,7 +120,11 @@ class GapFiller:
         run = self._edges.runs.get(symbol)
         # The last run produced is the front edge only if it ends right before the gap.
         before = run if run is not None and run.pieces and run.pieces[-1][1] == first - 1 else None
-        aggregates = await self._aggregates_over(sequence, first, last, before)
+        end_ms = min((t.trade_time_ms for t in sequence.pending.values()), default=now_ms())
+        aggregates = await fetch_aggregates(
+            self._rest, symbol, first, last,
+            start_ms=None if before is None else before.time_ms, end_ms=end_ms,
+        )  # fmt: skip
         steps = cut_to_gap(
             aggregates, symbol, first, last,
             before=before,
@@ -143,38 +143,6 @@ class GapFiller:
                              step.through, step.why)  # fmt: skip
             else:
                 sequence.fill(self._valid([step]))
-
-    async def _aggregates_over(
-        self, sequence: SymbolSequence, first: int, last: int, before: Run | None
-    ) -> list[AggTrade]:
-        """The aggregates from the one holding ``first`` on, until one reaches past ``last`` or
-        REST has no more; BackfillError when the start is not found."""
-        symbol = sequence.symbol
-        end_ms = min((t.trade_time_ms for t in sequence.pending.values()), default=now_ms())
-        if before is not None:
-            start_ms = before.time_ms
-            page = await self._rest.aggregates(
-                symbol, start_ms=start_ms, end_ms=min(end_ms, start_ms + HOUR_MS - 1)
-            )
-        else:  # no trade before it known (a restart): look back an hour at a time
-            page = []
-            for hours in range(1, SEARCH_HOURS + 1):
-                page = await self._rest.aggregates(
-                    symbol, start_ms=end_ms - hours * HOUR_MS + 1,
-                    end_ms=end_ms - (hours - 1) * HOUR_MS,
-                )  # fmt: skip
-                if page and page[0].f <= first:
-                    break
-            else:
-                if not page or page[0].f > first:
-                    raise BackfillError(
-                        f"{symbol}: aggTrades has no trade {first} in the last {SEARCH_HOURS} h"
-                    )
-        found = [agg for agg in page if agg.l >= first]
-        while page and page[-1].l <= last:
-            page = await self._rest.aggregates(symbol, from_id=page[-1].a + 1)
-            found.extend(page)
-        return found
 
     def _valid(self, trades: Iterable[TradeMessage]) -> list[TradeMessage]:
         valid = []

@@ -148,7 +148,9 @@ class Ingestor:
         if self.tail.enabled:
             self._tasks.append(asyncio.create_task(self.tail.run(), name="tail-watch"))
         if self.store is not None and tuning.heal_every_s > 0:
-            self.healer = Healer(self.store, rest, self._emit, self.sequences, tuning)
+            self.healer = Healer(
+                self.store, rest, self._produce, self.sequences, tuning, self.contract_sizes
+            )
             self.metrics.add_state_collector(self.healer.collect)
             self._tasks.append(asyncio.create_task(self.healer.run(), name="heal"))
         for group in shard_symbols(self.symbols, tuning.streams_per_connection):
@@ -347,6 +349,11 @@ class Ingestor:
     def on_connected(self, symbols: tuple[str, ...]) -> None:
         if self.tail is not None and self.tail.enabled:
             self.tail.connected(symbols)
+
+    def _produce(self, trade: TradeMessage) -> None:
+        """A trade outside the sequence (healing): it does not move the futures run."""
+        assert self.producer is not None
+        self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
 
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None
