@@ -347,3 +347,13 @@ def _message(trade: MarketTrade) -> TradeMessage:
         "trade", data["E"], data["s"], data["t"], data["p"], data["q"], data["T"], data["m"],
         trade_type=data.get("X"),
     )  # fmt: skip
+
+
+def test_a_jump_in_aggregate_ids_is_no_proof_of_a_non_market_trade() -> None:
+    # Aggregate 2 is missing from the answer: ids 14..15 may be in it, so they stay missing.
+    steps = cut_to_gap(
+        [_agg(1, 10, 13, "4"), _agg(3, 16, 16, "1")],
+        "X", 12, 16, before=None, held={17: _trade(17, "1", 1001)}, contract_size=None,
+        now_ms=4000,
+    )  # fmt: skip
+    assert steps == [Pass(13, True, "aggregate 1 (10..13) cannot be cut")]

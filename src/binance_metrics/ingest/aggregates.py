@@ -112,7 +112,7 @@ async def fetch_aggregates(
             raise BackfillError(
                 f"{symbol}: aggTrades has no trade {first} in the {SEARCH_HOURS} h before {end_ms}"
             )
-    found = [agg for agg in page if agg.l >= first]
+    found = list(page)
     while page and page[-1].l <= last:
         page = await rest.aggregates(symbol, from_id=page[-1].a + 1)
         found.extend(page)
@@ -144,19 +144,31 @@ def cut_to_gap(
 ) -> list[Step]:
     """What fills ids ``first..last``, in id order: trades (cut aggregates) and passes.
 
-    ``aggregates``: oldest first, as Binance returns them; those outside the gap are ignored.
+    ``aggregates``: consecutive (by aggregate id), oldest first, as Binance returns them, from
+    one before the gap on; those outside the gap only show which raw ids no aggregate covers.
     ``before``: the last run produced (ends at ``first - 1``); ``held``: trades held after the
     gap. Ids after the last aggregate that reaches into the gap are left missing (not on REST
-    yet), unless a later aggregate or a held trade shows they exist: then they are passed.
+    yet), unless the next aggregate starts after the gap: then they are passed.
     """
     steps: list[Step] = []
     expected = first
+    previous: int | None = None  # the aggregate id before, to see that none is left out
     for agg in aggregates:
-        if agg.l < expected or agg.f > last:
+        # Raw ids between two consecutive aggregates are in no aggregate: not market trades.
+        # After a jump in aggregate ids (an answer missing rows), nothing is concluded.
+        follows = previous is not None and agg.a == previous + 1
+        previous = agg.a
+        if agg.l < expected:
             continue
-        lo, hi = max(agg.f, expected), min(agg.l, last)
+        if agg.f > last:
+            if expected <= last and follows:
+                steps.append(Pass(last, False, "not in aggTrades: not a market trade"))
+            break
         if agg.f > expected:
+            if not follows:
+                break  # the ids before it stay missing: asked again
             steps.append(Pass(agg.f - 1, False, "not in aggTrades: not a market trade"))
+        lo, hi = max(agg.f, expected), min(agg.l, last)
         price, qty = parse_scaled(agg.p), parse_scaled(agg.q)
         cut = _front(agg, lo, price, before) if agg.f < lo else 0
         back = _back(agg, hi, price, held) if agg.l > hi else 0
@@ -165,10 +177,6 @@ def cut_to_gap(
         else:
             steps.append(_piece(agg, symbol, lo, hi, qty - cut - back, contract_size, now_ms))
         expected = hi + 1
-    # A held trade exists after the gap: ids no aggregate covers are not market trades, provided
-    # the aggregates reached past them (else REST may not have them yet).
-    if expected <= last and held and any(agg.f > last for agg in aggregates):
-        steps.append(Pass(last, False, "not in aggTrades: not a market trade"))
     return steps
 
 
@@ -188,7 +196,11 @@ def _back(agg: AggTrade, hi: int, price: int, held: Mapping[int, TradeMessage]) 
     total = 0
     for trade_id in range(hi + 1, agg.l + 1):
         trade = held.get(trade_id)
-        if trade is None or parse_scaled(trade.price) != price or trade.trade_time_ms != agg.T:
+        if (
+            trade is None
+            or parse_scaled(trade.price) != price
+            or (trade.trade_time_ms, trade.buyer_is_maker) != (agg.T, agg.m)
+        ):
             return None
         total += parse_scaled(trade.quantity)
     return total
