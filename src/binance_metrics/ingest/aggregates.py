@@ -39,28 +39,38 @@ SEARCH_HOURS: Final = 24
 
 @dataclass
 class Run:
-    """The trailing trades produced for a symbol that share one time, price and side."""
+    """The trailing trades produced for a symbol that share one time, price and side.
+
+    Kept as the trades wrote them (strings): parsing waits for a gap, off the hot path.
+    """
 
     time_ms: int
-    price: int  # scaled
+    price: str
     buyer_is_maker: bool
-    #: (first id, last id, scaled quantity) of each trade or aggregate part, in id order.
-    pieces: list[tuple[int, int, int]] = field(default_factory=list)
+    #: (first id, last id, quantity) of each trade or aggregate part, in id order.
+    pieces: list[tuple[int, int, str]] = field(default_factory=list)
     overflowed: bool = False
 
+    def same(self, time_ms: int, price: str, buyer_is_maker: bool) -> bool:
+        """A trade of this time, price and side continues the run (prices compared exactly)."""
+        if time_ms != self.time_ms or buyer_is_maker != self.buyer_is_maker:
+            return False
+        return price == self.price or (
+            (scaled := _scaled(price)) is not None and scaled == _scaled(self.price)
+        )
+
     def quantity(self, first: int, last: int) -> int | None:
-        """The quantity of ids ``first..last`` (all in this run, whole pieces), else None."""
+        """The scaled quantity of ids ``first..last`` (in this run, whole pieces), else None."""
         if self.overflowed:
             return None
-        covered, total = [], 0
+        ids, total = 0, 0
         for lo, hi, qty in self.pieces:
             if hi < first or lo > last:
                 continue
             if lo < first or hi > last:
                 return None  # a piece across the boundary cannot be split
-            covered.append((lo, hi))
-            total += qty
-        ids = sum(hi - lo + 1 for lo, hi in covered)
+            ids += hi - lo + 1
+            total += parse_scaled(qty)
         return total if ids == last - first + 1 else None
 
 
@@ -71,18 +81,22 @@ class Edges:
         self.runs: dict[str, Run] = {}
 
     def note(self, trade: TradeMessage) -> None:
-        try:
-            price, qty = parse_scaled(trade.price), parse_scaled(trade.quantity)
-        except InvalidTradeError:
-            return
         run = self.runs.get(trade.symbol)
-        key = (trade.trade_time_ms, price, trade.buyer_is_maker)
-        if run is None or (run.time_ms, run.price, run.buyer_is_maker) != key:
-            run = self.runs[trade.symbol] = Run(*key)
+        if run is None or not run.same(trade.trade_time_ms, trade.price, trade.buyer_is_maker):
+            run = self.runs[trade.symbol] = Run(
+                trade.trade_time_ms, trade.price, trade.buyer_is_maker
+            )
         if len(run.pieces) >= MAX_RUN_PIECES:
             run.overflowed = True
             return
-        run.pieces.append((trade.trade_id, trade.last_trade_id, qty))
+        run.pieces.append((trade.trade_id, trade.last_trade_id, trade.quantity))
+
+
+def _scaled(text: str) -> int | None:
+    try:
+        return parse_scaled(text)
+    except InvalidTradeError:
+        return None
 
 
 async def fetch_aggregates(
@@ -170,7 +184,7 @@ def cut_to_gap(
             steps.append(Pass(agg.f - 1, False, "not in aggTrades: not a market trade"))
         lo, hi = max(agg.f, expected), min(agg.l, last)
         price, qty = parse_scaled(agg.p), parse_scaled(agg.q)
-        cut = _front(agg, lo, price, before) if agg.f < lo else 0
+        cut = _front(agg, lo, before) if agg.f < lo else 0
         back = _back(agg, hi, price, held) if agg.l > hi else 0
         if cut is None or back is None or qty - cut - back <= 0:
             steps.append(Pass(hi, True, f"aggregate {agg.a} ({agg.f}..{agg.l}) cannot be cut"))
@@ -180,13 +194,9 @@ def cut_to_gap(
     return steps
 
 
-def _front(agg: AggTrade, lo: int, price: int, before: Run | None) -> int | None:
+def _front(agg: AggTrade, lo: int, before: Run | None) -> int | None:
     """The quantity of ids ``agg.f..lo-1`` already produced, or None if not known."""
-    if before is None or (before.time_ms, before.price, before.buyer_is_maker) != (
-        agg.T,
-        price,
-        agg.m,
-    ):
+    if before is None or not before.same(agg.T, agg.p, agg.m):
         return None
     return before.quantity(agg.f, lo - 1)
 
