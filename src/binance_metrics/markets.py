@@ -54,6 +54,15 @@ class MarketDefaults:
         """``/api/v3/exchangeInfo`` for ``endpoint="exchangeInfo"`` on spot, and so on."""
         return f"{self.rest_prefix}/{endpoint}"
 
+    def variables(self) -> dict[str, str]:
+        """The ``Settings`` variables whose default is this market's."""
+        return {
+            "BINANCE_WS_URL": self.ws_url,
+            "BINANCE_REST_URL": self.rest_url,
+            "KAFKA_TOPIC": self.topic,
+            "KAFKA_DLQ_TOPIC": self.dlq_topic,
+        }
+
     @property
     def subscribe_messages_per_s(self) -> int:
         """SUBSCRIBE messages per second that leave room for a pong and a keepalive ping."""

@@ -102,12 +102,7 @@ class Settings(BaseSettings):
         if defaults is None:
             return data  # MARKET's own validation names the bad value
         data = dict(data)
-        for name, value in (
-            ("BINANCE_WS_URL", defaults.ws_url),
-            ("BINANCE_REST_URL", defaults.rest_url),
-            ("KAFKA_TOPIC", defaults.topic),
-            ("KAFKA_DLQ_TOPIC", defaults.dlq_topic),
-        ):
+        for name, value in defaults.variables().items():
             if not str(data.get(name) or "").strip():  # unset or blank: the market's
                 data[name] = value
         tuning = data.get("INGEST", {})
@@ -198,6 +193,21 @@ class Settings(BaseSettings):
                     f"INGEST__{name}={value} is above the {limit} Binance allows on "
                     f"MARKET={self.MARKET}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _not_another_markets_defaults(self) -> Settings:
+        # A .env made for one market (compose's spot values) must not feed another's bars.
+        for other in MARKET_DEFAULTS.values():
+            if other.market == self.MARKET:
+                continue
+            for name, theirs in other.variables().items():
+                if getattr(self, name) == theirs:
+                    raise ValueError(
+                        f"{name}={theirs} is the default of MARKET={other.market}, not of "
+                        f"MARKET={self.MARKET}: unset it (the market's default) or set it to "
+                        "this market's"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -87,6 +87,18 @@ def test_a_limit_above_the_markets_is_refused_naming_the_variable(
         load_settings()
 
 
+def test_another_markets_default_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A .env written for spot (compose's values) must not feed USDⓈ-M bars from spot's stream.
+    from binance_metrics.settings import load_settings
+
+    monkeypatch.setenv("MARKET", "um")
+    monkeypatch.setenv("BINANCE_WS_URL", "wss://data-stream.binance.vision/stream")
+    with pytest.raises(ConfigError, match=r"BINANCE_WS_URL=.* is the default of MARKET=spot"):
+        load_settings()
+    monkeypatch.setenv("BINANCE_WS_URL", "")  # blank: the market's own
+    assert load_settings().BINANCE_WS_URL == "wss://fstream.binance.com/public/stream"
+
+
 def test_usdm_trades_reach_kafka_once_in_order_with_their_type(
     broker: EmbeddedBroker, topic_prefix: str
 ) -> None:

@@ -190,8 +190,10 @@ class SymbolWatch:
                 # A listing that lost every match at once is a broken answer, not a delisting.
                 log.warning("symbols refresh: the patterns match nothing now; keeping them all")
                 continue
-            if self._contract_sizes is not None:
-                selected = set(keep_sized(sorted(selected), trading, self._contract_sizes))
+            if self._contract_sizes is not None:  # names keep the size they started with
+                names = set(self._selection.names)
+                sized = keep_sized(sorted(selected - names), trading, self._contract_sizes)
+                selected = names | set(sized)
             added = sorted(selected - self._current)
             removed = sorted(self._current - selected)
             self._current = selected
