@@ -32,6 +32,7 @@ from binance_metrics.arguments import (
 from binance_metrics.errors import ConfigError, deliberate_cause
 from binance_metrics.export import COLUMNS, FORMATS
 from binance_metrics.intervals import INTERVALS
+from binance_metrics.markets import MARKETS
 from binance_metrics.settings import Settings, load_settings
 
 log = logging.getLogger("binance_metrics")
@@ -123,8 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", required=True, type=day_value, help="first day, YYYY-MM-DD")
     backfill.add_argument("--end", required=True, type=day_value, help="last day, YYYY-MM-DD")
     backfill.add_argument(
-        "--market", choices=["spot", "um", "cm"], default="spot",
-        help="spot, USD-M futures (um) or COIN-M futures (cm)",
+        "--market", choices=MARKETS, default=None,
+        help="spot, USD-M futures (um) or COIN-M futures (cm) (default: MARKET, spot unless set)",
     )  # fmt: skip
     backfill.add_argument(
         "--data", choices=["aggTrades", "trades"], default="aggTrades",
@@ -231,14 +232,15 @@ def _add_reconcile(commands: Any) -> None:
     )
     reconcile.add_argument(
         "--market",
-        choices=["spot", "um", "cm"],
-        default="spot",
-        help="with rest: spot (/api/v3/klines), USD-M (/fapi/v1) or COIN-M (/dapi/v1) futures",
+        choices=MARKETS,
+        default=None,
+        help="with rest: spot (/api/v3/klines), USD-M (/fapi/v1) or COIN-M (/dapi/v1) futures "
+        "(default: MARKET, spot unless set)",
     )
     reconcile.add_argument(
         "--rest-url",
-        help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for spot, "
-        "fapi.binance.com / dapi.binance.com for futures)",
+        help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for MARKET's own "
+        "market, else fapi.binance.com / dapi.binance.com, or BINANCE_REST_URL for spot)",
     )
     reconcile.add_argument(
         "--format",
@@ -335,7 +337,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     if patterns := [s for s in settings.SYMBOLS if is_pattern(s)]:
         raise ConfigError(f"SYMBOLS: backfill takes symbol names, not {', '.join(patterns)}")
-    request = Request(settings.SYMBOLS, args.start, args.end, args.market, args.data)
+    market = args.market or settings.MARKET
+    request = Request(settings.SYMBOLS, args.start, args.end, market, args.data)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     print("\n".join(backfill(request, settings).lines()))
