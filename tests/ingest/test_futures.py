@@ -369,3 +369,13 @@ def test_a_jump_in_aggregate_ids_is_no_proof_of_a_non_market_trade() -> None:
         now_ms=4000,
     )  # fmt: skip
     assert steps == [Pass(13, True, "aggregate 1 (10..13) cannot be cut")]
+
+
+def test_an_aggregate_whose_last_trades_are_not_held_yet_is_asked_again() -> None:
+    # 15..16 are one aggregate with 13..14; only 15 is held so far: nothing is concluded.
+    held = {15: _trade(15, "2")}
+    steps = cut_to_gap(
+        [_agg(1, 10, 11, "1"), _agg(2, 12, 12, "1"), _agg(3, 13, 16, "7")],
+        "X", 12, 14, before=None, held=held, contract_size=None, now_ms=4000,
+    )  # fmt: skip
+    assert len(steps) == 1 and isinstance(steps[0], TradeMessage) and steps[0].trade_id == 12

@@ -155,14 +155,17 @@ def cut_to_gap(
     held: Mapping[int, TradeMessage],
     contract_size: int | None,
     now_ms: int,
+    live: bool = True,
 ) -> list[Step]:
     """What fills ids ``first..last``, in id order: trades (cut aggregates) and passes.
 
     ``aggregates``: consecutive (by aggregate id), oldest first, as Binance returns them, from
     one before the gap on; those outside the gap only show which raw ids no aggregate covers.
     ``before``: the last run produced (ends at ``first - 1``); ``held``: trades held after the
-    gap. Ids after the last aggregate that reaches into the gap are left missing (not on REST
-    yet), unless the next aggregate starts after the gap: then they are passed.
+    gap; ``live``: trades after the gap may still arrive (the gap filler), else (healing) an
+    aggregate across the gap's end cannot be cut. Ids after the last aggregate that reaches into
+    the gap are left missing (not on REST yet), unless the next aggregate starts after the gap:
+    then they are passed.
     """
     steps: list[Step] = []
     expected = first
@@ -186,6 +189,10 @@ def cut_to_gap(
         price, qty = parse_scaled(agg.p), parse_scaled(agg.q)
         cut = _front(agg, lo, before) if agg.f < lo else 0
         back = _back(agg, hi, price, held) if agg.l > hi else 0
+        if back == _NOT_YET:
+            if live:
+                break  # its last trades are not held yet (still on their way): asked again
+            back = None
         if cut is None or back is None or qty - cut - back <= 0:
             steps.append(Pass(hi, True, f"aggregate {agg.a} ({agg.f}..{agg.l}) cannot be cut"))
         else:
@@ -201,15 +208,21 @@ def _front(agg: AggTrade, lo: int, before: Run | None) -> int | None:
     return before.quantity(agg.f, lo - 1)
 
 
+#: ``_back``'s answer when a trade of the aggregate after the gap has not arrived yet.
+_NOT_YET: Final = -1
+
+
 def _back(agg: AggTrade, hi: int, price: int, held: Mapping[int, TradeMessage]) -> int | None:
-    """The quantity of ids ``hi+1..agg.l`` held after the gap, or None if not all are held."""
+    """The quantity of ids ``hi+1..agg.l`` held after the gap; ``_NOT_YET`` if some are not
+    held (yet); None if a held one is not of the aggregate (an inconsistent answer)."""
     total = 0
     for trade_id in range(hi + 1, agg.l + 1):
         trade = held.get(trade_id)
-        if (
-            trade is None
-            or parse_scaled(trade.price) != price
-            or (trade.trade_time_ms, trade.buyer_is_maker) != (agg.T, agg.m)
+        if trade is None:
+            return _NOT_YET
+        if parse_scaled(trade.price) != price or (trade.trade_time_ms, trade.buyer_is_maker) != (
+            agg.T,
+            agg.m,
         ):
             return None
         total += parse_scaled(trade.quantity)

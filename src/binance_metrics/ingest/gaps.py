@@ -125,6 +125,9 @@ class GapFiller:
             self._rest, symbol, first, last,
             start_ms=None if before is None else before.time_ms, end_ms=end_ms,
         )  # fmt: skip
+        newest = max((agg.l for agg in aggregates), default=last)
+        if not sequence.pending and newest > last and sequence.expect_through(newest):
+            last = newest  # a gap at the tail: REST shows later trades, the gap reaches them
         steps = cut_to_gap(
             aggregates, symbol, first, last,
             before=before,

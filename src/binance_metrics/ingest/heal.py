@@ -215,7 +215,7 @@ class Healer:
             return result
         size = (self._contract_sizes or {}).get(symbol)
         steps = cut_to_gap(aggregates, symbol, first, last, before=None, held={},
-                           contract_size=size, now_ms=now_ms())  # fmt: skip
+                           contract_size=size, now_ms=now_ms(), live=False)  # fmt: skip
         why, reached = [], first - 1
         for step in steps:
             if isinstance(step, Pass):
