@@ -1,6 +1,6 @@
 """Ingestor throughput and CPU cost per frame, against a naive baseline in the same run.
 
-    python benchmarks/ingest_bench.py [--frames 10000] [--repeat 1]
+    python benchmarks/ingest_bench.py [--frames 10000] [--repeat 1] [--market spot|um|cm]
 
 Both contenders read the same real captured frames (``tests/data``) from the local exchange
 (:class:`binance_metrics.testing.exchange.LocalExchange`, in its own process, so its CPU is not
@@ -14,6 +14,8 @@ Kafka (Tansu), and the clock stops when Kafka has acknowledged every message:
 
 Printed per contender: frames/s and CPU µs per frame (this process, all threads, including
 librdkafka's), from the market's start to the last ack, then the ratios ingestor / baseline.
+``--market um`` or ``cm`` plays the USDⓈ-M or COIN-M capture on a local futures exchange (the
+ingestor then keeps each symbol's last run for the futures gap fill; COIN-M adds ``cs``).
 """
 
 from __future__ import annotations
@@ -33,26 +35,37 @@ from websockets.asyncio.client import connect
 from binance_metrics.ingest.service import Ingestor
 from binance_metrics.kafka.broker import EmbeddedBroker, ensure_topics
 from binance_metrics.kafka.config import KafkaConnection
+from binance_metrics.markets import MARKETS, Market
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import Bursts, LocalExchange
 from binance_metrics.testing.market import load_capture, merge_by_event_time
 
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
-#: The real captures (the tests' data), read as input files.
+#: The real captures (the tests' data) of each market, read as input files.
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-CAPTURE = "{}-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+CAPTURES: dict[Market, dict[str, str]] = {
+    "spot": {
+        s: f"{s}-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
+        for s in ("BTCUSDT", "ETHUSDT")
+    },
+    "um": {"BTCUSDT": "BTCUSDT-um-trade-stream-20230404T235820Z-20230405T000654Z.jsonl"},
+    "cm": {"BTCUSD_PERP": "BTCUSD_PERP-cm-trade-stream-20240808T235417Z-20240809T000504Z.jsonl"},
+}
 #: Both producers get this long to connect (an idempotent one waits ~0.5 s for its producer id
 #: on Tansu) before the market starts; the clock starts with the market.
 WARM_UP_S = 1.0
 
 
-def _exchange_process(frames: int, pipe: Connection) -> None:
-    captures = (load_capture(DATA / CAPTURE.format(s)) for s in SYMBOLS)
+def _exchange_process(frames: int, market: Market, pipe: Connection) -> None:
+    captures = (load_capture(DATA / name) for name in CAPTURES[market].values())
     trades = merge_by_event_time(*captures)[:frames]
     go = threading.Event()
     # No pacing: once told to go, the market sends as fast as the client reads.
     with LocalExchange(
-        trades, pace=Bursts(frames=1000, pause_s=0.0), ping_interval_s=5.0, start_gate=go
+        trades,
+        pace=Bursts(frames=1000, pause_s=0.0),
+        ping_interval_s=5.0,
+        start_gate=go,
+        market=market,
     ) as exchange:
         pipe.send(exchange.port)
         pipe.recv()
@@ -63,12 +76,14 @@ def _exchange_process(frames: int, pipe: Connection) -> None:
 class ExchangeProcess:
     """The local exchange in its own process; :meth:`go` starts its market."""
 
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, market: Market) -> None:
         self._pipe, child = mp.Pipe()
         self._process = mp.get_context("spawn").Process(
-            target=_exchange_process, args=(frames, child), daemon=True
+            target=_exchange_process, args=(frames, market, child), daemon=True
         )
         self.port = 0
+        self.symbols = tuple(CAPTURES[market])
+        self.market = market
 
     def __enter__(self) -> ExchangeProcess:
         self._process.start()
@@ -99,7 +114,7 @@ async def run_baseline(
         acked += 1
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    streams = "/".join(f"{s.lower()}@trade" for s in SYMBOLS)
+    streams = "/".join(f"{s.lower()}@trade" for s in exchange.symbols)
     url = f"ws://127.0.0.1:{exchange.port}/stream?streams={streams}"
     async with connect(url, ping_interval=None, compression=None) as ws:
         await asyncio.sleep(WARM_UP_S)
@@ -125,7 +140,8 @@ async def run_ingestor(
     exchange: ExchangeProcess, bootstrap: str, topic: str, frames: int
 ) -> tuple[float, float]:
     settings = Settings(
-        SYMBOLS=SYMBOLS,
+        MARKET=exchange.market,
+        SYMBOLS=exchange.symbols,
         KAFKA_TOPIC=topic,
         KAFKA_DLQ_TOPIC=f"{topic}-dlq",
         BINANCE_WS_URL=f"ws://127.0.0.1:{exchange.port}/stream",
@@ -145,11 +161,13 @@ async def run_ingestor(
     return end[0] - start[0], end[1] - start[1]
 
 
-def measure(name: str, frames: int, bootstrap: str, run: int) -> tuple[float, float]:
+def measure(
+    name: str, frames: int, bootstrap: str, run: int, market: Market
+) -> tuple[float, float]:
     topic = f"bench-{name}-{run}"
     ensure_topics(KafkaConnection(bootstrap), [topic, f"{topic}-dlq"], 3)
     runner = run_baseline if name == "baseline" else run_ingestor
-    with ExchangeProcess(frames) as exchange:
+    with ExchangeProcess(frames, market) as exchange:
         wall, cpu = asyncio.run(runner(exchange, bootstrap, topic, frames))
     fps, cpu_us = frames / wall, cpu / frames * 1e6
     print(
@@ -161,14 +179,26 @@ def measure(name: str, frames: int, bootstrap: str, run: int) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=10_000, help="at most 34,419")
+    parser.add_argument(
+        "--frames", type=int, default=10_000, help="at most 34,419 (um: 12,935; cm: 5,235)"
+    )
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--market", choices=MARKETS, default="spot", help="whose capture")
     args = parser.parse_args()
+    available = sum(
+        1
+        for name in CAPTURES[args.market].values()
+        for line in (DATA / name).read_text().splitlines()
+        if line.strip()
+    )
+    frames = min(args.frames, available)
     with EmbeddedBroker() as broker:
         results: dict[str, list[tuple[float, float]]] = {"baseline": [], "ingestor": []}
         for run in range(args.repeat):
             for name in results:
-                results[name].append(measure(name, args.frames, broker.bootstrap_servers, run))
+                results[name].append(
+                    measure(name, frames, broker.bootstrap_servers, run, args.market)
+                )
     best = {name: (max(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in results.items()}
     (b_fps, b_cpu), (i_fps, i_cpu) = best["baseline"], best["ingestor"]
     print(

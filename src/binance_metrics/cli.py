@@ -256,8 +256,8 @@ def _add_reconcile(commands: Any) -> None:
     )
     reconcile.add_argument(
         "--rest-url",
-        help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for spot, "
-        "fapi.binance.com / dapi.binance.com for futures)",
+        help="with rest: Binance's REST base URL (default: BINANCE_REST_URL for MARKET's own "
+        "market, else fapi.binance.com / dapi.binance.com, or BINANCE_REST_URL for spot)",
     )
     reconcile.add_argument(
         "--format",

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from binance_metrics.errors import ConfigError
 from binance_metrics.ingest.tuning import IngestTuning
-from binance_metrics.markets import Market
+from binance_metrics.markets import MARKET_DEFAULTS, Market, MarketDefaults
 from binance_metrics.redact import redact
 
 _SYMBOL = re.compile(r"^[A-Z0-9_]{2,30}$")
@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     # Kafka. Unset bootstrap servers means: start the embedded Tansu broker.
     KAFKA_BOOTSTRAP_SERVERS: str | None = None
+    # Unset: the market's topics (spot binance-trades, um binance-um-trades, ...).
     KAFKA_TOPIC: str = Field(default="binance-trades", min_length=1)
     KAFKA_DLQ_TOPIC: str = Field(default="binance-trades-dlq", min_length=1)
     KAFKA_PARTITIONS: int = Field(default=3, ge=1, le=1000)
@@ -50,7 +51,8 @@ class Settings(BaseSettings):
     KAFKA_SASL_PASSWORD: SecretStr | None = None
     KAFKA_SSL_CA_LOCATION: Path | None = None
 
-    # Binance. MARKET: spot, um (USDⓈ-M futures) or cm (COIN-M futures).
+    # Binance. MARKET: spot, um (USDⓈ-M futures) or cm (COIN-M futures); the URLs, topics and
+    # connection limits not set explicitly are the market's (markets.py: MARKET_DEFAULTS).
     MARKET: Market = "spot"
     SYMBOLS: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT",)
     BINANCE_WS_URL: str = "wss://data-stream.binance.vision/stream"
@@ -91,6 +93,34 @@ class Settings(BaseSettings):
     RECONCILE_WEIGHT_BUDGET: int = Field(default=1000, ge=5, le=6000)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _market_defaults(cls, data: object) -> object:
+        """Every variable the user did not set (or left blank) takes ``MARKET``'s default."""
+        if not isinstance(data, dict):
+            return data
+        market = data.get("MARKET", "spot")
+        defaults = MARKET_DEFAULTS.get(market)
+        if defaults is None:
+            return data  # MARKET's own validation names the bad value
+        data = dict(data)
+        for name, value in defaults.variables().items():
+            if not str(data.get(name) or "").strip():  # unset or blank: the market's
+                data[name] = value
+        tuning = data.get("INGEST", {})
+        limits = {
+            "streams_per_connection": defaults.max_streams_per_connection,
+            "subscribe_messages_per_s": defaults.subscribe_messages_per_s,
+            "connection_attempts": defaults.connection_attempts,
+            "connection_attempt_window_s": defaults.connection_attempt_window_s,
+        }
+        if isinstance(tuning, IngestTuning):
+            unset = {k: v for k, v in limits.items() if k not in tuning.model_fields_set}
+            data["INGEST"] = tuning.model_copy(update=unset)
+        elif isinstance(tuning, dict):
+            data["INGEST"] = {**limits, **tuning}
+        return data
 
     @field_validator("SYMBOLS", mode="before")
     @classmethod
@@ -153,6 +183,37 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _within_market_limits(self) -> Settings:
+        market, tuning = self.market_defaults, self.INGEST
+        for name, value, limit in (
+            ("STREAMS_PER_CONNECTION", tuning.streams_per_connection,
+             market.max_streams_per_connection),
+            ("SUBSCRIBE_MESSAGES_PER_S", tuning.subscribe_messages_per_s,
+             market.subscribe_messages_per_s),
+        ):  # fmt: skip
+            if value > limit:
+                raise ValueError(
+                    f"INGEST__{name}={value} is above the {limit} Binance allows on "
+                    f"MARKET={self.MARKET}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _not_another_markets_defaults(self) -> Settings:
+        # A .env made for one market (compose's spot values) must not feed another's bars.
+        for other in MARKET_DEFAULTS.values():
+            if other.market == self.MARKET:
+                continue
+            for name, theirs in other.variables().items():
+                if getattr(self, name) == theirs:
+                    raise ValueError(
+                        f"{name}={theirs} is the default of MARKET={other.market}, not of "
+                        f"MARKET={self.MARKET}: unset it (the market's default) or set it to "
+                        "this market's"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:
         if self.KAFKA_SECURITY_PROTOCOL.startswith("SASL_"):
             missing = [
@@ -166,6 +227,10 @@ class Settings(BaseSettings):
                     + ", ".join(missing)
                 )
         return self
+
+    @property
+    def market_defaults(self) -> MarketDefaults:
+        return MARKET_DEFAULTS[self.MARKET]
 
     @property
     def embedded_kafka(self) -> bool:

@@ -87,7 +87,9 @@ def run_up(settings: Settings, exchange: str = "binance", speed: float = 1.0) ->
     demo: DemoLabel | None = None
     with ExitStack() as stack:
         if paths is not None:
-            local = stack.enter_context(LocalExchange.replaying(load_trades(paths), speed))
+            local = stack.enter_context(
+                LocalExchange.replaying(load_trades(paths), speed, settings.MARKET)
+            )
             settings = demo_settings(settings, local.ws_url, local.rest_url)
             demo = DemoLabel(paths, speed, settings.DATA_DIR)
             log.info(

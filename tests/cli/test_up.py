@@ -18,8 +18,8 @@ from binance_metrics.kafka.broker import free_port
 from binance_metrics.recordings import read_recording
 from binance_metrics.trades import TradeMessage
 from tests.cli.support import error_line, run_cli
-from tests.pipeline.support import wait_for
-from tests.support.data import DATA
+from tests.pipeline.support import Up, assert_bars_equal_reference, wait_for
+from tests.support.data import BTCUSDT_FUTURES_CAPTURE, DATA
 from tests.support.oracle import FIELDS, MINUTE_MS, reference_klines
 
 CAPTURE = DATA / "BTCUSDT-spot-trade-stream-20240808T235415Z-20240809T000505Z.jsonl"
@@ -115,3 +115,20 @@ def test_exchange_replay_of_a_klines_file_names_the_file(tmp_path: Path) -> None
     line = error_line(run_cli(tmp_path, "up", "--exchange", f"replay:{klines}"), 2)
     assert line.startswith(f"binance-metrics: {klines}: this is a klines file (12 columns)")
     assert "--exchange replay: needs raw @trade recordings" in line
+
+
+def test_up_on_usdm_futures_makes_bars_of_the_market_trades(tmp_path: Path) -> None:
+    """``MARKET=um``: the local exchange serves the futures paths and frames (with ``X``); the
+    insurance-fund trade of the capture is in Kafka but in no bar."""
+    trades = [r for r in read_recording(BTCUSDT_FUTURES_CAPTURE) if isinstance(r, TradeMessage)]
+    up = Up(tmp_path, BTCUSDT_FUTURES_CAPTURE, speed=60, port=free_port(), MARKET="um",
+            SYMBOLS="BTCUSDT")  # fmt: skip
+    try:
+        wait_for(lambda: up.health().status_code == 200, 60, "a healthy ingestor")
+        wait_for(lambda: up.produced() == len(trades), 60, "every trade of the capture produced")
+        assert up.stop() == 0, up.log()[-3000:]
+    finally:
+        up.kill()
+    market = [t for t in trades if t.trade_type == "MARKET"]
+    assert len(market) == len(trades) - 1
+    assert_bars_equal_reference(up.stored_bars("BTCUSDT"), market)

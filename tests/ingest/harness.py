@@ -43,8 +43,10 @@ FAST: dict[str, object] = {
 def settings_for(
     exchange: LocalExchange, prefix: str, symbols: tuple[str, ...], **tuning: object
 ) -> Settings:
-    """Settings on ``exchange`` with topics of their own, FAST tuning with ``tuning`` over it."""
+    """Settings on ``exchange`` (and its market) with topics of their own, FAST tuning with
+    ``tuning`` over it."""
     return Settings(
+        MARKET=exchange.market.market,
         KAFKA_TOPIC=f"{prefix}-trades",
         KAFKA_DLQ_TOPIC=f"{prefix}-dlq",
         KAFKA_PARTITIONS=PARTITIONS,

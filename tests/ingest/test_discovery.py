@@ -82,7 +82,7 @@ def test_exchange_info_resolves_all_and_patterns() -> None:
             client = rest(exchange)
             try:
                 return (
-                    await trading_symbols(client),
+                    set(await trading_symbols(client)),
                     await initial_symbols(SymbolSelection.of(("ALL",)), client),
                     await initial_symbols(SymbolSelection.of(("XRPETH", "*USDT")), client),
                 )

@@ -25,13 +25,13 @@ BTCUSDT_FUTURES_CAPTURE: Final = (
     DATA / "BTCUSDT-um-trade-stream-20230404T235820Z-20230405T000654Z.jsonl"
 )
 INSURANCE_FUND_TRADE_ID: Final = 3535191080
+#: 5,235 raw COIN-M futures ``btcusd_perp@trade`` frames (quantities in contracts).
+BTCUSD_PERP_CM_CAPTURE: Final = (
+    DATA / "BTCUSD_PERP-cm-trade-stream-20240808T235417Z-20240809T000504Z.jsonl"
+)
 #: 10,000 spot ``@trade`` messages flattened to CSV by a capture tool (times in microseconds).
 TRXUSDT_STREAM_CSV: Final = DATA / "TRXUSDT-spot-trade-stream-20250304T000001Z-20250304T004759Z.csv"
 #: 1,440 official BTCUSDT 1m klines, the full data.binance.vision layout: not trades.
 BTCUSDT_KLINES: Final = DATA / "BTCUSDT-1m-2020-01-01.csv"
 #: The first 3,000 COIN-M futures aggTrades of BTCUSD_PERP on 2026-05-08, with the file's header.
 BTCUSD_PERP_CM_AGG_TRADES: Final = DATA / "BTCUSD_PERP-cm-aggTrades-2026-05-08-first3000.csv"
-#: 5,235 raw COIN-M futures ``btcusd_perp@trade`` frames (ids contiguous, all ``X=MARKET``).
-BTCUSD_PERP_CM_CAPTURE: Final = (
-    DATA / "BTCUSD_PERP-cm-trade-stream-20240808T235417Z-20240809T000504Z.jsonl"
-)

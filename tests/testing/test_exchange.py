@@ -9,14 +9,14 @@ import time
 import httpx
 from websockets.sync.client import connect
 
-from binance_metrics.testing.exchange import TICKER_24HR, LocalExchange, RealTime
+from binance_metrics.testing.exchange import LocalExchange, RealTime
 from binance_metrics.testing.market import MarketTrade
 from binance_metrics.trades import TradeMessage
 
 
 def ticker(exchange: LocalExchange) -> dict[str, dict[str, int]]:
     query = {"symbols": json.dumps(["AAAUSDT", "BBBUSDT"]), "type": "MINI"}
-    rows = httpx.get(exchange.rest_url + TICKER_24HR, params=query, timeout=10).json()
+    rows = httpx.get(exchange.rest_url + "/api/v3/ticker/24hr", params=query, timeout=10).json()
     return {row["symbol"]: row for row in rows}
 
 

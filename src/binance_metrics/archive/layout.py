@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Final, Literal
 
-from binance_metrics.markets import Market
+from binance_metrics.markets import MARKET_DEFAULTS, Market
 
 DataKind = Literal["trades", "aggTrades"]
 DATA_KINDS: Final = ("aggTrades", "trades")
@@ -47,7 +47,7 @@ class ArchiveFile:
 
     @property
     def path(self) -> str:
-        root = "data/spot" if self.market == "spot" else f"data/futures/{self.market}"
+        root = MARKET_DEFAULTS[self.market].archive_root
         every = "monthly" if self.monthly else "daily"
         return f"{root}/{every}/{self.kind}/{self.symbol}/{self.name}"
 

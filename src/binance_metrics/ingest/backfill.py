@@ -20,6 +20,12 @@ or for every symbol at once (weight 80) when that is cheaper (:func:`ticker_weig
 trades missed at the tail of a quiet market are found without waiting for the next trade, and a
 quiet symbol whose trades are all in can be vouched for (:mod:`~binance_metrics.ingest.quiet`).
 
+The futures markets (``MARKET=um|cm``, paths ``/fapi/v1``, ``/dapi/v1``) differ: their
+``historicalTrades`` needs an API key, so their gaps are filled from the public ``aggTrades``
+(:meth:`RestBackfill.aggregates`, cut to the gap by :mod:`~binance_metrics.ingest.aggregates`);
+their ``ticker/24hr`` has no ``symbols=[...]`` batch: one symbol per call (weight 1) or every
+symbol (weight 40).
+
 On 429 (too many requests) and 418 (IP banned) Binance sends ``Retry-After`` (seconds); we sleep
 that long before the next call. Other failures retry with exponential backoff. To stay clear of
 429s in the first place, calls are serialised, and when ``X-MBX-USED-WEIGHT-1M`` (the IP's weight
@@ -45,19 +51,21 @@ import msgspec
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import Backoff
 from binance_metrics.ingest.tuning import (
+    AGG_TRADES_WEIGHT,
+    FUTURES_TICKER_ALL_WEIGHT,
+    FUTURES_TICKER_WEIGHT,
     HISTORICAL_TRADES_WEIGHT,
     TICKER_ALL_WEIGHT,
     TICKER_SYMBOLS_PER_CALL,
     TICKER_WEIGHT,
 )
+from binance_metrics.markets import MARKET_DEFAULTS, MarketDefaults
 from binance_metrics.settings import Settings
 from binance_metrics.trades import TradeMessage, now_ms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-HISTORICAL_TRADES: Final = "/api/v3/historicalTrades"
-TICKER_24HR: Final = "/api/v3/ticker/24hr"
 MAX_LIMIT: Final = 1000
 USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
 
@@ -97,8 +105,22 @@ class TickerRow(msgspec.Struct, frozen=True):
     closeTime: int = -1
 
 
+class AggTrade(msgspec.Struct, frozen=True):
+    """A row of ``aggTrades``: raw trades ``f..l``, one taker order at one price and time."""
+
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - Binance's key
+    T: int
+    m: bool
+
+
 _decoder: Final = msgspec.json.Decoder(list[HistoricalTrade])
+_agg_decoder: Final = msgspec.json.Decoder(list[AggTrade])
 _ticker_decoder: Final = msgspec.json.Decoder(list[TickerRow])
+_ticker_row_decoder: Final = msgspec.json.Decoder(TickerRow)
 
 
 def ticker_weight(symbols: int) -> int:
@@ -122,7 +144,9 @@ class RestBackfill:
         max_attempts: int,
         timeout_s: float,
         weight_budget: int,
+        market: MarketDefaults = MARKET_DEFAULTS["spot"],
     ) -> None:
+        self.market = market
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
         self._lock = asyncio.Lock()
         self._retry_base_s = retry_base_s
@@ -143,16 +167,24 @@ class RestBackfill:
             max_attempts=tuning.backfill_max_attempts,
             timeout_s=tuning.backfill_timeout_s,
             weight_budget=tuning.rest_weight_budget,
+            market=settings.market_defaults,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def trades(self, symbol: str, from_id: int, limit: int) -> list[TradeMessage]:
-        """Raw trades with ``id >= from_id`` (at most ``limit``, capped at 1000), oldest first."""
+        """Raw trades with ``id >= from_id`` (at most ``limit``, capped at 1000), oldest first.
+
+        Spot only: the futures' ``historicalTrades`` needs an API key (:meth:`aggregates`)."""
+        if not self.market.public_historical_trades:
+            raise BackfillError(
+                f"{symbol}: historicalTrades needs an API key on MARKET={self.market.market}; "
+                "its gaps are filled from aggTrades by the ingestor"
+            )
         params = {"symbol": symbol, "fromId": str(from_id), "limit": str(min(limit, MAX_LIMIT))}
         rows = await self.get(
-            HISTORICAL_TRADES,
+            self.market.path("historicalTrades"),
             params,
             _decoder.decode,
             weight=HISTORICAL_TRADES_WEIGHT,
@@ -161,9 +193,37 @@ class RestBackfill:
         now = now_ms()
         return [row.to_message(symbol, now) for row in rows]
 
+    async def aggregates(
+        self,
+        symbol: str,
+        *,
+        from_id: int | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[AggTrade]:
+        """Up to 1000 aggregate trades, oldest first: from aggregate id ``from_id``, or with a
+        time in ``[start_ms, end_ms]`` (Binance: at most an hour apart). Public on every
+        market; weight 20 on futures."""
+        params = {"symbol": symbol, "limit": str(MAX_LIMIT)}
+        if from_id is not None:
+            params["fromId"] = str(from_id)
+        if start_ms is not None:
+            params["startTime"] = str(start_ms)
+        if end_ms is not None:
+            params["endTime"] = str(end_ms)
+        return await self.get(
+            self.market.path("aggTrades"),
+            params,
+            _agg_decoder.decode,
+            weight=AGG_TRADES_WEIGHT,
+            what=f"aggTrades {symbol} {params}",
+        )
+
     async def latest_trade_ids(self, symbols: Sequence[str]) -> dict[str, TickerRow]:
         """The ticker row (newest trade id, ``closeTime``) of each of ``symbols`` that had a
         trade in the last 24 h."""
+        if self.market.futures:
+            return await self._futures_latest_trade_ids(symbols)
         wanted = set(symbols)
         if ticker_weight(len(wanted)) == TICKER_ALL_WEIGHT:
             batches: list[list[str]] = [[]]  # every symbol in one call is cheaper
@@ -180,10 +240,37 @@ class RestBackfill:
                 params["symbols"] = json.dumps(batch, separators=(",", ":"))
             weight = TICKER_WEIGHT if batch else TICKER_ALL_WEIGHT
             rows = await self.get(
-                TICKER_24HR, params, _ticker_decoder.decode, weight=weight, what="ticker"
+                self.market.path("ticker/24hr"),
+                params,
+                _ticker_decoder.decode,
+                weight=weight,
+                what="ticker",
             )
             latest.update((r.symbol, r) for r in rows if r.symbol in wanted and r.lastId >= 0)
         return latest
+
+    async def _futures_latest_trade_ids(self, symbols: Sequence[str]) -> dict[str, TickerRow]:
+        """Futures tickers: one symbol per call (weight 1), or all of them (40) when cheaper."""
+        wanted = sorted(set(symbols))
+        path = self.market.path("ticker/24hr")
+        if len(wanted) * FUTURES_TICKER_WEIGHT > FUTURES_TICKER_ALL_WEIGHT:
+            rows = await self.get(
+                path, {}, _ticker_decoder.decode, weight=FUTURES_TICKER_ALL_WEIGHT, what="ticker"
+            )
+        else:
+            rows = []
+            for symbol in wanted:
+                rows.extend(
+                    await self.get(
+                        path,
+                        {"symbol": symbol},
+                        _one_or_more_tickers,
+                        weight=FUTURES_TICKER_WEIGHT,
+                        what=f"ticker {symbol}",
+                    )
+                )
+        chosen = set(wanted)
+        return {r.symbol: r for r in rows if r.symbol in chosen and r.lastId >= 0}
 
     async def get(
         self,
@@ -248,6 +335,13 @@ def next_call_at(
     if used_weight + weight <= budget:
         return now
     return now - now % 60 + 60  # Binance's weight window is the calendar minute
+
+
+def _one_or_more_tickers(content: bytes) -> list[TickerRow]:
+    """USDⓈ-M answers ``symbol=`` with one object, COIN-M with a list."""
+    if content.lstrip().startswith(b"["):
+        return _ticker_decoder.decode(content)
+    return [_ticker_row_decoder.decode(content)]
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -11,6 +11,11 @@ A gap is given up (:meth:`GapFiller.give_up`: counted as unfilled, logged as an 
 trades released in order) when REST keeps failing, when REST has no trade for the first missing
 id three times in a row, when the ingestor decides so (too many trades held, a resume gap above
 ``max_resume_gap``), and at shutdown: held trades were received, so they are produced.
+
+On the futures markets the missing ids come from ``aggTrades`` by time instead (their
+``historicalTrades`` needs an API key): from the time of the last trade produced (or, after a
+restart, an hour at a time back from the first held trade) until the aggregates pass the gap,
+each cut to the gap by :func:`~binance_metrics.ingest.aggregates.cut_to_gap`.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.ingest.aggregates import Edges, Pass, cut_to_gap, fetch_aggregates
 from binance_metrics.ingest.backfill import BackfillError, RestBackfill
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
-from binance_metrics.trades import Rejected, TradeMessage, encode_trade, validate_trade
+from binance_metrics.trades import Rejected, TradeMessage, encode_trade, now_ms, validate_trade
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,14 @@ class GapFiller:
         rest: RestBackfill,
         tuning: IngestTuning,
         dead_letter: Callable[[Rejected], None],
+        edges: Edges | None = None,
+        contract_sizes: Mapping[str, int] | None = None,
     ) -> None:
+        """``edges`` (futures): each symbol's last run produced, to cut aggregates at a gap's
+        front; ``contract_sizes`` (COIN-M): put in every backfilled trade."""
         self._sequences = sequences
+        self._edges = edges
+        self._contract_sizes = contract_sizes
         self._rest = rest
         self._grace_s = tuning.backfill_grace_s
         self._retry_base_s = tuning.backfill_retry_base_s
@@ -81,11 +93,14 @@ class GapFiller:
         while (gap := sequence.missing) is not None:
             first, last = gap
             try:
-                fetched = await self._rest.trades(symbol, first, last - first + 1)
+                if self._edges is None:
+                    fetched = await self._rest.trades(symbol, first, last - first + 1)
+                    sequence.fill(self._valid(fetched))
+                else:
+                    await self._fill_from_aggregates(sequence, first, last)
             except BackfillError as exc:
                 self.give_up(sequence, str(exc))
                 continue
-            sequence.fill(self._valid(fetched))
             if sequence.missing == gap:
                 # REST did not have the next id (yet): ask again a few times, then give up.
                 stuck += 1
@@ -97,6 +112,40 @@ class GapFiller:
             else:
                 stuck = 0
         log.info("%s: gap filled (%d backfilled so far)", symbol, sequence.backfilled)
+
+    async def _fill_from_aggregates(self, sequence: SymbolSequence, first: int, last: int) -> None:
+        """Fill ``first..last`` from aggTrades cut to the gap (futures)."""
+        assert self._edges is not None
+        symbol = sequence.symbol
+        run = self._edges.runs.get(symbol)
+        # The last run produced is the front edge only if it ends right before the gap.
+        before = run if run is not None and run.pieces and run.pieces[-1][1] == first - 1 else None
+        end_ms = min((t.trade_time_ms for t in sequence.pending.values()), default=now_ms())
+        aggregates = await fetch_aggregates(
+            self._rest, symbol, first, last,
+            start_ms=None if before is None else before.time_ms, end_ms=end_ms,
+        )  # fmt: skip
+        newest = max((agg.l for agg in aggregates), default=last)
+        if not sequence.pending and newest > last and sequence.expect_through(newest):
+            last = newest  # a gap at the tail: REST shows later trades, the gap reaches them
+        steps = cut_to_gap(
+            aggregates, symbol, first, last,
+            before=before,
+            held=sequence.pending,
+            contract_size=(self._contract_sizes or {}).get(symbol),
+            now_ms=now_ms(),
+        )  # fmt: skip
+        for step in steps:
+            if isinstance(step, Pass):
+                passed = sequence.pass_over(step.through, lost=step.lost)
+                if passed and step.lost:
+                    log.error("%s: %d trades up to %d are missing: %s", symbol, passed,
+                              step.through, step.why)  # fmt: skip
+                elif passed:
+                    log.info("%s: %d ids up to %d passed over: %s", symbol, passed,
+                             step.through, step.why)  # fmt: skip
+            else:
+                sequence.fill(self._valid([step]))
 
     def _valid(self, trades: Iterable[TradeMessage]) -> list[TradeMessage]:
         valid = []

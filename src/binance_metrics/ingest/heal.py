@@ -6,7 +6,8 @@ a trade missing from the stored bars shows as a ``gap`` in the ledger
 the ledger and, for each gap that is *ripe* (its trade ids were produced by this ingestor or
 before it started, and its last minute closed ``heal_settle_s`` ago, so the dataflow is not
 still writing it), fetches the ids over REST (``historicalTrades?fromId=``, by id range, the
-same client and weight budget as the gap filler) and produces them to the trades topic. The
+same client and weight budget as the gap filler; on futures ``aggTrades``, the aggregates inside
+the gap) and produces them to the trades topic. The
 dataflow counts each trade id once, and merges trades of minutes it no longer holds (or never
 held: a restarted dataflow) into the stored bar by its ``trade_ids``, so trades produced twice
 are harmless and the bar is corrected through the dataflow's late path.
@@ -34,6 +35,7 @@ from typing import Any, Final
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from binance_metrics.errors import InvalidTradeError
+from binance_metrics.ingest.aggregates import Pass, cut_to_gap, fetch_aggregates
 from binance_metrics.ingest.backfill import MAX_LIMIT, BackfillError, RestBackfill
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
@@ -76,8 +78,11 @@ class Healer:
         produce: Callable[[TradeMessage], None],
         sequences: Mapping[str, SymbolSequence],
         tuning: IngestTuning,
+        contract_sizes: Mapping[str, int] | None = None,
     ) -> None:
-        """``produce``: sends a trade to the trades topic (keyed by symbol)."""
+        """``produce``: sends a trade to the trades topic (keyed by symbol); ``contract_sizes``
+        (COIN-M): put in every trade produced."""
+        self._contract_sizes = contract_sizes
         self._store = store
         self._rest = rest
         self._produce = produce
@@ -141,7 +146,12 @@ class Healer:
 
     async def _heal(self, hole: Hole) -> None:
         key = (hole.symbol, hole.first_missing_id, hole.last_missing_id)
-        result = await self.fetch_range(hole.symbol, hole.first_missing_id, hole.last_missing_id)
+        result = await self.fetch_range(
+            hole.symbol,
+            hole.first_missing_id,
+            hole.last_missing_id,
+            end_ms=hole.last_minute_ms + 2 * MINUTE_MS,  # after every missing trade
+        )
         if result.produced:
             self._produced_at[key] = time.monotonic()
             log.info("%s: healing trades %d..%d: %d fetched and produced", hole.symbol,
@@ -151,8 +161,15 @@ class Healer:
             log.error("%s: trades %d..%d are missing from the stored bars and %s", hole.symbol,
                       hole.first_missing_id, hole.last_missing_id, result.unfilled)  # fmt: skip
 
-    async def fetch_range(self, symbol: str, first: int, last: int) -> HealResult:
-        """Fetch trades ``first..last`` over REST and produce them; say what could not be."""
+    async def fetch_range(
+        self, symbol: str, first: int, last: int, end_ms: int | None = None
+    ) -> HealResult:
+        """Fetch trades ``first..last`` over REST and produce them; say what could not be.
+
+        On futures (no public historicalTrades) from aggTrades, looked for back from ``end_ms``
+        (a time after the range; default now)."""
+        if not self._rest.market.public_historical_trades:
+            return await self._fetch_aggregates(symbol, first, last, end_ms or now_ms())
         result = HealResult()
         next_id = first
         try:
@@ -182,6 +199,38 @@ class Healer:
             return result
         finally:
             self.healed += result.produced
+
+    async def _fetch_aggregates(
+        self, symbol: str, first: int, last: int, end_ms: int
+    ) -> HealResult:
+        """Futures: the aggregates inside ``first..last`` produced, cut to it; an aggregate across
+        its edges cannot be cut (the stored neighbours' quantities are sums) and is reported."""
+        result = HealResult()
+        try:
+            aggregates = await fetch_aggregates(
+                self._rest, symbol, first, last, start_ms=None, end_ms=end_ms
+            )
+        except BackfillError as exc:
+            result.unfilled = f"REST failed ({exc}); tried again at the next check"
+            return result
+        size = (self._contract_sizes or {}).get(symbol)
+        steps = cut_to_gap(aggregates, symbol, first, last, before=None, held={},
+                           contract_size=size, now_ms=now_ms(), live=False)  # fmt: skip
+        why, reached = [], first - 1
+        for step in steps:
+            if isinstance(step, Pass):
+                why.append(f"ids {reached + 1}..{step.through}: {step.why}")
+                reached = step.through
+                continue
+            for trade in _valid([step]):
+                self._produce(trade)
+                result.produced += trade.trade_count
+            reached = step.last_trade_id
+        if reached < last:
+            why.append(f"REST has no trades {reached + 1}..{last}")
+        result.unfilled = "; ".join(why) or None
+        self.healed += result.produced
+        return result
 
     async def heal_minute(self, symbol: str, open_time_ms: int) -> HealResult:
         """Fetch again every trade that can be in ``symbol``'s minute at ``open_time_ms``: the

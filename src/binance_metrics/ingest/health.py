@@ -69,6 +69,7 @@ def health(
             "gaps": seq.gaps,
             "backfilled": seq.backfilled,
             "unfilled": seq.unfilled,
+            "notMarketPassed": seq.passed,  # futures: ids of a gap no aggregate covers
             "duplicates": seq.duplicates,
             "heldBehindGap": len(seq.pending),
             "resumedAfter": ingestor.resume.after.get(symbol),

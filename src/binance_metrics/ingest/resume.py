@@ -31,6 +31,10 @@ the first trade of its last stored minute, which is rebuilt whole from backfille
 
 A symbol whose last trade lies further back than ``tail_records`` of its partition (a very quiet
 symbol sharing a partition with busy ones) is not found and starts at its first live trade.
+
+The read also keeps each symbol's last *run* in Kafka (its trailing trades of one time, price and
+side, :attr:`Resume.last_runs`): on the futures markets the first aggregate after the restart is
+cut there (:mod:`binance_metrics.ingest.aggregates`).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from binance_metrics.ingest.tuning import IngestTuning
 from binance_metrics.kafka.config import KafkaConnection
 from binance_metrics.store.checkpoint import StoredTail, start_points, stored_tails
 from binance_metrics.store.clickhouse import Store
-from binance_metrics.trades import decode_trade
+from binance_metrics.trades import TradeMessage, decode_trade
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,8 @@ class Resume:
         #: symbol -> the id expected next, until the symbol's first live trade is judged
         #: (emptied as trades come, never replaced: the hot path binds it once)
         self.awaiting: dict[str, int] = {}
+        #: symbol -> its last run in Kafka, when it resumed after its last trade there
+        self.last_runs: dict[str, list[TradeMessage]] = {}
 
     async def seed(
         self,
@@ -164,6 +170,8 @@ class Resume:
                 )
                 continue
             self._seed(sequence, last)
+            if (run := scan.last_runs.get(symbol)) and run[-1].last_trade_id == last:
+                self.last_runs[symbol] = run
             log.info("%s: resuming after trade %d, the last one in %s", symbol, last, self.topic)
 
     def _seed(self, sequence: SymbolSequence, after: int) -> None:
@@ -219,6 +227,9 @@ class TailScan:
     """What reading the tail found; ``last_ids`` holds only trustworthy resume points."""
 
     last_ids: dict[str, int] = field(default_factory=dict)
+    #: symbol -> its last run: the trailing trades of one time, price and side, in id order
+    #: (where a futures gap's first aggregate is cut, ingest/aggregates.py)
+    last_runs: dict[str, list[TradeMessage]] = field(default_factory=dict)
     records: int = 0  # records read
     skipped: int = 0  # records that are not a valid trade (garbage, other formats)
     partitions: int = 0
@@ -264,6 +275,20 @@ def read_last_trade_ids(
         consumer.close()
         scan.seconds = time.monotonic() - began
     return scan
+
+
+def _extend_run(runs: dict[str, list[TradeMessage]], trade: TradeMessage) -> None:
+    """``trade`` (the symbol's newest so far) continues its run or starts a new one."""
+    run = runs.get(trade.symbol)
+    if run:
+        before = run[-1]
+        same = (before.trade_time_ms, before.price, before.buyer_is_maker) == (
+            trade.trade_time_ms, trade.price, trade.buyer_is_maker
+        )  # fmt: skip
+        if same and trade.trade_id == before.last_trade_id + 1:
+            run.append(trade)
+            return
+    runs[trade.symbol] = [trade]
 
 
 def _remaining(deadline: float) -> float:
@@ -328,6 +353,7 @@ def _scan(
             seen = best[partition]
             if last > seen.get(trade.symbol, -1):
                 seen[trade.symbol] = last
+                _extend_run(scan.last_runs, trade)
     if open_partitions:
         scan.incomplete = sorted(open_partitions)
         raise KafkaException(

@@ -40,6 +40,7 @@ class SymbolSequence:
         "high",
         "known_last",
         "next_id",
+        "passed",
         "pending",
         "symbol",
         "unfilled",
@@ -56,6 +57,7 @@ class SymbolSequence:
         self.duplicates = 0
         self.backfilled = 0
         self.unfilled = 0
+        self.passed = 0  # ids passed over: not market trades (futures aggTrades leave them out)
 
     def resume_after(self, trade_id: int) -> None:
         """Expect ``trade_id + 1`` next: ``trade_id`` is the last one already delivered.
@@ -143,14 +145,31 @@ class SymbolSequence:
         for trade in trades:
             if trade.trade_id != self.next_id:
                 continue  # already seen live meanwhile, or not the one we wait for
-            if trade.trade_id >= end:
-                break
-            self.next_id = trade.trade_id + 1
+            if trade.last_trade_id >= end:
+                break  # (an aggregate across the gap's end: cut it first, ingest/aggregates.py)
+            self.next_id = trade.last_trade_id + 1
             self.emit(trade)
             used += 1
-            self.backfilled += 1
+            self.backfilled += trade.trade_count
         self._release()
         return used
+
+    def pass_over(self, through_id: int, *, lost: bool) -> int:
+        """Expect ``through_id + 1`` next: the missing ids up to it are not market trades
+        (``lost`` False: counted as ``passed``) or given up (counted as unfilled). Only within
+        the first missing range; return how many ids were passed."""
+        gap = self.missing
+        if gap is None or through_id < gap[0]:
+            return 0
+        through = min(through_id, gap[1])
+        count = through - gap[0] + 1
+        if lost:
+            self.unfilled += count
+        else:
+            self.passed += count
+        self.next_id = through + 1
+        self._release()
+        return count
 
     def skip_gap(self) -> int:
         """Give up on the first missing range (REST failed for good); return its size."""

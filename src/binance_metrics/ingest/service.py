@@ -26,6 +26,7 @@ import msgspec
 from confluent_kafka import KafkaError
 
 from binance_metrics.ingest import health
+from binance_metrics.ingest.aggregates import Edges
 from binance_metrics.ingest.backfill import RestBackfill
 from binance_metrics.ingest.backoff import AttemptLimiter, Backoff
 from binance_metrics.ingest.discovery import SymbolSelection, SymbolWatch, initial_symbols
@@ -108,6 +109,11 @@ class Ingestor:
         self._max_pending = tuning.max_pending_per_symbol
         self._observe_latency = self.metrics.trade_latency.observe
         self.reconciler = reconciler
+        market = settings.market_defaults
+        #: COIN-M: symbol -> contractSize (exchangeInfo), put in every trade as ``cs``.
+        self.contract_sizes: dict[str, int] | None = {} if market.contracts else None
+        #: Futures: each symbol's last run produced, where a gap's aggregates are cut.
+        self._edges = Edges() if market.futures else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -116,12 +122,16 @@ class Ingestor:
         settings, tuning = self.settings, self.tuning
         rest = RestBackfill.from_settings(settings)
         try:
-            self.symbols = await initial_symbols(self.selection, rest)
+            self.symbols = await initial_symbols(self.selection, rest, self.contract_sizes)
             self._known(self.symbols)
         except BaseException:
             await rest.aclose()
             raise
         await self.resume.seed(self._kafka, self.sequences, self.store)
+        if self._edges is not None:  # a gap after the restart cuts its first aggregate there
+            for run in self.resume.last_runs.values():
+                for trade in run:
+                    self._edges.note(trade)
         self.producer = KafkaProducer(
             self._kafka,
             max_buffered_messages=tuning.max_buffered_messages,
@@ -131,7 +141,9 @@ class Ingestor:
             on_ack=self._on_ack,
             on_error=self._on_delivery_error,
         ).start()
-        self.gaps = GapFiller(self.sequences, rest, tuning, self._dead_letter)
+        self.gaps = GapFiller(
+            self.sequences, rest, tuning, self._dead_letter, self._edges, self.contract_sizes
+        )
         self.tail = TailWatch(
             self.sequences, rest, self.gaps, self.last_trade_at, tuning, self.resume.awaiting
         )
@@ -144,14 +156,21 @@ class Ingestor:
             )  # fmt: skip
             self._tasks.append(asyncio.create_task(self.quiet.run(), name="quiet-watch"))
         if self.store is not None and tuning.heal_every_s > 0:
-            self.healer = Healer(self.store, rest, self._emit, self.sequences, tuning)
+            self.healer = Healer(
+                self.store, rest, self._produce, self.sequences, tuning, self.contract_sizes
+            )
             self.metrics.add_state_collector(self.healer.collect)
             self._tasks.append(asyncio.create_task(self.healer.run(), name="heal"))
         for group in shard_symbols(self.symbols, tuning.streams_per_connection):
             self._open_shard(group)
         if self.selection.needs_discovery:
             self.watch = SymbolWatch(
-                self.selection, rest, self.symbols, tuning.symbols_refresh_s, self.change_symbols
+                self.selection,
+                rest,
+                self.symbols,
+                tuning.symbols_refresh_s,
+                self.change_symbols,
+                self.contract_sizes,
             )
             self._tasks.append(asyncio.create_task(self.watch.run(), name="symbol-watch"))
         if self.reconciler is not None:
@@ -249,7 +268,17 @@ class Ingestor:
         result = self._parser.parse(raw, now)
         if type(result) is TradeMessage:
             latency = now - result.event_time_ms
-            trade = msgspec.structs.replace(result, ingestion_time_ms=now, latency_ms=latency)
+            sizes = self.contract_sizes
+            if sizes is None:
+                trade = msgspec.structs.replace(result, ingestion_time_ms=now, latency_ms=latency)
+            elif (size := sizes.get(result.symbol)) is not None:
+                trade = msgspec.structs.replace(
+                    result, ingestion_time_ms=now, latency_ms=latency, contract_size=size
+                )
+            else:  # never a COIN-M bar without its base-asset volume
+                why = f"{result.symbol}: no contractSize known (exchangeInfo): volume unusable"
+                self._dead_letter(Rejected(raw, why, "no_contract_size"))
+                return
             self._observe_latency(latency / 1000)
             symbol = trade.symbol
             self.last_trade_at[symbol] = time.monotonic()
@@ -329,8 +358,15 @@ class Ingestor:
         if self.tail is not None and self.tail.enabled:
             self.tail.connected(symbols)
 
+    def _produce(self, trade: TradeMessage) -> None:
+        """A trade outside the sequence (healing): it does not move the futures run."""
+        assert self.producer is not None
+        self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
+
     def _emit(self, trade: TradeMessage) -> None:
         assert self.producer is not None
+        if self._edges is not None:
+            self._edges.note(trade)
         self.producer.produce(self.topic, encode_trade(trade), self._keys[trade.symbol])
 
     def _offer_heartbeat(self, symbol: str, payload: bytes) -> bool:

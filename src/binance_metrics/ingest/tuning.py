@@ -32,6 +32,12 @@ EXCHANGE_INFO_WEIGHT: Final = 20
 TICKER_SYMBOLS_PER_CALL: Final = 20
 TICKER_WEIGHT: Final = 2
 TICKER_ALL_WEIGHT: Final = 80
+#: Futures (``/fapi/v1``, ``/dapi/v1``): ``aggTrades`` weighs 20; ``ticker/24hr`` 1 for one
+#: symbol, 40 for all; ``exchangeInfo`` 1.
+AGG_TRADES_WEIGHT: Final = 20
+FUTURES_TICKER_WEIGHT: Final = 1
+FUTURES_TICKER_ALL_WEIGHT: Final = 40
+FUTURES_EXCHANGE_INFO_WEIGHT: Final = 1
 #: librdkafka's upper bound of ``queue.buffering.max.messages``.
 _LIBRDKAFKA_MAX_QUEUE: Final = 2_147_483_647
 
@@ -67,10 +73,11 @@ class IngestTuning(BaseModel):
     connection_attempt_window_s: float = Field(default=BINANCE_ATTEMPT_WINDOW_S, ge=300.0)
     """The window of ``connection_attempts``; never shorter than Binance's 5 minutes."""
 
-    subscribe_messages_per_s: int = Field(default=3, ge=1, le=3)
+    subscribe_messages_per_s: int = Field(default=3, ge=1, le=8)
     """``SUBSCRIBE``/``UNSUBSCRIBE`` messages per second and connection. Binance counts 5
-    incoming messages per second, pings and pongs included, and disconnects above; 3 leaves
-    room for a pong and a keepalive ping in the same second."""
+    incoming messages per second on spot (10 on futures: default 8 there), pings and pongs
+    included, and disconnects above; 3 leaves room for a pong and a keepalive ping in the same
+    second."""
     streams_per_subscribe: int = Field(default=200, ge=1, le=MAX_STREAMS_PER_CONNECTION)
     """Streams named in one ``SUBSCRIBE`` message (1024 streams take 6 messages, 2 s)."""
     subscribe_timeout_s: float = Field(default=10.0, gt=0)

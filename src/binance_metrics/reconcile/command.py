@@ -42,7 +42,9 @@ def run_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings.clickhouse_dsn, market)  # before asking Binance: it may be in use
     if rest:
         assert start_ms is not None and end_ms is not None
-        client = RestKlines.from_settings(settings, market, base_url=args.rest_url)
+        # MARKET's own klines are at BINANCE_REST_URL (the market's unless set).
+        url = args.rest_url or (settings.BINANCE_REST_URL if market == settings.MARKET else None)
+        client = RestKlines.from_settings(settings, market, base_url=url)
         against = f"{client.base_url}{client.market.path}"
         fields = client.market.fields
         klines = asyncio.run(_fetch(client, symbol, args.interval, start_ms, end_ms))

@@ -101,12 +101,18 @@ class ContinuousReconciler:
     def from_settings(
         cls, settings: Settings, store: Callable[[], Store], on_mismatch: OnMismatch = log_mismatch
     ) -> ContinuousReconciler:
-        """Reads ``store()``'s bars, asks ``BINANCE_REST_URL``, every ``RECONCILE_EVERY_S``."""
+        """Reads ``store()``'s bars, asks ``MARKET``'s klines at ``BINANCE_REST_URL``, every
+        ``RECONCILE_EVERY_S``."""
 
         def read_bars(symbol: str, start_ms: int, end_ms: int) -> list[Kline]:
             return stored_klines(store(), symbol, "1m", start_ms, end_ms)
 
-        client = RestKlines.from_settings(settings, weight_budget=settings.RECONCILE_WEIGHT_BUDGET)
+        client = RestKlines.from_settings(
+            settings,
+            settings.MARKET,
+            base_url=settings.BINANCE_REST_URL,  # the market's, unless set explicitly
+            weight_budget=settings.RECONCILE_WEIGHT_BUDGET,
+        )
         return cls(settings.SYMBOLS, read_bars, client, every_s=settings.RECONCILE_EVERY_S,
                    on_mismatch=on_mismatch)  # fmt: skip
 

@@ -7,8 +7,8 @@ answers, oldest first, the klines whose open time is in ``[startTime, endTime]``
       1570752059999, "2.09620110", 12, "711.00000000", "1.00579524", "0"], ...]
 
 USDⓈ-M futures serve the same at ``/fapi/v1/klines``, COIN-M at ``/dapi/v1/klines``, where
-volume is in contracts and columns 8 and 11 are base-asset volumes (which we do not store, so
-they are not compared). A page asks from the open time after the last one received until the
+volume is in contracts and columns 8 and 11 are base-asset volumes (compared with the stored
+base volumes). A page asks from the open time after the last one received until the
 end; the requests are serialised; the weight used (``X-MBX-USED-WEIGHT-1M``) and ``Retry-After``
 on 429 and 418 are honoured exactly as by the trade backfill
 (:mod:`binance_metrics.ingest.backfill`); other 4xx answers are errors at once, with Binance's
@@ -30,6 +30,7 @@ import msgspec
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backfill import USED_WEIGHT_HEADER, _retry_after, next_call_at
 from binance_metrics.ingest.backoff import Backoff
+from binance_metrics.markets import MARKET_DEFAULTS
 from binance_metrics.reconcile.compare import FIELDS, Kline, Value
 from binance_metrics.settings import Settings
 
@@ -48,11 +49,15 @@ class Market:
     default_url: str | None  # None: BINANCE_REST_URL
 
 
-MARKETS: Final = {
-    "spot": Market("/api/v3/klines", 2, FIELDS, None),
-    "um": Market("/fapi/v1/klines", 5, FIELDS, "https://fapi.binance.com"),
+MARKETS: Final[dict[str, Market]] = {
     # COIN-M's "quote" columns are base-asset volumes: compared with ours (reconcile.stored).
-    "cm": Market("/dapi/v1/klines", 5, FIELDS, "https://dapi.binance.com"),
+    name: Market(
+        market.path("klines"),
+        market.klines_weight,
+        FIELDS,
+        market.rest_url if market.futures else None,
+    )
+    for name, market in MARKET_DEFAULTS.items()
 }
 #: The row's columns, by position, that are fields of ours.
 _COLUMNS: Final = ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume"),

@@ -1,5 +1,5 @@
 """A local Binance: the combined-stream WebSocket, ``/api/v3/historicalTrades`` and
-``/api/v3/ticker/24hr``, on 127.0.0.1.
+``/api/v3/ticker/24hr``, on 127.0.0.1; with ``market="um"`` or ``"cm"``, a futures market.
 
 It serves what the ingestor uses of Binance:
 
@@ -22,6 +22,15 @@ It serves what the ingestor uses of Binance:
   (:func:`ticker_24hr`).
 * ``GET /api/v3/klines`` (and the futures paths), when given ``klines``: kline rows of a file,
   paged as Binance pages them (:mod:`binance_metrics.testing.klines`).
+* ``GET /api/v3/aggTrades?symbol=&fromId=|startTime=&endTime=&limit=``: the aggregates of the
+  trades that have happened (consecutive trades of one time, price and side; on futures, market
+  trades only, as Binance aggregates them).
+
+A futures market (``market="um"|"cm"``) serves the same under ``/fapi/v1`` or ``/dapi/v1``, as
+Binance does: its ``historicalTrades`` refuses callers without an API key (401), its ticker
+takes one ``symbol`` or none (no ``symbols=[...]``; COIN-M answers a list), its exchangeInfo
+lists USDⓈ-M ``status`` or COIN-M ``contractStatus`` and ``contractSize``, and a connection takes
+200 streams. The frames are the market's own (futures ``@trade`` frames carry ``X``).
 
 A *market* walks the trades in order; a trade has happened once the market passed it, whether it
 was sent or not. The market opens when every stream has a listener (or, ``open_on_first_listener``,
@@ -53,12 +62,15 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from binance_metrics.markets import MARKET_DEFAULTS, Market
 from binance_metrics.testing.faults import (
     Action,
     Cut,
@@ -84,11 +96,7 @@ from binance_metrics.trades import TradeMessage
 
 log = logging.getLogger(__name__)
 
-HISTORICAL_TRADES = "/api/v3/historicalTrades"
-EXCHANGE_INFO = "/api/v3/exchangeInfo"
-TICKER_24HR = "/api/v3/ticker/24hr"
 MAX_LIMIT = 1000
-MAX_STREAMS = 1024  # per connection, as on Binance
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,10 @@ class ExchangeLog:
     )  # (time, symbols)
     shutdowns_sent: int = 0
     exchange_info_calls: int = 0
-    refused_subscriptions: int = 0  # SUBSCRIBE over 1024 streams
+    refused_subscriptions: int = 0  # SUBSCRIBE over the streams a connection may carry
+    agg_trades_calls: list[tuple[float, str, str]] = field(
+        default_factory=list
+    )  # (time, symbol, query)
     rate_disconnects: int = 0  # connections cut for sending too many messages
 
 
@@ -192,6 +203,8 @@ class LocalExchange:
         unlisted: Iterable[str] = (),
         message_rate_limit: int | None = None,
         klines: Mapping[str, Sequence[KlineRow]] | None = None,
+        market: Market = "spot",
+        contract_sizes: Mapping[str, int] | None = None,
     ) -> None:
         """``ping_*``: the exchange's own pings (often by default, so a test sees pongs).
         ``rest_errors``: ``(status, Retry-After)`` answered to the first REST calls, in order.
@@ -199,10 +212,15 @@ class LocalExchange:
         ``unlisted``: symbols exchangeInfo does not list as TRADING until a ``Listing``.
         ``message_rate_limit``: messages per second a connection may send (Binance: 5).
         ``klines``: symbol -> 12-column kline rows served at ``/api/v3/klines`` (no trades are
-        needed then)."""
+        needed then). ``market``: whose paths, limits and exchangeInfo it serves;
+        ``contract_sizes`` (COIN-M): each symbol's contractSize (default: 100 for BTC, 10 for
+        the others, as on Binance)."""
         if not trades and not klines:
             raise ValueError("nothing to trade")
         self.klines = klines
+        self.market = MARKET_DEFAULTS[market]
+        self.max_streams = self.market.max_streams_per_connection
+        self.contract_sizes = dict(contract_sizes or {})
         self.trades = trades
         self.symbols = sorted({trade.symbol for trade in trades} | set(klines or ()))
         self.faults: dict[int, list[Action]] = {}
@@ -226,6 +244,7 @@ class LocalExchange:
         self._by_symbol: dict[str, list[MarketTrade]] = {}
         for trade in trades:
             self._by_symbol.setdefault(trade.symbol, []).append(trade)
+        self._aggregates = {s: aggregates_of(t) for s, t in self._by_symbol.items()}
         self._happened: dict[str, int] = {}  # symbol -> how many of its trades have happened
         self._latest_ms = -1  # the newest trade time that has happened
         self._sessions: set[Session] = set()
@@ -239,7 +258,9 @@ class LocalExchange:
         self._thread = threading.Thread(target=self._run, name="local-exchange", daemon=True)
 
     @classmethod
-    def replaying(cls, trades: Sequence[TradeMessage], speed: float = 1.0) -> LocalExchange:
+    def replaying(
+        cls, trades: Sequence[TradeMessage], speed: float = 1.0, market: Market = "spot"
+    ) -> LocalExchange:
         """The exchange of ``up --exchange replay:``: ``trades`` moved to now by whole minutes
         (never into the future, at any ``speed``),
         at ``speed`` times their pace, from the first listener on, trading on while nobody
@@ -250,7 +271,7 @@ class LocalExchange:
         (the trades of the first minute that are already due go at once). At another speed the
         recording's time runs faster or slower than the clock, so it is paced from the moment
         the market opens instead: a burst of the already-due part would be up to ``60 * speed``
-        seconds of it."""
+        seconds of it. ``market``: the paths, limits and exchangeInfo of that market."""
         shifted = shifted_to_now(trades, speed)
         return cls(
             shifted,
@@ -260,8 +281,9 @@ class LocalExchange:
             open_on_first_listener=True,
             ping_interval_s=20.0,
             ping_timeout_s=20.0,
-            message_rate_limit=5,
+            message_rate_limit=MARKET_DEFAULTS[market].messages_per_second,
             klines=kline_rows_of(shifted),
+            market=market,
         )
 
     # -- addresses ------------------------------------------------------------------------
@@ -316,16 +338,24 @@ class LocalExchange:
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        if url.path == HISTORICAL_TRADES:
+        path = self.market.path
+        if url.path == path("historicalTrades"):
+            if self.market.futures:  # an API key is needed, and this exchange knows none
+                body = '{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}'
+                return conn.respond(http.HTTPStatus.UNAUTHORIZED, body)
             return await self._historical_trades(conn, parse_qs(url.query))
+        if url.path == path("aggTrades"):
+            return self._agg_trades(conn, url.query)
         if url.path in KLINES_PATHS and self.klines is not None:
             return self._klines(conn, url.path, url.query)
-        if url.path == EXCHANGE_INFO:
+        if url.path == path("exchangeInfo"):
             return self._exchange_info(conn)
-        if url.path == TICKER_24HR:
+        if url.path == path("ticker/24hr"):
             return self._ticker(conn, parse_qs(url.query))
-        if len(_url_streams(request.path)) > MAX_STREAMS:
-            return conn.respond(http.HTTPStatus.BAD_REQUEST, "more than 1024 streams\n")
+        if len(_url_streams(request.path)) > self.max_streams:
+            return conn.respond(
+                http.HTTPStatus.BAD_REQUEST, f"more than {self.max_streams} streams\n"
+            )
         with self.lock:
             if self._refuse > 0:
                 self._refuse -= 1
@@ -361,17 +391,58 @@ class LocalExchange:
     def _exchange_info(self, conn: ServerConnection) -> Response:
         """The market's symbols with their status (only the fields the ingestor reads)."""
         with self.lock:
-            symbols = [
-                {"symbol": s, "status": "TRADING" if s in self.trading else "BREAK"}
-                for s in self.symbols
-            ]
+            symbols = [self._symbol_info(s) for s in self.symbols]
             self.log.exchange_info_calls += 1
         body = {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": symbols}
         response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
         response.headers["Content-Type"] = "application/json"
         return response
 
+    def _symbol_info(self, symbol: str) -> dict[str, object]:
+        status = "TRADING" if symbol in self.trading else "BREAK"
+        if self.market.market == "spot":
+            return {"symbol": symbol, "status": status}
+        if self.market.market == "um":
+            return {"symbol": symbol, "status": status, "contractType": "PERPETUAL"}
+        size = self.contract_sizes.get(symbol, 100 if symbol.startswith("BTC") else 10)
+        return {"symbol": symbol, "contractStatus": status, "contractSize": size}
+
+    def _agg_trades(self, conn: ServerConnection, raw_query: str) -> Response:
+        query = parse_qs(raw_query)
+        try:
+            symbol = query["symbol"][0].upper()
+            limit = min(int(query.get("limit", ["500"])[0]), MAX_LIMIT)
+            from_id = int(query["fromId"][0]) if "fromId" in query else None
+            start = int(query["startTime"][0]) if "startTime" in query else None
+            end = int(query["endTime"][0]) if "endTime" in query else None
+        except (KeyError, ValueError):
+            return conn.respond(http.HTTPStatus.BAD_REQUEST, '{"code":-1100,"msg":"bad query"}')
+        if start is not None and end is not None and end - start >= 3_600_000:
+            body = '{"code":-1127,"msg":"More than 1 hours between startTime and endTime."}'
+            return conn.respond(http.HTTPStatus.BAD_REQUEST, body)
+        with self.lock:
+            self.log.agg_trades_calls.append((time.monotonic(), symbol, raw_query))
+        happened = self._by_symbol.get(symbol, [])[: self._happened.get(symbol, 0)]
+        newest = happened[-1].id if happened and not self.rest_serves_all else None
+        rows = [
+            row
+            for row in self._aggregates.get(symbol, [])
+            if (newest is None or int(row["l"]) <= newest)
+            and (from_id is None or int(row["a"]) >= from_id)
+            and (start is None or int(row["T"]) >= start)
+            and (end is None or int(row["T"]) <= end)
+        ][:limit]
+        if not happened and not self.rest_serves_all:
+            rows = []
+        response = conn.respond(http.HTTPStatus.OK, json.dumps(rows))
+        response.headers["Content-Type"] = "application/json"
+        return response
+
     def _ticker(self, conn: ServerConnection, query: dict[str, list[str]]) -> Response:
+        if self.market.futures and "symbols" in query:  # no batch form on futures
+            return conn.respond(
+                http.HTTPStatus.BAD_REQUEST, '{"code":-1101,"msg":"Too many parameters."}'
+            )
         try:
             asked = ticker_symbols(query, self.symbols)
         except ValueError:
@@ -383,7 +454,8 @@ class LocalExchange:
             ticker_24hr(symbol, trades, self.clock_ms(symbol))
             for symbol, trades in happened.items()
         ]
-        body = rows[0] if "symbol" in query else rows
+        one = "symbol" in query and self.market.market != "cm"  # COIN-M answers a list
+        body = rows[0] if one else rows
         response = conn.respond(http.HTTPStatus.OK, json.dumps(body))
         response.headers["Content-Type"] = "application/json"
         return response
@@ -479,7 +551,7 @@ class LocalExchange:
         reply: dict[str, object] = {"result": None, "id": request_id}
         if method == "SUBSCRIBE":
             streams = session.streams | frozenset(params)
-            if len(streams) > MAX_STREAMS:
+            if len(streams) > self.max_streams:
                 reply = {"code": 2, "msg": "Invalid request: too many streams", "id": request_id}
                 with self.lock:
                     self.log.refused_subscriptions += 1
@@ -664,6 +736,29 @@ class LocalExchange:
         """How many trades have happened so far (sent, dropped, or unseen)."""
         with self.lock:
             return sum(self._happened.values())
+
+
+def aggregates_of(trades: Sequence[MarketTrade]) -> list[dict[str, Any]]:
+    """``aggTrades`` rows of one symbol's trades: runs of consecutive market trades with one
+    time, price and side (Binance aggregates the fills of one taker order at one price; futures
+    insurance-fund and ADL trades are left out)."""
+    rows: list[dict[str, Any]] = []
+    last_key: tuple[object, ...] | None = None
+    for trade in trades:
+        data = trade.data
+        if data.get("X", "MARKET") != "MARKET":
+            last_key = None
+            continue
+        key = (trade.trade_time, data["p"], data["m"])
+        if rows and key == last_key and rows[-1]["l"] == trade.id - 1:
+            row = rows[-1]
+            row["q"] = format(Decimal(row["q"]) + Decimal(str(data["q"])), "f")
+            row["l"] = trade.id
+        else:
+            rows.append({"a": len(rows) + 1, "p": data["p"], "q": data["q"], "f": trade.id,
+                         "l": trade.id, "T": trade.trade_time, "m": data["m"]})  # fmt: skip
+        last_key = key
+    return rows
 
 
 def _url_streams(path: str) -> frozenset[str]:

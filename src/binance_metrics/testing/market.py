@@ -63,8 +63,11 @@ class MarketTrade:
             "q": trade.quantity,
             "T": trade.trade_time_ms + shift_ms,
             "m": trade.buyer_is_maker,
-            "M": trade.best_match if trade.best_match is not None else True,
         }
+        if trade.trade_type is not None:  # a futures trade: X, no M
+            data["X"] = trade.trade_type
+        else:
+            data["M"] = trade.best_match if trade.best_match is not None else True
         stream = f"{trade.symbol.lower()}@trade"
         raw = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
         return cls(trade.symbol, stream, trade.trade_id, data["E"], data["T"], raw, data)
