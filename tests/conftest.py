@@ -13,6 +13,9 @@ import pytest
 from binance_metrics.kafka.broker import EmbeddedBroker
 from binance_metrics.store.clickhouse import Store, open_store
 
+# The shared assertion helpers report their operands on failure, as assertions in tests do.
+pytest.register_assert_rewrite("tests.support", "tests.pipeline.support", "tests.cli.support")
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:

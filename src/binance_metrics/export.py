@@ -61,12 +61,8 @@ def plain(value: Decimal | int) -> str:
     """A number as a plain decimal: no exponent, at least the 8 decimals Binance prints."""
     if isinstance(value, int):
         return str(value)
-    text = format(value, "f")
-    if "." in text:
-        whole, frac = text.split(".")
-        frac = frac.rstrip("0").ljust(8, "0")
-        text = f"{whole}.{frac}"
-    return text
+    whole, _, frac = format(value, "f").partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(8, '0')}"
 
 
 def iso_time(ms: int, tz_offset_ms: int = 0) -> str:
