@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from binance_metrics.ingest.backfill import BackfillError, RestBackfill, next_call_at
+from binance_metrics.ingest.backfill import BackfillError, RestBackfill
+from binance_metrics.ingest.tuning import HISTORICAL_TRADES_WEIGHT
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.rest_client import next_call_at
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.faults import Cut, Drop, Fault
@@ -81,8 +83,9 @@ def test_retry_after_is_honoured() -> None:
 
 
 def test_weight_budget_defers_the_next_call_to_the_next_minute() -> None:
-    assert next_call_at(100, 5000, now=1_000_030.5) == 1_000_030.5
-    assert next_call_at(4990, 5000, now=1_000_030.5) == 1_000_080.0  # next minute boundary
+    heavy = HISTORICAL_TRADES_WEIGHT
+    assert next_call_at(100, 5000, now=1_000_030.5, weight=heavy) == 1_000_030.5
+    assert next_call_at(4990, 5000, now=1_000_030.5, weight=heavy) == 1_000_080.0  # next minute
     # A lighter call (klines: 2) still fits where a historicalTrades call (25) does not.
     assert next_call_at(4990, 5000, now=1_000_030.5, weight=2) == 1_000_030.5
 

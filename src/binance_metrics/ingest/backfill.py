@@ -26,30 +26,22 @@ The futures markets (``MARKET=um|cm``, paths ``/fapi/v1``, ``/dapi/v1``) differ:
 their ``ticker/24hr`` has no ``symbols=[...]`` batch: one symbol per call (weight 1) or every
 symbol (weight 40).
 
-On 429 (too many requests) and 418 (IP banned) Binance sends ``Retry-After`` (seconds); we sleep
-that long before the next call. Other failures retry with exponential backoff. To stay clear of
-429s in the first place, calls are serialised, and when ``X-MBX-USED-WEIGHT-1M`` (the IP's weight
-used in the current minute, limit 6000) leaves no room for another call under ``weight_budget``,
-the next call waits for the minute to roll over.
-
-:meth:`RestBackfill.get` is that machinery for any public GET (``exchangeInfo`` uses it too,
-:mod:`~binance_metrics.ingest.discovery`), so every REST call of the process shares one budget.
+Every call goes through :class:`~binance_metrics.rest_client.RestClient` (serialised, within
+the request-weight budget, ``Retry-After`` honoured): :meth:`RestBackfill.get` serves any public
+GET (``exchangeInfo`` uses it too, :mod:`~binance_metrics.ingest.discovery`), so every REST call
+of the process shares one budget.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, TypeVar
 
-import httpx
 import msgspec
 
 from binance_metrics.errors import BinanceMetricsError
-from binance_metrics.ingest.backoff import Backoff
 from binance_metrics.ingest.tuning import (
     AGG_TRADES_WEIGHT,
     FUTURES_TICKER_ALL_WEIGHT,
@@ -60,6 +52,7 @@ from binance_metrics.ingest.tuning import (
     TICKER_WEIGHT,
 )
 from binance_metrics.markets import MARKET_DEFAULTS, MarketDefaults
+from binance_metrics.rest_client import RestClient
 from binance_metrics.settings import Settings
 from binance_metrics.trades import TradeMessage, now_ms
 
@@ -67,7 +60,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_LIMIT: Final = 1000
-USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
 
 
 class HistoricalTrade(msgspec.Struct, frozen=True):
@@ -132,8 +124,10 @@ class BackfillError(BinanceMetricsError):
     """REST kept failing; the caller decides whether to give the gap up."""
 
 
-class RestBackfill:
+class RestBackfill(RestClient):
     """One HTTP client for all symbols; calls are serialised so gaps never burst the limits."""
+
+    error = BackfillError
 
     def __init__(
         self,
@@ -146,15 +140,11 @@ class RestBackfill:
         weight_budget: int,
         market: MarketDefaults = MARKET_DEFAULTS["spot"],
     ) -> None:
+        super().__init__(
+            base_url, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
+            max_attempts=max_attempts, timeout_s=timeout_s, weight_budget=weight_budget,
+        )  # fmt: skip
         self.market = market
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
-        self._lock = asyncio.Lock()
-        self._retry_base_s = retry_base_s
-        self._retry_cap_s = retry_cap_s
-        self._max_attempts = max_attempts
-        self._weight_budget = weight_budget
-        self._used_weight = 0  # X-MBX-USED-WEIGHT-1M of the last answer ...
-        self._used_minute = -1  # ... in this calendar minute (Binance's weight window)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestBackfill:
@@ -169,9 +159,6 @@ class RestBackfill:
             weight_budget=tuning.rest_weight_budget,
             market=settings.market_defaults,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def trades(self, symbol: str, from_id: int, limit: int) -> list[TradeMessage]:
         """Raw trades with ``id >= from_id`` (at most ``limit``, capped at 1000), oldest first.
@@ -272,81 +259,9 @@ class RestBackfill:
         chosen = set(wanted)
         return {r.symbol: r for r in rows if r.symbol in chosen and r.lastId >= 0}
 
-    async def get(
-        self,
-        path: str,
-        params: dict[str, str],
-        decode: Callable[[bytes], T],
-        *,
-        weight: int,
-        what: str,
-    ) -> T:
-        """``GET path`` decoded, retried, within the weight budget (``weight``: its cost)."""
-        backoff = Backoff(self._retry_base_s, self._retry_cap_s)
-        for _ in range(self._max_attempts):
-            async with self._lock:
-                if (wait := self._wait_for_weight(weight)) > 0:
-                    log.warning("REST weight budget used up: waiting %.1f s", wait)
-                    await asyncio.sleep(wait)
-                try:
-                    response = await self._client.get(path, params=params)
-                except httpx.HTTPError as exc:
-                    delay, why = backoff.next_delay(), f"request failed: {exc!r}"
-                else:
-                    self._note_weight(response)
-                    if response.status_code == 200:
-                        try:
-                            return decode(response.content)
-                        except msgspec.DecodeError as exc:
-                            delay, why = backoff.next_delay(), f"bad response: {exc}"
-                    elif response.status_code in (418, 429):
-                        delay = _retry_after(response) or backoff.next_delay()
-                        why = f"HTTP {response.status_code}, Retry-After {delay:g} s"
-                    else:
-                        delay = backoff.next_delay()
-                        why = f"HTTP {response.status_code}: {response.text[:200]}"
-                log.warning("%s: %s; retrying in %.2f s", what, why, delay)
-                # Sleeping under the lock holds every other symbol back too: a 429/418 is per IP.
-                await asyncio.sleep(delay)
-        raise BackfillError(f"{what}: gave up after {self._max_attempts} tries")
-
-    def _wait_for_weight(self, weight: int) -> float:
-        """Seconds to wait before a call of ``weight``: the budget's minute may be used up."""
-        now = time.time()
-        used = self._used_weight if int(now // 60) == self._used_minute else 0
-        return next_call_at(used, self._weight_budget, now, weight=weight) - now
-
-    def _note_weight(self, response: httpx.Response) -> None:
-        used = response.headers.get(USED_WEIGHT_HEADER)
-        if used is not None and used.isdigit():
-            self._used_weight, self._used_minute = int(used), int(time.time() // 60)
-
-
-def next_call_at(
-    used_weight: int,
-    budget: int,
-    now: float | None = None,
-    *,
-    weight: int = HISTORICAL_TRADES_WEIGHT,
-) -> float:
-    """Wall-clock time of the next allowed call (of ``weight``): now, or the next minute if
-    over budget."""
-    now = time.time() if now is None else now
-    if used_weight + weight <= budget:
-        return now
-    return now - now % 60 + 60  # Binance's weight window is the calendar minute
-
 
 def _one_or_more_tickers(content: bytes) -> list[TickerRow]:
     """USDⓈ-M answers ``symbol=`` with one object, COIN-M with a list."""
     if content.lstrip().startswith(b"["):
         return _ticker_decoder.decode(content)
     return [_ticker_row_decoder.decode(content)]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

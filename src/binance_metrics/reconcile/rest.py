@@ -9,29 +9,24 @@ answers, oldest first, the klines whose open time is in ``[startTime, endTime]``
 USDⓈ-M futures serve the same at ``/fapi/v1/klines``, COIN-M at ``/dapi/v1/klines``, where
 volume is in contracts and columns 8 and 11 are base-asset volumes (compared with the stored
 base volumes). A page asks from the open time after the last one received until the
-end; the requests are serialised; the weight used (``X-MBX-USED-WEIGHT-1M``) and ``Retry-After``
-on 429 and 418 are honoured exactly as by the trade backfill
-(:mod:`binance_metrics.ingest.backfill`); other 4xx answers are errors at once, with Binance's
-message (an unknown symbol is ``-1121 Invalid symbol.``).
+end, through the same client as the trade backfill (:mod:`binance_metrics.rest_client`: calls
+serialised, the weight used and ``Retry-After`` honoured); other 4xx answers are errors at once,
+with Binance's message (an unknown symbol is ``-1121 Invalid symbol.``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-import httpx
 import msgspec
 
 from binance_metrics.errors import BinanceMetricsError
-from binance_metrics.ingest.backfill import USED_WEIGHT_HEADER, _retry_after, next_call_at
-from binance_metrics.ingest.backoff import Backoff
 from binance_metrics.markets import MARKET_DEFAULTS
 from binance_metrics.reconcile.compare import FIELDS, Kline, Value
+from binance_metrics.rest_client import RestClient
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,8 +65,11 @@ class KlinesError(BinanceMetricsError):
     """Binance refused the request, or kept failing; the message says which and why."""
 
 
-class RestKlines:
+class RestKlines(RestClient):
     """One HTTP client; calls are serialised, so pages never burst the weight limit."""
+
+    error = KlinesError
+    refusals_are_final = True
 
     def __init__(
         self,
@@ -84,15 +82,11 @@ class RestKlines:
         timeout_s: float,
         weight_budget: int,
     ) -> None:
+        super().__init__(
+            base_url, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
+            max_attempts=max_attempts, timeout_s=timeout_s, weight_budget=weight_budget,
+        )  # fmt: skip
         self.market = MARKETS[market]
-        self.base_url = base_url
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
-        self._lock = asyncio.Lock()
-        self._retry_base_s = retry_base_s
-        self._retry_cap_s = retry_cap_s
-        self._max_attempts = max_attempts
-        self._weight_budget = weight_budget
-        self._not_before = 0.0  # wall clock: no call before this (weight budget used up)
 
     @classmethod
     def from_settings(
@@ -116,9 +110,6 @@ class RestKlines:
             timeout_s=tuning.backfill_timeout_s,
             weight_budget=weight_budget or tuning.rest_weight_budget,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, max_pages: int | None = None
@@ -148,44 +139,9 @@ class RestKlines:
         return found
 
     async def _page(self, params: dict[str, str]) -> list[list[Any]]:
-        what = f"{self.base_url}{self.market.path} {params['symbol']} from {params['startTime']}"
-        backoff = Backoff(self._retry_base_s, self._retry_cap_s)
-        for _ in range(self._max_attempts):
-            async with self._lock:
-                if (wait := self._not_before - time.time()) > 0:
-                    log.info("REST weight budget used up: waiting %.1f s", wait)
-                    await asyncio.sleep(wait)
-                try:
-                    response = await self._client.get(self.market.path, params=params)
-                except httpx.HTTPError as exc:
-                    delay, why = backoff.next_delay(), f"request failed: {exc!r}"
-                else:
-                    self._note_weight(response)
-                    status = response.status_code
-                    if status == 200:
-                        try:
-                            return _decoder.decode(response.content)
-                        except msgspec.DecodeError as exc:
-                            delay, why = backoff.next_delay(), f"bad response: {exc}"
-                    elif status in (418, 429):
-                        delay = _retry_after(response) or backoff.next_delay()
-                        why = f"HTTP {status}, Retry-After {delay:g} s"
-                    elif 400 <= status < 500:
-                        refusal = f"HTTP {status} {_message(response)}"
-                        raise KlinesError(f"Binance refused {what}: {refusal}")
-                    else:
-                        delay, why = backoff.next_delay(), f"HTTP {status}: {response.text[:200]}"
-                log.warning("klines %s: %s; retrying in %.2f s", what, why, delay)
-                await asyncio.sleep(delay)  # under the lock: a 429/418 is per IP
-        raise KlinesError(f"{what}: gave up after {self._max_attempts} tries")
-
-    def _note_weight(self, response: httpx.Response) -> None:
-        used = response.headers.get(USED_WEIGHT_HEADER)
-        if used is not None and used.isdigit():
-            self._not_before = max(
-                self._not_before,
-                next_call_at(int(used), self._weight_budget, weight=self.market.weight),
-            )
+        path = self.market.path
+        what = f"{self.base_url}{path} {params['symbol']} from {params['startTime']}"
+        return await self.get(path, params, _decoder.decode, weight=self.market.weight, what=what)
 
     def _kline(self, row: list[Any], symbol: str) -> Kline:
         try:
@@ -197,12 +153,3 @@ class RestKlines:
             return Kline(int(row[0]), values)
         except (IndexError, ValueError, TypeError, InvalidOperation):
             raise KlinesError(f"{self.market.path} {symbol}: not a kline row: {row!r}") from None
-
-
-def _message(response: httpx.Response) -> str:
-    """Binance's ``{"code": -1121, "msg": "Invalid symbol."}`` as ``-1121 Invalid symbol.``."""
-    try:
-        body = response.json()
-        return f"{body['code']} {body['msg']}"
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200]
