@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Final, TypeVar
 
 import httpx
@@ -23,6 +24,7 @@ import msgspec
 
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.ingest.backoff import Backoff
+from binance_metrics.ingest.tuning import IngestTuning
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,28 @@ T = TypeVar("T")
 
 #: The IP's request weight used in the current minute, on every answer.
 USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
+
+
+@dataclass(frozen=True, slots=True)
+class RestTuning:
+    """How a client retries and how much of the IP's weight a minute it may use."""
+
+    retry_base_s: float
+    retry_cap_s: float
+    max_attempts: int
+    timeout_s: float
+    weight_budget: int
+
+    @classmethod
+    def of(cls, tuning: IngestTuning) -> RestTuning:
+        """The ``INGEST__BACKFILL_*`` and ``INGEST__REST_WEIGHT_BUDGET`` settings."""
+        return cls(
+            retry_base_s=tuning.backfill_retry_base_s,
+            retry_cap_s=tuning.backfill_retry_cap_s,
+            max_attempts=tuning.backfill_max_attempts,
+            timeout_s=tuning.backfill_timeout_s,
+            weight_budget=tuning.rest_weight_budget,
+        )
 
 
 class RestClient:
@@ -40,23 +64,14 @@ class RestClient:
     #: A 4xx other than 418/429 (a bad symbol, a bad parameter) fails at once, not retried.
     refusals_are_final: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        retry_base_s: float,
-        retry_cap_s: float,
-        max_attempts: int,
-        timeout_s: float,
-        weight_budget: int,
-    ) -> None:
+    def __init__(self, base_url: str, tuning: RestTuning) -> None:
         self.base_url = base_url
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=tuning.timeout_s)
         self._lock = asyncio.Lock()
-        self._retry_base_s = retry_base_s
-        self._retry_cap_s = retry_cap_s
-        self._max_attempts = max_attempts
-        self._weight_budget = weight_budget
+        self._retry_base_s = tuning.retry_base_s
+        self._retry_cap_s = tuning.retry_cap_s
+        self._max_attempts = tuning.max_attempts
+        self._weight_budget = tuning.weight_budget
         self._used_weight = 0  # X-MBX-USED-WEIGHT-1M of the last answer ...
         self._used_minute = -1  # ... in this calendar minute (Binance's weight window)
 

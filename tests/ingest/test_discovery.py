@@ -16,6 +16,7 @@ from binance_metrics.ingest.discovery import (
     is_pattern,
     trading_symbols,
 )
+from binance_metrics.rest_client import RestTuning
 from binance_metrics.settings import Settings
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import synthetic_market
@@ -65,14 +66,7 @@ def test_selection_keeps_names_and_matches_patterns() -> None:
 
 
 def rest(exchange: LocalExchange) -> RestBackfill:
-    return RestBackfill(
-        exchange.rest_url,
-        retry_base_s=0.05,
-        retry_cap_s=0.1,
-        max_attempts=2,
-        timeout_s=10,
-        weight_budget=5000,
-    )
+    return RestBackfill(exchange.rest_url, RestTuning(0.05, 0.1, 2, 10, 5000))
 
 
 def test_exchange_info_resolves_all_and_patterns() -> None:

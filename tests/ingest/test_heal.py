@@ -12,6 +12,7 @@ from binance_metrics.ingest.backfill import RestBackfill
 from binance_metrics.ingest.heal import Healer
 from binance_metrics.ingest.sequence import SymbolSequence
 from binance_metrics.ingest.tuning import IngestTuning
+from binance_metrics.rest_client import RestTuning
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.testing.exchange import LocalExchange
 from binance_metrics.testing.market import MarketTrade
@@ -39,10 +40,7 @@ def minutes(trades: list[MarketTrade]) -> list[tuple[int, list[MarketTrade]]]:
 
 
 def healer(exchange: LocalExchange, store: Store, produced: list[TradeMessage]) -> Healer:
-    rest = RestBackfill(
-        exchange.rest_url, retry_base_s=0.01, retry_cap_s=0.05, max_attempts=2, timeout_s=10,
-        weight_budget=5000,
-    )  # fmt: skip
+    rest = RestBackfill(exchange.rest_url, RestTuning(0.01, 0.05, 2, 10, 5000))
     sequences = {SYMBOL: SymbolSequence(SYMBOL, lambda _trade: None)}
     return Healer(store, rest, produced.append, sequences, IngestTuning())
 

@@ -52,7 +52,7 @@ from binance_metrics.ingest.tuning import (
     TICKER_WEIGHT,
 )
 from binance_metrics.markets import MARKET_DEFAULTS, MarketDefaults
-from binance_metrics.rest_client import RestClient
+from binance_metrics.rest_client import RestClient, RestTuning
 from binance_metrics.settings import Settings
 from binance_metrics.trades import TradeMessage, now_ms
 
@@ -130,34 +130,16 @@ class RestBackfill(RestClient):
     error = BackfillError
 
     def __init__(
-        self,
-        base_url: str,
-        *,
-        retry_base_s: float,
-        retry_cap_s: float,
-        max_attempts: int,
-        timeout_s: float,
-        weight_budget: int,
-        market: MarketDefaults = MARKET_DEFAULTS["spot"],
+        self, base_url: str, tuning: RestTuning, market: MarketDefaults = MARKET_DEFAULTS["spot"]
     ) -> None:
-        super().__init__(
-            base_url, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
-            max_attempts=max_attempts, timeout_s=timeout_s, weight_budget=weight_budget,
-        )  # fmt: skip
+        super().__init__(base_url, tuning)
         self.market = market
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestBackfill:
         """The client on ``BINANCE_REST_URL`` with the ``INGEST__BACKFILL_*`` tuning."""
-        tuning = settings.INGEST
         return cls(
-            settings.BINANCE_REST_URL,
-            retry_base_s=tuning.backfill_retry_base_s,
-            retry_cap_s=tuning.backfill_retry_cap_s,
-            max_attempts=tuning.backfill_max_attempts,
-            timeout_s=tuning.backfill_timeout_s,
-            weight_budget=tuning.rest_weight_budget,
-            market=settings.market_defaults,
+            settings.BINANCE_REST_URL, RestTuning.of(settings.INGEST), settings.market_defaults
         )
 
     async def trades(self, symbol: str, from_id: int, limit: int) -> list[TradeMessage]:

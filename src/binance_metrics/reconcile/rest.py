@@ -17,7 +17,7 @@ with Binance's message (an unknown symbol is ``-1121 Invalid symbol.``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -26,7 +26,7 @@ import msgspec
 from binance_metrics.errors import BinanceMetricsError
 from binance_metrics.markets import MARKET_DEFAULTS
 from binance_metrics.reconcile.compare import FIELDS, Kline, Value
-from binance_metrics.rest_client import RestClient
+from binance_metrics.rest_client import RestClient, RestTuning
 from binance_metrics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,21 +71,8 @@ class RestKlines(RestClient):
     error = KlinesError
     refusals_are_final = True
 
-    def __init__(
-        self,
-        base_url: str,
-        market: str = "spot",
-        *,
-        retry_base_s: float,
-        retry_cap_s: float,
-        max_attempts: int,
-        timeout_s: float,
-        weight_budget: int,
-    ) -> None:
-        super().__init__(
-            base_url, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
-            max_attempts=max_attempts, timeout_s=timeout_s, weight_budget=weight_budget,
-        )  # fmt: skip
+    def __init__(self, base_url: str, tuning: RestTuning, market: str = "spot") -> None:
+        super().__init__(base_url, tuning)
         self.market = MARKETS[market]
 
     @classmethod
@@ -99,17 +86,11 @@ class RestKlines(RestClient):
     ) -> RestKlines:
         """The client of ``market`` (at ``base_url``, else its default or BINANCE_REST_URL)
         with the backfill's retry tuning (``INGEST__BACKFILL_*``)."""
-        tuning = settings.INGEST
         url = base_url or MARKETS[market].default_url or settings.BINANCE_REST_URL
-        return cls(
-            url.rstrip("/"),
-            market,
-            retry_base_s=tuning.backfill_retry_base_s,
-            retry_cap_s=tuning.backfill_retry_cap_s,
-            max_attempts=tuning.backfill_max_attempts,
-            timeout_s=tuning.backfill_timeout_s,
-            weight_budget=weight_budget or tuning.rest_weight_budget,
-        )
+        tuning = RestTuning.of(settings.INGEST)
+        if weight_budget:
+            tuning = replace(tuning, weight_budget=weight_budget)
+        return cls(url.rstrip("/"), tuning, market)
 
     async def klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, max_pages: int | None = None
