@@ -51,6 +51,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from binance_metrics.heartbeats import decode_heartbeat
 from binance_metrics.kafka.broker import EmbeddedBroker, free_port
 from binance_metrics.settings import Settings
+from binance_metrics.testing.bars_poller import poll_bars
 from binance_metrics.testing.exchange import LocalExchange, RealTime
 from binance_metrics.testing.market import MarketTrade
 
@@ -95,38 +96,25 @@ def market(symbols: Sequence[str], start_ms: int, seconds: float, rate: float) -
 class Seen:
     """What the poller saw through ``/api/bars``, by wall-clock ms."""
 
+    page_symbol: str  # the symbol the page shows: its newest bar's versions are timed
     closed: dict[tuple[str, int], int] = field(default_factory=dict)  # (symbol, minute) -> first
     forming: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)  # (t, minute, id)
     versions: dict[str, int] = field(default_factory=dict)  # newest bar's "ot|close|n" -> first
     any_forming: bool = False
 
-
-def poll(base: str, symbols: Sequence[str], page_symbol: str, every_s: float,
-         stop: threading.Event, seen: Seen) -> None:  # fmt: skip
-    with httpx.Client(timeout=10) as client:
-        while not stop.is_set():
-            began = time.monotonic()
-            for symbol in symbols:
-                try:
-                    bars = client.get(
-                        f"{base}/api/bars", params={"symbol": symbol, "limit": 3}
-                    ).json()["bars"]
-                except (httpx.HTTPError, ValueError, KeyError):
-                    continue
-                at = now_ms()
-                for bar in bars:
-                    if bar.get("closed", True):
-                        seen.closed.setdefault((symbol, bar["open_time"]), at)
-                    elif "last_trade_id" in bar:
-                        seen.any_forming = True
-                        seen.forming.setdefault(symbol, []).append(
-                            (at, bar["open_time"], bar["last_trade_id"])
-                        )
-                if symbol == page_symbol and bars:
-                    last = bars[-1]
-                    key = f"{last['open_time']}|{last['close']}|{last['trade_count']}"
-                    seen.versions.setdefault(key, at)
-            stop.wait(max(0.0, every_s - (time.monotonic() - began)))
+    def note(self, symbol: str, bars: list[dict[str, Any]], at: int) -> None:
+        for bar in bars:
+            if bar.get("closed", True):
+                self.closed.setdefault((symbol, bar["open_time"]), at)
+            elif "last_trade_id" in bar:
+                self.any_forming = True
+                self.forming.setdefault(symbol, []).append(
+                    (at, bar["open_time"], bar["last_trade_id"])
+                )
+        if symbol == self.page_symbol and bars:
+            last = bars[-1]
+            key = f"{last['open_time']}|{last['close']}|{last['trade_count']}"
+            self.versions.setdefault(key, at)
 
 
 def produced_trades(bootstrap: str, topic: str) -> list[dict[str, Any]]:
@@ -218,7 +206,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     work = Path(tempfile.mkdtemp(prefix="latency-bench-"))
     browser_binary = None if args.no_page else shutil.which("chromium")
-    seen = Seen()
+    seen = Seen(symbols[0])
     stop = threading.Event()
     with EmbeddedBroker() as broker, LocalExchange(
         trades, pace=RealTime(1.0), advance_when_idle=True, tail_guard=0,
@@ -259,8 +247,8 @@ def main() -> int:
                 browser = Browser(browser_binary, work / "profile").__enter__()
                 browser.navigate(f"{base}/?symbol={symbols[0]}&interval=1m")
             poller = threading.Thread(
-                target=poll,
-                args=(base, (*symbols, QUIET), symbols[0], args.poll_ms / 1000, stop, seen),
+                target=poll_bars,
+                args=(base, (*symbols, QUIET), args.poll_ms / 1000, stop, seen.note),
             )
             poller.start()
             opener.join()

@@ -52,6 +52,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from binance_metrics.kafka.broker import free_port
+from binance_metrics.testing.bars_poller import poll_bars
 from binance_metrics.testing.exchange import LocalExchange, RealTime
 from binance_metrics.testing.market import Burst, MarketTrade, WholeMarket
 
@@ -166,30 +167,12 @@ class Seen:
 
     bars: dict[tuple[str, int], list[tuple[int, int]]] = field(default_factory=dict)
 
-
-def poll(base: str, symbols: Sequence[str], every_s: float, stop: threading.Event,
-         seen: Seen) -> None:  # fmt: skip
-    with httpx.Client(timeout=10) as client:
-        while not stop.is_set():
-            began = time.monotonic()
-            for symbol in symbols:
-                try:
-                    bars = client.get(
-                        f"{base}/api/bars", params={"symbol": symbol, "limit": 3}
-                    ).json()["bars"]
-                except (httpx.HTTPError, ValueError, KeyError):
-                    continue
-                at = now_ms()
-                for bar in bars:
-                    first, last = bar.get("first_trade_id"), bar.get("last_trade_id")
-                    # Every id from first to last counted: each trade up to last is visible.
-                    if (
-                        first is not None
-                        and last is not None
-                        and (bar["trade_count"] == last - first + 1)
-                    ):
-                        seen.bars.setdefault((symbol, bar["open_time"]), []).append((at, last))
-            stop.wait(max(0.0, every_s - (time.monotonic() - began)))
+    def note(self, symbol: str, bars: list[dict[str, Any]], at: int) -> None:
+        for bar in bars:
+            first, last = bar.get("first_trade_id"), bar.get("last_trade_id")
+            # Every id from first to last counted: each trade up to last is visible.
+            if first is not None and last is not None and bar["trade_count"] == last - first + 1:
+                self.bars.setdefault((symbol, bar["open_time"]), []).append((at, last))
 
 
 def latencies(trades: Sequence[MarketTrade], symbols: Sequence[str], seen: Seen) -> list[float]:
@@ -322,7 +305,7 @@ def main() -> int:
         )  # fmt: skip
         sampler = threading.Thread(target=sample, args=(up.pid, stop, samples), daemon=True)
         poller = threading.Thread(
-            target=poll, args=(base, polled, args.poll_ms / 1000, stop, seen), daemon=True
+            target=poll_bars, args=(base, polled, args.poll_ms / 1000, stop, seen.note), daemon=True
         )
         sampler.start()
         poller.start()
