@@ -12,18 +12,14 @@ equals the reference klines.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytewax.testing import run_main
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from binance_metrics.dataflow import build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker
-from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import StoredBar, fetch_bars
 from binance_metrics.testing.exchange import LocalExchange, RealTime
@@ -33,7 +29,7 @@ from binance_metrics.trades import TradeMessage, format_scaled
 from binance_metrics.web import create_router
 from tests.ingest.harness import running_ingestor, settings_for
 from tests.support.oracle import FIELDS, reference_klines
-from tests.support.pipeline import pipeline_settings
+from tests.support.pipeline import LiveDataflow, pipeline_settings
 
 BUSY, QUIET = "QAAAUSDT", "QBBBUSDT"
 WINDOW_MS = 2_000
@@ -105,22 +101,15 @@ def test_quiet_windows_close_on_time_never_in_an_outage_and_the_forming_bar_is_e
         ingest_settings = settings_for(
             exchange, topic_prefix, (BUSY, QUIET), silence_timeout_s=10, tail_check_s=0
         )
-        stop = threading.Event()
         with running_ingestor(ingest_settings, broker.bootstrap_servers) as running:
-            source = RawKafkaSource(broker.connection, flow_settings.KAFKA_TOPIC, stop=stop)
-            flow = threading.Thread(
-                target=run_main, args=(build_flow(flow_settings, broker.connection, source=source),)
-            )
-            flow.start()
+            flow = LiveDataflow(flow_settings, broker)
             with TestClient(app) as client:
                 while not exchange.done.is_set():
                     observations.append(observe(running.ingestor.sequences, empty_store, client))
                     time.sleep(0.2)
             exchange.wait_done(60)
         # The ingestor has flushed on leaving its context; the dataflow reads to the end.
-        stop.set()
-        flow.join(120)
-        assert not flow.is_alive(), "the dataflow did not stop"
+        flow.finish()
         assert exchange.log.rest_calls == [], "the outage lost no trade: nothing to backfill"
 
     quiet_phase = [o for o in observations if o.quiet_next_id == quiet_last + 1]

@@ -11,15 +11,10 @@ is quiet again, then trades again at 26 s.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
-from bytewax.testing import run_main
-
-from binance_metrics.dataflow import build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker
-from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.store.clickhouse import Store
 from binance_metrics.store.queries import fetch_bars
 from binance_metrics.testing.exchange import LocalExchange, RealTime
@@ -28,7 +23,7 @@ from binance_metrics.testing.market import MarketTrade
 from binance_metrics.trades import TradeMessage, format_scaled
 from tests.ingest.harness import running_ingestor, settings_for
 from tests.support.oracle import FIELDS, reference_klines
-from tests.support.pipeline import pipeline_settings
+from tests.support.pipeline import LiveDataflow, pipeline_settings
 
 SYMBOL = "QCCCUSDT"
 WINDOW_MS = 2_000
@@ -76,13 +71,8 @@ def test_a_quiet_symbol_alone_closes_its_windows_and_an_outage_waits_for_the_led
     with exchange:
         ingest_settings = settings_for(exchange, topic_prefix, (SYMBOL,), silence_timeout_s=60)
         ingest_settings = ingest_settings.model_copy(update={"WINDOW_SECONDS": WINDOW_MS // 1000})
-        stop = threading.Event()
         with running_ingestor(ingest_settings, broker.bootstrap_servers) as running:
-            source = RawKafkaSource(broker.connection, flow_settings.KAFKA_TOPIC, stop=stop)
-            flow = threading.Thread(
-                target=run_main, args=(build_flow(flow_settings, broker.connection, source=source),)
-            )
-            flow.start()
+            flow = LiveDataflow(flow_settings, broker)
             sequence = running.ingestor.sequences[SYMBOL]
             while not exchange.done.is_set():
                 bars = fetch_bars(empty_store, SYMBOL, limit=50)
@@ -91,9 +81,7 @@ def test_a_quiet_symbol_alone_closes_its_windows_and_an_outage_waits_for_the_led
                 time.sleep(0.2)
             exchange.wait_done(60)
             ticker_calls = list(exchange.log.ticker_calls)
-        stop.set()
-        flow.join(120)
-        assert not flow.is_alive(), "the dataflow did not stop"
+        flow.finish()
     assert len(exchange.log.sessions) >= 2, "no outage happened"
     assert exchange.log.rest_calls, "the trades of the outage were not missed (no backfill)"
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
+from bytewax.testing import run_main
 from confluent_kafka import Consumer, TopicPartition
 
+from binance_metrics.dataflow import build_flow
 from binance_metrics.kafka.broker import EmbeddedBroker
+from binance_metrics.kafka.source import RawKafkaSource
 from binance_metrics.settings import Settings, load_settings
 from binance_metrics.store.clickhouse import Store
 
@@ -40,3 +45,20 @@ def read_to_end(broker: EmbeddedBroker, topic: str, partitions: int = 3) -> list
             values.append(msg.value() or b"")
     consumer.close()
     return values
+
+
+class LiveDataflow:
+    """The dataflow in a thread, following ``settings.KAFKA_TOPIC`` as it grows until
+    :meth:`finish`, which lets it read to the end and waits for it."""
+
+    def __init__(self, settings: Settings, broker: EmbeddedBroker) -> None:
+        self._stop = threading.Event()
+        source = RawKafkaSource(broker.connection, settings.KAFKA_TOPIC, stop=self._stop)
+        flow = build_flow(settings, broker.connection, source=source)
+        self._thread = threading.Thread(target=run_main, args=(flow,))
+        self._thread.start()
+
+    def finish(self) -> None:
+        self._stop.set()
+        self._thread.join(120)
+        assert not self._thread.is_alive(), "the dataflow did not stop"
